@@ -1,0 +1,156 @@
+"""Requests, responses and their parts, independent of the subprotocol that carries them.
+
+One `DataRequest` class serves both directions: a response is the request after the Flow has
+processed it (same id and endpoint, routes and status filled in), exactly as a Jina gateway
+answers with the `DataRequestProto` it was sent. Timestamps are integer nanoseconds since the Unix
+epoch (UTC), the resolution of `google.protobuf.Timestamp`; `format_timestamp` and
+`parse_timestamp` convert to and from the RFC 3339 text of the json subprotocol.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.wire.documents import Document
+
+STATUS_SUCCESS = 0
+STATUS_ERROR = 1
+
+
+@dataclass(slots=True)
+class ExceptionInfo:
+    """What an Executor raised: `StatusProto.ExceptionProto`."""
+
+    name: str
+    args: list[str] = field(default_factory=list)
+    stacks: list[str] = field(default_factory=list)
+    executor: str = ""
+
+
+@dataclass(slots=True)
+class Status:
+    """`StatusProto`. Code 0 is success, 1 an error (Jina >= 3.6); treat any code >= 1 as failure."""
+
+    code: int = STATUS_SUCCESS
+    description: str = ""
+    exception: ExceptionInfo | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.code >= STATUS_ERROR
+
+
+@dataclass(slots=True)
+class Route:
+    """One entry of `routes`: who handled the request, from when to when (server clock, ns)."""
+
+    executor: str
+    start_ns: int | None = None
+    end_ns: int | None = None
+    status: Status | None = None
+
+
+@dataclass(slots=True)
+class DataRequest:
+    """A data request or response.
+
+    `docs` None means `"data": null` (no documents); `parameters` None means none were given.
+    `docs_bytes` carries `DataContentProto.docs_bytes` through untouched (opaque docarray bytes).
+    """
+
+    request_id: str = ""
+    exec_endpoint: str | None = None
+    target_executor: str | None = None
+    parameters: dict[str, Any] | None = None
+    docs: list[Document] | None = None
+    routes: list[Route] = field(default_factory=list)
+    status: Status | None = None
+    docs_bytes: bytes | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.status is not None and self.status.is_error
+
+
+class EndOfStream:
+    """The client's end-of-stream marker: `{}` in json mode, a single `0x00` byte in bytes mode."""
+
+    _instance: EndOfStream | None = None
+
+    def __new__(cls) -> EndOfStream:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "END_OF_STREAM"
+
+
+END_OF_STREAM = EndOfStream()
+JSON_END_OF_STREAM = "{}"
+BYTES_END_OF_STREAM = b"\x00"
+
+
+# ---- timestamps --------------------------------------------------------------------------------
+
+
+def now_ns() -> int:
+    """Wall-clock time at microsecond resolution, as a Jina gateway stamps its routes."""
+    return time.time_ns() // 1000 * 1000
+
+
+_prefix_cache: dict[int, str] = {}
+
+
+def format_timestamp(ns: int) -> str:
+    """RFC 3339 UTC with a `Z`, as protobuf's JSON mapping writes a Timestamp: 0, 3, 6 or 9
+    fractional digits, the fewest that hold the value exactly."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    prefix = _prefix_cache.get(seconds)
+    if prefix is None:
+        if len(_prefix_cache) > 4096:
+            _prefix_cache.clear()
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _prefix_cache[seconds] = prefix
+    if nanos == 0:
+        return prefix + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{prefix}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{prefix}.{nanos // 1000:06d}Z"
+    return f"{prefix}.{nanos:09d}Z"
+
+
+_seconds_cache: dict[str, int] = {}
+
+
+def parse_timestamp(text: str) -> int:
+    """Nanoseconds since the epoch from RFC 3339 text (`...Z` or `...+00:00`, any fraction length)."""
+    base = text[:19]
+    seconds = _seconds_cache.get(base)
+    if seconds is None:
+        if len(_seconds_cache) > 4096:
+            _seconds_cache.clear()
+        try:
+            seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
+        _seconds_cache[base] = seconds
+    rest = text[19:]
+    nanos = 0
+    offset_s = 0
+    if rest.startswith("."):
+        end = 1
+        while end < len(rest) and rest[end].isdigit():
+            end += 1
+        frac = rest[1:end]
+        nanos = int(frac[:9].ljust(9, "0")) if frac else 0
+        rest = rest[end:]
+    if rest and rest not in ("Z", "z"):
+        sign = -1 if rest[0] == "-" else 1
+        hh, mm = rest[1:3], rest[4:6]
+        offset_s = sign * (int(hh) * 3600 + int(mm) * 60)
+    return (seconds - offset_s) * 1_000_000_000 + nanos

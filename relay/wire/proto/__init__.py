@@ -1,0 +1,1 @@
+"""Generated protobuf modules for the bytes subprotocol (see scripts/gen_proto.sh)."""
