@@ -87,7 +87,7 @@ def decode_request(payload: str | bytes) -> DataRequest | EndOfStream:
     )
 
 
-def _status_dict(status: Status) -> dict[str, Any]:
+def status_dict(status: Status) -> dict[str, Any]:
     # proto3 JSON mapping: default values are left out.
     out: dict[str, Any] = {}
     if status.code:
@@ -116,7 +116,7 @@ def _route_dict(route: Route) -> dict[str, Any]:
     if route.end_ns is not None:
         out["end_time"] = format_timestamp(route.end_ns)
     if route.status is not None:
-        out["status"] = _status_dict(route.status)
+        out["status"] = status_dict(route.status)
     return out
 
 
@@ -124,7 +124,7 @@ def response_dict(resp: DataRequest) -> dict[str, Any]:
     """The response as the dict a gateway serialises (before JSON)."""
     header: dict[str, Any] = {"request_id": resp.request_id}
     if resp.status is not None and (resp.status.code or resp.status.description or resp.status.exception):
-        header["status"] = _status_dict(resp.status)
+        header["status"] = status_dict(resp.status)
     if resp.exec_endpoint is not None:
         header["exec_endpoint"] = resp.exec_endpoint
     if resp.target_executor is not None:

@@ -113,7 +113,9 @@ def format_timestamp(ns: int) -> str:
     if prefix is None:
         if len(_prefix_cache) > 4096:
             _prefix_cache.clear()
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        # Not strftime: its %Y does not zero-pad years before 1000 on glibc ("1-01-01T...").
+        t = time.gmtime(seconds)
+        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         _prefix_cache[seconds] = prefix
     if nanos == 0:
         return prefix + "Z"

@@ -35,7 +35,7 @@ def _status_from_proto(pb: jina_pb2.StatusProto) -> Status:
     return Status(code=pb.code, description=pb.description, exception=info)
 
 
-def _status_to_proto(status: Status, pb: jina_pb2.StatusProto) -> None:
+def status_to_proto(status: Status, pb: jina_pb2.StatusProto) -> None:
     pb.code = status.code  # type: ignore[assignment]
     if status.description:
         pb.description = status.description
@@ -88,8 +88,10 @@ def to_proto(req: DataRequest) -> jina_pb2.DataRequestProto:
     if req.target_executor is not None:
         h.target_executor = req.target_executor
     if req.status is not None:
-        _status_to_proto(req.status, h.status)
+        status_to_proto(req.status, h.status)
     if req.parameters is not None:
+        # Mark the Struct present even when empty: a gateway always sends `parameters` (`12 00`).
+        pb.parameters.SetInParent()
         pb.parameters.update(req.parameters)
     for r in req.routes:
         rp = pb.routes.add()
@@ -99,7 +101,7 @@ def to_proto(req: DataRequest) -> jina_pb2.DataRequestProto:
         if r.end_ns is not None:
             rp.end_time.seconds, rp.end_time.nanos = divmod(r.end_ns, 1_000_000_000)
         if r.status is not None:
-            _status_to_proto(r.status, rp.status)
+            status_to_proto(r.status, rp.status)
     if req.docs is not None:
         docs_pb = pb.data.docs
         docs_pb.SetInParent()

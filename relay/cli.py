@@ -1,0 +1,152 @@
+"""The `flowrelay` command: one CLI, one verb per job (`serve`, `load`, `demo`, `report`, ...).
+
+Each verb's options are declared by the room that owns it (`relay.cli` for serve, `loadtest.cli` for
+load and report); this module only dispatches. Usage errors exit 2 with a message, before any traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from relay.executors import Chain, ExecutorSpecError
+from relay.server import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PORT,
+    DEFAULT_PREFETCH,
+    RelayConfig,
+    RelayServer,
+    install_uvloop,
+)
+from relay.units import parse_duration, parse_size
+
+EXIT_USAGE = 2
+
+Verb = Callable[[argparse.Namespace], int]
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument(
+        "--executor",
+        "-e",
+        action="append",
+        default=None,
+        metavar="[NAME=]KIND[:ARG...]",
+        help="a built-in Executor, in chain order (repeatable): echo, upper, sleep:2ms, "
+        "sleep:exponential:5ms, sleep:lognormal:5ms:sigma=0.5, fail:0.1, fail:/fail, embed:128. "
+        "Default: upper",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        help=f"requests in flight per connection before reading pauses (default {DEFAULT_PREFETCH}; 0 = no limit)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        default=str(DEFAULT_MAX_MESSAGE_SIZE),
+        metavar="SIZE",
+        help="largest request accepted, e.g. 64MiB (default); larger ones are closed with 1009",
+    )
+    p.add_argument(
+        "--drain-timeout", default="10s", help="on SIGTERM, how long to answer requests in flight (default 10s)"
+    )
+    p.add_argument("--compression", action="store_true", help="accept permessage-deflate (off: it costs throughput)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain]:
+    """Build the relay's configuration; raises ValueError with a user-facing message when wrong."""
+    if args.prefetch < 0:
+        raise ValueError("--prefetch must be 0 (no limit) or a positive number")
+    if not 0 <= args.port <= 65535:
+        raise ValueError("--port must be between 0 and 65535")
+    chain = Chain.from_specs(args.executor or ["upper"])
+    config = RelayConfig(
+        host=args.host,
+        port=args.port,
+        prefetch=args.prefetch,
+        max_message_size=parse_size(args.max_message_size),
+        drain_timeout_s=parse_duration(args.drain_timeout),
+        compression=args.compression,
+    )
+    return config, chain
+
+
+async def _serve(config: RelayConfig, chain: Chain) -> None:
+    server = RelayServer(config, chain)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(
+        f"flowrelay serving ws://{config.host}:{server.port}/ "
+        f"executors: {' -> '.join(e.describe() + ' as ' + e.name for e in chain.executors)}",
+        flush=True,
+    )
+    await stop.wait()
+    print("flowrelay stopping: draining requests in flight", flush=True)
+    await server.stop()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # websockets logs every connection at INFO; a load test opens many.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        config, chain = config_from_args(args)
+    except (ValueError, ExecutorSpecError) as exc:
+        print(f"flowrelay serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    install_uvloop()
+    try:
+        asyncio.run(_serve(config, chain))
+    except OSError as exc:
+        print(f"flowrelay serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
+    parser = argparse.ArgumentParser(
+        prog="flowrelay",
+        description="A Jina-compatible WebSocket relay, and a load tester for Jina Flows.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs: dict[str, Verb] = {}
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the relay with built-in Executors",
+        description="Run a WebSocket gateway that speaks Jina's protocol, with built-in Executors.",
+    )
+    add_serve_arguments(serve)
+    verbs["serve"] = run_serve
+
+    try:
+        from loadtest import cli as load_cli
+    except ImportError:  # the load engine is optional for a relay-only install
+        load_cli = None  # type: ignore[assignment]
+    if load_cli is not None:
+        verbs.update(load_cli.register(sub))
+    return parser, verbs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, verbs = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return EXIT_USAGE
+    return verbs[args.verb](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Built-in Executors and the chain that runs them: the relay's embedded stand-in for a Flow.
+
+Each Executor has a name (what appears in `routes`, like a Jina Deployment name) and a kind (the
+class, which appears in `header.status.exception.executor` on failure, as a Jina Executor's class name
+does). The chain stamps routes with the meaning of JINA-WIRE.md §7: one entry per Executor started,
+start before it runs, end after; an Executor that `targetExecutor` does not match gets a start and
+no end; after a failure the rest are skipped and get no entry.
+
+Specs on the command line: `[name=]kind[:arg[:arg...]]`, for example `upper`, `sleeper=sleep:2ms`,
+`sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`. Imports only relay.wire and relay.units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+import struct
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from relay.units import parse_duration
+from relay.wire.documents import NdArray
+from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
+
+
+class ExecutorSpecError(ValueError):
+    """An `--executor` spec that cannot be understood; the message says what is accepted."""
+
+
+class Executor:
+    """Base class. `process` changes `req.docs` in place; raising marks the request failed."""
+
+    kind = "Executor"
+    is_async = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
+        self.process(req, params)
+
+    def describe(self) -> str:
+        return self.kind
+
+
+class EchoExecutor(Executor):
+    """Returns the documents unchanged."""
+
+    kind = "EchoExecutor"
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        return None
+
+
+class UpperExecutor(Executor):
+    """Upper-cases each document's text."""
+
+    kind = "UpperExecutor"
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        for doc in req.docs or ():
+            if doc.text is not None:
+                doc.text = doc.text.upper()
+
+
+class SleepExecutor(Executor):
+    """Waits, without blocking other requests: a fixed delay or a draw from a distribution.
+
+    `parameters.sleep_ms` (or `<name>__sleep_ms`) in a request overrides the configured delay,
+    as the Jina peer's SleepExec does.
+    """
+
+    kind = "SleepExecutor"
+    is_async = True
+
+    def __init__(
+        self, name: str, median_s: float, distribution: str = "fixed", sigma: float = 0.5, seed: int | None = None
+    ) -> None:
+        super().__init__(name)
+        if distribution not in ("fixed", "exponential", "lognormal"):
+            raise ExecutorSpecError(f"sleep distribution must be fixed, exponential or lognormal, not {distribution!r}")
+        self.median_s = median_s
+        self.distribution = distribution
+        self.sigma = sigma
+        self._rng = random.Random(seed)
+
+    def delay_s(self) -> float:
+        if self.distribution == "exponential":
+            # An exponential with median m has mean m / ln 2.
+            return self._rng.expovariate(math.log(2) / self.median_s) if self.median_s > 0 else 0.0
+        if self.distribution == "lognormal":
+            return self._rng.lognormvariate(math.log(self.median_s), self.sigma) if self.median_s > 0 else 0.0
+        return self.median_s
+
+    async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
+        override = params.get("sleep_ms")
+        delay = float(override) / 1000.0 if isinstance(override, (int, float)) else self.delay_s()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        raise RuntimeError("SleepExecutor is asynchronous")
+
+    def describe(self) -> str:
+        return f"{self.kind}({self.distribution}, median {self.median_s * 1000:g} ms)"
+
+
+class FailExecutor(Executor):
+    """Raises ValueError on a fraction of requests (deterministic: every k-th), or on one endpoint."""
+
+    kind = "FailExecutor"
+
+    def __init__(self, name: str, fraction: float = 0.0, endpoint: str | None = None) -> None:
+        super().__init__(name)
+        if not 0.0 <= fraction <= 1.0:
+            raise ExecutorSpecError(f"fail fraction must be between 0 and 1, not {fraction}")
+        self.fraction = fraction
+        self.endpoint = endpoint
+        self._seen = 0
+        self._failed = 0
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        if self.endpoint is not None:
+            if req.exec_endpoint == self.endpoint:
+                raise ValueError(f"deliberate failure from {self.name} on {self.endpoint}")
+            return
+        # Spread failures evenly: fail whenever the running failure count falls behind fraction * seen.
+        self._seen += 1
+        if self._failed < math.floor(self._seen * self.fraction + 1e-9):
+            self._failed += 1
+            raise ValueError(f"deliberate failure from {self.name} ({self.fraction:g} of requests)")
+
+    def describe(self) -> str:
+        if self.endpoint is not None:
+            return f"{self.kind}(on {self.endpoint})"
+        return f"{self.kind}({self.fraction:g} of requests)"
+
+
+class EmbedExecutor(Executor):
+    """Writes a deterministic float32 embedding of `dim` values, derived from the text (or id)."""
+
+    kind = "EmbedExecutor"
+
+    def __init__(self, name: str, dim: int = 128) -> None:
+        super().__init__(name)
+        if dim <= 0:
+            raise ExecutorSpecError(f"embed dimension must be positive, not {dim}")
+        self.dim = dim
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        for doc in req.docs or ():
+            seed = (doc.text if doc.text is not None else doc.id or "").encode("utf-8")
+            doc.embedding = NdArray(_deterministic_floats(seed, self.dim), (self.dim,), "<f4")
+
+    def describe(self) -> str:
+        return f"{self.kind}(dim {self.dim})"
+
+
+def _deterministic_floats(seed: bytes, dim: int) -> bytes:
+    """`dim` little-endian float32 values in [-1, 1), the same for the same seed on every machine."""
+    out = bytearray()
+    counter = 0
+    while len(out) < dim * 4:
+        block = hashlib.blake2b(seed + counter.to_bytes(4, "little"), digest_size=64).digest()
+        for (n,) in struct.iter_unpack("<I", block):
+            out += struct.pack("<f", n / 2**31 - 1.0)
+        counter += 1
+    return bytes(out[: dim * 4])
+
+
+def _sleep_from_args(name: str, args: list[str]) -> Executor:
+    if not args:
+        return SleepExecutor(name, 0.0)
+    if len(args) == 1:
+        return SleepExecutor(name, parse_duration(args[0]))
+    dist, median = args[0], parse_duration(args[1])
+    sigma = 0.5
+    for extra in args[2:]:
+        key, _, value = extra.partition("=")
+        if key != "sigma" or not value:
+            raise ExecutorSpecError(f"unknown sleep option {extra!r} (expected sigma=NUMBER)")
+        sigma = float(value)
+    return SleepExecutor(name, median, dist, sigma)
+
+
+def _fail_from_args(name: str, args: list[str]) -> Executor:
+    if not args:
+        return FailExecutor(name, fraction=1.0)
+    arg = args[0]
+    if arg.startswith("/"):
+        return FailExecutor(name, endpoint=arg)
+    try:
+        return FailExecutor(name, fraction=float(arg))
+    except ValueError:
+        raise ExecutorSpecError(f"fail takes a fraction (0.1) or an endpoint (/fail), not {arg!r}") from None
+
+
+def _embed_from_args(name: str, args: list[str]) -> Executor:
+    try:
+        return EmbedExecutor(name, int(args[0]) if args else 128)
+    except ValueError:
+        raise ExecutorSpecError(f"embed takes a dimension, not {args[0]!r}") from None
+
+
+KINDS: dict[str, Callable[[str, list[str]], Executor]] = {
+    "echo": lambda name, args: EchoExecutor(name),
+    "upper": lambda name, args: UpperExecutor(name),
+    "sleep": _sleep_from_args,
+    "fail": _fail_from_args,
+    "embed": _embed_from_args,
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def parse_executor_spec(spec: str) -> Executor:
+    """`[name=]kind[:arg...]` -> an Executor. The name defaults to the kind."""
+    name, sep, rest = spec.partition("=")
+    if not sep:
+        name, rest = "", spec
+    kind, *args = rest.split(":")
+    name = name or kind
+    if kind not in KINDS:
+        raise ExecutorSpecError(f"unknown executor kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}")
+    if not _NAME.match(name):
+        raise ExecutorSpecError(f"executor name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    try:
+        return KINDS[kind](name, args)
+    except ValueError as exc:
+        if isinstance(exc, ExecutorSpecError):
+            raise
+        raise ExecutorSpecError(f"{spec!r}: {exc}") from None
+
+
+def params_for(executor: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters an Executor sees: plain keys, overridden by `<executor>__<key>` keys."""
+    if not parameters:
+        return {}
+    prefix = executor + "__"
+    out = {k: v for k, v in parameters.items() if "__" not in k}
+    for k, v in parameters.items():
+        if k.startswith(prefix):
+            out[k[len(prefix) :]] = v
+    return out
+
+
+def _error_status(exc: BaseException, executor: Executor) -> Status:
+    return Status(
+        code=STATUS_ERROR,
+        description=repr(exc),
+        exception=ExceptionInfo(
+            name=type(exc).__name__,
+            args=[str(a) for a in exc.args],
+            stacks=traceback.format_exception(exc),
+            executor=executor.kind,
+        ),
+    )
+
+
+class Chain:
+    """The Executors in order, as a Flow `gateway -> e1 -> e2 -> ...`."""
+
+    def __init__(self, executors: list[Executor]) -> None:
+        names = [e.name for e in executors]
+        if len(set(names)) != len(names):
+            raise ExecutorSpecError(f"executor names must be unique, got {names}")
+        self.executors = executors
+        self.is_async = any(e.is_async for e in executors)
+
+    @classmethod
+    def from_specs(cls, specs: list[str]) -> Chain:
+        return cls([parse_executor_spec(s) for s in specs])
+
+    def _selected(self, req: DataRequest) -> list[bool]:
+        target = req.target_executor
+        if not target:
+            return [True] * len(self.executors)
+        try:
+            pattern = re.compile(target)
+        except re.error:
+            # Jina matches names with re.match; an invalid pattern matches nothing.
+            return [False] * len(self.executors)
+        return [pattern.match(e.name) is not None for e in self.executors]
+
+    def run_sync(self, req: DataRequest) -> None:
+        """Run every Executor inline (only for chains with no asynchronous Executor)."""
+        selected = self._selected(req) if req.target_executor else None
+        routes = req.routes
+        for i, ex in enumerate(self.executors):
+            route = Route(ex.name, now_ns())
+            routes.append(route)
+            if selected is not None and not selected[i]:
+                continue
+            try:
+                ex.process(req, params_for(ex.name, req.parameters))
+            except Exception as exc:
+                route.end_ns = now_ns()
+                route.status = req.status = _error_status(exc, ex)
+                return
+            route.end_ns = now_ns()
+
+    async def run(self, req: DataRequest) -> None:
+        """Run every Executor, awaiting the asynchronous ones."""
+        if not self.is_async:
+            self.run_sync(req)
+            return
+        selected = self._selected(req) if req.target_executor else None
+        routes = req.routes
+        for i, ex in enumerate(self.executors):
+            route = Route(ex.name, now_ns())
+            routes.append(route)
+            if selected is not None and not selected[i]:
+                continue
+            try:
+                params = params_for(ex.name, req.parameters)
+                if ex.is_async:
+                    await ex.process_async(req, params)
+                else:
+                    ex.process(req, params)
+            except Exception as exc:
+                route.end_ns = now_ns()
+                route.status = req.status = _error_status(exc, ex)
+                return
+            route.end_ns = now_ns()
