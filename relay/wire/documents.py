@@ -313,12 +313,16 @@ def _read_str(v: Any, key: str) -> str:
     raise BadRequest(f"document field {key!r} must be a string, got {type(v).__name__}")
 
 
+_UINT32_MAX = 2**32 - 1
+
+
 def _read_int(v: Any, key: str) -> int:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+    # granularity/adjacency are uint32 in DocumentProto: a larger value would fail later, in fill_proto.
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _UINT32_MAX:
         return v
-    if isinstance(v, float) and v.is_integer() and v >= 0:
+    if isinstance(v, float) and v.is_integer() and 0 <= v <= _UINT32_MAX:
         return int(v)
-    raise BadRequest(f"document field {key!r} must be a non-negative integer, got {v!r}")
+    raise BadRequest(f"document field {key!r} must be an integer from 0 to 2**32-1, got {v!r}")
 
 
 def _read_float(v: Any, key: str) -> float:

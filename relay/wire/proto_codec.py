@@ -123,8 +123,12 @@ def decode(payload: bytes) -> DataRequest:
 
 
 def encode(req: DataRequest) -> bytes:
-    """The serialized DataRequestProto for `req`."""
-    return to_proto(req).SerializeToString()
+    """The serialized DataRequestProto for `req`.
+
+    Deterministic: map entries (Struct keys in `tags`/`parameters`, `scores`) sorted by key. Plain
+    serialization writes them in hash-table order, which changes from one process to the next.
+    """
+    return to_proto(req).SerializeToString(deterministic=True)
 
 
 def decode_request(payload: bytes) -> DataRequest | EndOfStream:
@@ -139,3 +143,15 @@ def decode_request(payload: bytes) -> DataRequest | EndOfStream:
 encode_response = encode
 encode_request = encode
 decode_response = decode
+
+
+def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
+    """A response without building its Documents: the request with `docs` None, and the doc count."""
+    pb = jina_pb2.DataRequestProto()
+    try:
+        pb.ParseFromString(payload)
+    except DecodeError as exc:
+        raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
+    count = len(pb.data.docs.docs) if pb.data.WhichOneof("documents") == "docs" else 0
+    pb.ClearField("data")
+    return from_proto(pb), count

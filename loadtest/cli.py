@@ -1,0 +1,297 @@
+"""The `flowrelay load` verb: flags and scenario files -> a LoadConfig -> a run -> outputs, exit code.
+
+Exit codes (documented in the README): 0 the run finished and every threshold held; 1 the run could
+not be carried out (target unreachable, a worker died); 2 a usage error, reported before any traffic;
+99 a threshold failed (k6's code for the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import yaml
+
+from loadtest import thresholds as thresholds_mod
+from loadtest.engine import LoadConfig, run_load
+from loadtest.outputs.live import LiveLine
+from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_results
+from loadtest.payloads import DocSpec
+from loadtest.session import ConnectError
+from relay.units import parse_duration
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_THRESHOLDS = 99
+
+
+class UsageError(ValueError):
+    """A mistake in flags or scenario; reported before any traffic, exit 2."""
+
+
+def add_load_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", help="ws://HOST:PORT of a Flow or relay (loopback here)")
+    p.add_argument("--scenario", type=Path, help="a YAML scenario file; flags given on the line override it")
+    p.add_argument("--subprotocol", choices=["json", "bytes", "none"], help="what to offer (default bytes)")
+    p.add_argument("--rate", type=float, help="open model: requests per second (the default model)")
+    p.add_argument("--stage", action="append", metavar="DURATION:TARGET",
+                   help="open model in stages, k6-style ramping arrival rate (repeatable), e.g. 30s:200")
+    p.add_argument("--arrival", choices=["even", "poisson"], help="spacing of arrivals (default even)")
+    p.add_argument("--concurrency", type=int, help="closed model: keep C requests in flight")
+    p.add_argument("--duration", help="how long to send, e.g. 30s, 5m")
+    p.add_argument("--requests", type=int, help="how many requests to send at most")
+    p.add_argument("--warmup", help="leave requests due in the first DURATION out of the figures")
+    p.add_argument("--connections", type=int, help="persistent WebSocket sessions (default 1)")
+    p.add_argument("--max-inflight", type=int, help="requests in flight per connection (default 1000, "
+                   "a Jina gateway's prefetch); beyond it a due request is dropped and counted")
+    p.add_argument("--endpoint", help="execEndpoint of every request (default /)")
+    p.add_argument("--target-executor", help="targetExecutor regex")
+    p.add_argument("--param", action="append", metavar="KEY=JSON", help="a request parameter (repeatable)")
+    p.add_argument("--docs-per-request", type=int)
+    p.add_argument("--text-bytes", type=int)
+    p.add_argument("--embedding-dim", type=int)
+    p.add_argument("--tags", help="JSON object put in every document's tags")
+    p.add_argument("--blob-bytes", type=int)
+    p.add_argument("--data", type=Path, help="JSON Lines file of Documents, cycled")
+    p.add_argument("--timeout", help="a request unanswered this long counts as timed out (default 30s)")
+    p.add_argument("--grace", help="at the end, how long to wait for answers in flight (default 10s)")
+    p.add_argument("--threshold", action="append", metavar="EXPR",
+                   help="e.g. 'latency.p99<50ms', 'errors.rate<0.001' (repeatable); a failure exits 99")
+    p.add_argument("--out", type=Path, help="results folder: summary.json, timeseries.jsonl")
+    p.add_argument("--log-requests", action="store_true", help="also write every request to requests.msgpack")
+    p.add_argument("--procs", type=int, help="worker processes, the rate and connections split among them")
+    p.add_argument("--compression", action="store_true", help="offer permessage-deflate")
+    p.add_argument("--quiet", action="store_true", help="no live line")
+    p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+
+
+# scenario keys -> flag dests (a scenario file uses the flags' long names, with - or _)
+_SCENARIO_KEYS = {
+    "target", "subprotocol", "rate", "stages", "arrival", "concurrency", "duration", "requests", "warmup",
+    "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
+    "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
+    "log_requests", "procs", "compression",
+}
+
+
+def _load_scenario(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read scenario {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"scenario {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"scenario {path} must be a mapping of options")
+    scenario = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = set(scenario) - _SCENARIO_KEYS
+    if unknown:
+        raise UsageError(f"scenario {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(_SCENARIO_KEYS))}")
+    return scenario
+
+
+def _pick(args: argparse.Namespace, scenario: dict[str, Any], name: str, default: Any = None) -> Any:
+    value = getattr(args, name, None)
+    if value is not None and value is not False:
+        return value
+    return scenario.get(name, default)
+
+
+def _duration(value: Any, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _check_target(target: str | None) -> str:
+    if not target:
+        raise UsageError("a target is needed: flowrelay load ws://127.0.0.1:12345 ... (or 'target:' in a scenario)")
+    parts = urlsplit(target)
+    if parts.scheme not in ("ws", "wss"):
+        raise UsageError(f"target {target!r}: only ws:// and wss:// targets are supported")
+    if not parts.hostname or not parts.port:
+        raise UsageError(f"target {target!r}: give a host and a port, e.g. ws://127.0.0.1:12345")
+    return target
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], Path | None, bool]:
+    """Build the run's configuration from flags and scenario; raises UsageError."""
+    scenario = _load_scenario(args.scenario) if args.scenario else {}
+    target = _check_target(_pick(args, scenario, "target"))
+    subprotocol = _pick(args, scenario, "subprotocol", "bytes")
+    if subprotocol not in ("json", "bytes", "none"):
+        raise UsageError(f"subprotocol must be json, bytes or none, not {subprotocol!r}")
+
+    stages: list[tuple[float, float]] | None = None
+    if args.stage:
+        stages = []
+        for s in args.stage:
+            d, sep, r = s.partition(":")
+            if not sep:
+                raise UsageError(f"--stage {s!r}: expected DURATION:TARGET, e.g. 30s:200")
+            try:
+                stages.append((parse_duration(d), float(r)))
+            except ValueError as exc:
+                raise UsageError(f"--stage {s!r}: {exc}") from None
+    elif scenario.get("stages") is not None:
+        from loadtest.schedule import Stages
+
+        try:
+            stages = list(Stages.from_scenario(scenario["stages"]).stages)
+        except ValueError as exc:
+            raise UsageError(f"scenario stages: {exc}") from None
+
+    rate = _pick(args, scenario, "rate")
+    concurrency = _pick(args, scenario, "concurrency")
+    duration_s = _duration(_pick(args, scenario, "duration"), "--duration")
+    requests = _pick(args, scenario, "requests")
+    models = sum(x is not None for x in (rate, stages, concurrency))
+    if models > 1:
+        raise UsageError("choose one load model: --rate, --stage/stages, or --concurrency")
+    if models == 0:
+        raise UsageError("no load model: give --rate R (open model), --stage D:R, or --concurrency C (closed)")
+    if stages:
+        if duration_s is not None:
+            raise UsageError("--duration does not go with stages: the stages set the length")
+    elif duration_s is None and requests is None:
+        raise UsageError("give --duration or --requests (every run is bounded)")
+    if rate is not None and float(rate) <= 0:
+        raise UsageError("--rate must be > 0")
+    if concurrency is not None and int(concurrency) <= 0:
+        raise UsageError("--concurrency must be > 0")
+    if requests is not None and int(requests) <= 0:
+        raise UsageError("--requests must be > 0")
+
+    connections = int(_pick(args, scenario, "connections", 1))
+    procs = int(_pick(args, scenario, "procs", 1))
+    max_inflight = int(_pick(args, scenario, "max_inflight", 1000))
+    if connections < 1 or procs < 1 or max_inflight < 1:
+        raise UsageError("--connections, --procs and --max-inflight must be >= 1")
+    if procs > connections:
+        raise UsageError(f"--procs {procs} needs at least as many --connections (got {connections})")
+
+    params: dict[str, Any] = dict(scenario.get("parameters") or {})
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {item!r}: expected KEY=JSON, e.g. sleep_ms=5")
+        try:
+            params[key] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            params[key] = value
+
+    tags = _pick(args, scenario, "tags")
+    if isinstance(tags, str):
+        try:
+            tags = orjson.loads(tags)
+        except orjson.JSONDecodeError:
+            raise UsageError(f"--tags must be a JSON object, got {tags!r}") from None
+    if tags is not None and not isinstance(tags, dict):
+        raise UsageError("--tags must be a JSON object")
+    data = _pick(args, scenario, "data")
+    if data is not None:
+        data = Path(data)
+        if not data.is_file():
+            raise UsageError(f"--data {data}: no such file")
+    docs = DocSpec(
+        docs_per_request=int(_pick(args, scenario, "docs_per_request", 1)),
+        text_bytes=int(_pick(args, scenario, "text_bytes", 16)),
+        embedding_dim=int(_pick(args, scenario, "embedding_dim", 0)),
+        tags=tags or {},
+        blob_bytes=int(_pick(args, scenario, "blob_bytes", 0)),
+        data_file=data,
+    )
+    if docs.docs_per_request < 0:
+        raise UsageError("--docs-per-request must be >= 0")
+
+    exprs = list(scenario.get("thresholds") or []) + list(args.threshold or [])
+    for expr in exprs:
+        try:
+            thresholds_mod.parse_threshold(expr)
+        except ValueError as exc:
+            raise UsageError(f"threshold {expr!r}: {exc}") from None
+
+    out = _pick(args, scenario, "out")
+    out = Path(out) if out is not None else None
+    log_requests = bool(_pick(args, scenario, "log_requests", False))
+    if log_requests and out is None:
+        raise UsageError("--log-requests needs --out")
+
+    cfg = LoadConfig(
+        target=target,
+        subprotocol=subprotocol,
+        connections=connections,
+        max_inflight=max_inflight,
+        rate=float(rate) if rate is not None else None,
+        stages=stages,
+        arrival=_pick(args, scenario, "arrival", "even"),
+        concurrency=int(concurrency) if concurrency is not None else None,
+        duration_s=duration_s,
+        requests=int(requests) if requests is not None else None,
+        warmup_s=_duration(_pick(args, scenario, "warmup"), "--warmup") or 0.0,
+        endpoint=_pick(args, scenario, "endpoint", "/"),
+        target_executor=_pick(args, scenario, "target_executor"),
+        parameters=params,
+        docs=docs,
+        timeout_s=_duration(_pick(args, scenario, "timeout"), "--timeout") or 30.0,
+        grace_s=_duration(_pick(args, scenario, "grace"), "--grace") or 10.0,
+        procs=procs,
+        log_requests=(out / REQUESTS_FILE) if (log_requests and out) else None,
+        compression=bool(_pick(args, scenario, "compression", False)),
+    )
+    return cfg, exprs, out, bool(args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg, exprs, out, quiet = config_from_args(args)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+    except (UsageError, OSError) as exc:
+        print(f"flowrelay load: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    live = LiveLine(enabled=not quiet)
+    try:
+        result = run_load(cfg, on_row=live)
+    except ConnectError as exc:
+        print(f"flowrelay load: cannot connect: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        print("flowrelay load: interrupted", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    summary = build_summary(result)
+    summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
+    if out is not None:
+        write_results(out, summary, result.rows)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_table(summary))
+        if out is not None:
+            print(f"\nresults in {out}/")
+    result.recorder.accounting.check()
+    if any(not t["ok"] for t in summary["thresholds"]):
+        return EXIT_THRESHOLDS
+    return EXIT_OK
+
+
+def register(sub: Any) -> dict[str, Any]:
+    """Add this room's verbs to the `flowrelay` command."""
+    p = sub.add_parser(
+        "load",
+        help="drive a Flow (or relay) at a configured rate and measure it",
+        description="Open persistent WebSocket sessions to a Jina Flow and stream requests at a configured "
+        "rate (open model) or concurrency (closed model); report latency from the intended send time, "
+        "per-hop spans from routes, and an accounting that adds up.",
+    )
+    add_load_arguments(p)
+    return {"load": run}

@@ -1,0 +1,492 @@
+"""The load run: schedule -> sessions -> wire -> socket, and socket -> wire -> measure -> outputs.
+
+A worker (one process, one event loop) opens its sessions, then either follows a schedule of
+intended send times (the open model: latency is measured from the due time, so a stalled server
+cannot hide its stall; a request whose due time finds every connection at its in-flight limit is
+dropped and counted, never sent late in silence) or keeps C requests in flight (the closed model).
+Every second it rolls an interval of the time series; at the end it sends end-of-stream on every
+session, waits a bounded grace for the last answers, and returns a snapshot that merges exactly with
+other workers'. `run_load` starts `procs` workers (forked before any event loop exists), merges their
+snapshots and intervals, and returns one `RunResult` whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from loadtest.measure import Interval, Recorder
+from loadtest.payloads import DocSpec, IdMaker, Template, build_templates
+from loadtest.schedule import ConstantRate, Schedule, Stages
+from loadtest.session import ConnectError, Pending, Session
+from relay.wire.messages import DataRequest
+
+INTERVAL_S = 1.0
+# In the open model, yield to the event loop at least this often when behind schedule, so that
+# readers keep draining answers while the dispatcher catches up.
+YIELD_EVERY = 32
+
+
+@dataclass
+class LoadConfig:
+    """Everything a load run is told. Times in seconds."""
+
+    target: str
+    subprotocol: str = "bytes"  # json | bytes | none
+    connections: int = 1
+    max_inflight: int = 1000
+    rate: float | None = None
+    stages: list[tuple[float, float]] | None = None
+    arrival: str = "even"
+    concurrency: int | None = None
+    duration_s: float | None = None
+    requests: int | None = None
+    warmup_s: float = 0.0
+    endpoint: str = "/"
+    target_executor: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    docs: DocSpec = field(default_factory=DocSpec)
+    timeout_s: float = 30.0
+    grace_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    procs: int = 1
+    log_requests: Path | None = None
+    compression: bool = False
+    seed: int = 1
+
+    @property
+    def mode(self) -> str:
+        """The codec in use: what we offer decides it (a Jina gateway echoes nothing)."""
+        return "bytes" if self.subprotocol == "bytes" else "json"
+
+    @property
+    def offer(self) -> str | None:
+        return None if self.subprotocol == "none" else self.subprotocol
+
+    def schedule_for(self, worker: int, n_workers: int) -> Schedule | None:
+        """This worker's share of the schedule; None in the closed model."""
+        if self.concurrency:
+            return None
+        max_requests = _share(self.requests, worker, n_workers) if self.requests else None
+        seed = self.seed + worker
+        if self.stages:
+            return Stages([(d, r / n_workers) for d, r in self.stages], arrival=self.arrival, seed=seed,
+                          max_requests=max_requests)
+        assert self.rate is not None
+        return ConstantRate(self.rate / n_workers, self.duration_s, max_requests=max_requests,
+                            arrival=self.arrival, seed=seed)
+
+    def target_rps(self) -> float | None:
+        if self.concurrency:
+            return None
+        if self.stages:
+            total = sum(d for d, _ in self.stages)
+            prev, area = 0.0, 0.0
+            for d, r in self.stages:
+                area += (prev + r) / 2 * d
+                prev = r
+            return area / total if total else None
+        return self.rate
+
+
+def _share(total: int, worker: int, n: int) -> int:
+    return total // n + (1 if worker < total % n else 0)
+
+
+@dataclass
+class WorkerResult:
+    snapshot: dict[str, Any]
+    intervals: list[dict[str, Any]]
+    negotiated: str | None
+    docs_sent: int
+    docs_received: int
+    started_wall: float
+    elapsed_s: float
+    reconnects: int
+    late_answers: int
+    dropped_by_reason: dict[str, int]
+    dispatch_end_s: float = 0.0
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Worker:
+    """One process's share of a run."""
+
+    def __init__(self, cfg: LoadConfig, index: int, n_workers: int, run_id: str,
+                 on_interval: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.n_workers = n_workers
+        self.recorder = Recorder(warmup_s=cfg.warmup_s)
+        self.ids = IdMaker(run_id, index)
+        self.templates: list[Template] = build_templates(
+            cfg.mode, cfg.docs, cfg.endpoint, cfg.parameters, cfg.target_executor, seed=cfg.seed + index
+        )
+        self.on_interval = on_interval
+        self.sessions: list[Session] = []
+        self.intervals: list[dict[str, Any]] = []
+        self.docs_sent = 0
+        self.docs_received = 0
+        self.dropped_by_reason: dict[str, int] = {}
+        self._t0 = 0.0
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._log: list[tuple[Any, ...]] | None = [] if cfg.log_requests else None
+        self._log_file: Any = None
+
+    def clock(self) -> float:
+        return time.perf_counter() - self._t0
+
+    # ---- callbacks from sessions (the per-answer path) -----------------------------------------
+
+    def _on_answer(self, entry: Pending, resp: DataRequest, docs: int, now: float) -> None:
+        status = resp.status
+        error = None
+        if status is not None and status.code >= 1:
+            error = status.exception.name if status.exception and status.exception.name else "error"
+        self.recorder.on_answer(entry.due_s, entry.sent_s, now, resp.routes, error)
+        self.docs_received += docs
+        if self._log is not None:
+            self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
+        waiter = self._waiters.pop(entry.rid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_failure(self, entry: Pending, reason: str, now: float) -> None:
+        self.recorder.on_transport_error(entry.due_s, now, reason)
+        if self._log is not None:
+            self._log.append((entry.rid, entry.due_s, entry.sent_s, now, reason, 0))
+        waiter = self._waiters.pop(entry.rid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---- the run -------------------------------------------------------------------------------
+
+    def _connections(self) -> int:
+        return _share(self.cfg.connections, self.index, self.n_workers) or 1
+
+    async def run(self) -> WorkerResult:
+        cfg = self.cfg
+        started_wall = time.time()
+        self._t0 = time.perf_counter()
+        self.sessions = [
+            Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, self.clock, self._on_answer, self._on_failure,
+                    index=i, connect_timeout_s=cfg.connect_timeout_s, compression=cfg.compression)
+            for i in range(self._connections())
+        ]
+        await asyncio.gather(*(s.connect() for s in self.sessions))
+        if cfg.log_requests:
+            path = Path(f"{cfg.log_requests}.w{self.index}") if self.n_workers > 1 else cfg.log_requests
+            self._log_file = path.open("wb")
+        # The clock starts when every session is open: connecting is not part of the schedule.
+        self._t0 = time.perf_counter()
+        self.recorder.intervals = type(self.recorder.intervals)(0.0, cfg.warmup_s)
+        ticker = asyncio.create_task(self._tick())
+        try:
+            schedule = cfg.schedule_for(self.index, self.n_workers)
+            if schedule is None:
+                await self._closed_model()
+            else:
+                await self._open_model(schedule)
+            dispatch_end = self.clock()
+            leftovers = await asyncio.gather(*(s.finish(cfg.grace_s) for s in self.sessions))
+            self.recorder.finish(p.due_s for left in leftovers for p in left)
+            if self._log is not None:
+                for left in leftovers:
+                    self._log.extend((p.rid, p.due_s, p.sent_s, None, "unanswered", 0) for p in left)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            for s in self.sessions:
+                await s.close()
+        elapsed = self.clock()
+        self._emit_interval(self.recorder.intervals.close(elapsed))
+        self._flush_log(final=True)
+        return WorkerResult(
+            snapshot=self.recorder.snapshot(),
+            intervals=self.intervals,
+            negotiated=self.sessions[0].negotiated if self.sessions else None,
+            docs_sent=self.docs_sent,
+            docs_received=self.docs_received,
+            started_wall=started_wall,
+            elapsed_s=elapsed,
+            reconnects=sum(s.reconnects for s in self.sessions),
+            late_answers=sum(s.late_answers for s in self.sessions),
+            dropped_by_reason=self.dropped_by_reason,
+            dispatch_end_s=dispatch_end,
+        )
+
+    def _pick(self, start: int) -> Session | None:
+        sessions = self.sessions
+        n = len(sessions)
+        for k in range(n):
+            s = sessions[(start + k) % n]
+            if s.can_send:
+                return s
+        return None
+
+    async def _send(self, session: Session, due: float, seq: int) -> str:
+        tpl = self.templates[seq % len(self.templates)]
+        rid = self.ids.next()
+        frame = tpl.frame(rid)
+        now = self.clock()
+        self.recorder.on_sent(due, now)
+        self.docs_sent += tpl.docs
+        # The event loop's timers have millisecond resolution, so a send can leave a hair before its
+        # due time. Latency then runs from the actual send: an early send earns no credit.
+        await session.send(rid, frame, min(due, now), tpl.docs, due < self.cfg.warmup_s)
+        return rid
+
+    def _drop(self, due: float) -> None:
+        reason = "in-flight limit" if any(s.connected for s in self.sessions) else "no connection"
+        self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
+        self.recorder.on_dropped(due, self.clock())
+
+    async def _open_model(self, schedule: Schedule) -> None:
+        clock = self.clock
+        since_yield = 0
+        for seq, due in enumerate(schedule.due_times()):
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                since_yield = 0
+            elif since_yield >= YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            session = self._pick(seq)
+            if session is None:
+                self._drop(due)
+            else:
+                await self._send(session, due, seq)
+            since_yield += 1
+
+    async def _closed_model(self) -> None:
+        cfg = self.cfg
+        users = _share(cfg.concurrency or 1, self.index, self.n_workers)
+        budget = [_share(cfg.requests, self.index, self.n_workers) if cfg.requests else None]
+        deadline = cfg.duration_s
+        loop = asyncio.get_running_loop()
+
+        async def user(u: int) -> None:
+            seq = u
+            while True:
+                now = self.clock()
+                if deadline is not None and now >= deadline:
+                    return
+                if budget[0] is not None:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+                session = self.sessions[u % len(self.sessions)]
+                if not session.connected:
+                    await asyncio.sleep(0.05)
+                    continue
+                waiter: asyncio.Future[None] = loop.create_future()
+                rid = await self._send(session, now, seq)
+                self._waiters[rid] = waiter
+                if rid not in session.pending:  # answered or failed before we could wait
+                    self._waiters.pop(rid, None)
+                else:
+                    await waiter
+                seq += users
+
+        await asyncio.gather(*(user(u) for u in range(users)))
+
+    async def _tick(self) -> None:
+        """Every second: time out old requests, close a time-series interval."""
+        cfg = self.cfg
+        next_at = INTERVAL_S
+        while True:
+            await asyncio.sleep(max(0.0, next_at - self.clock()))
+            now = self.clock()
+            for s in self.sessions:
+                for p in s.expire(now - cfg.timeout_s):
+                    self.recorder.on_timeout(p.due_s, now)
+                    if self._log is not None:
+                        self._log.append((p.rid, p.due_s, p.sent_s, now, "timeout", 0))
+                    waiter = self._waiters.pop(p.rid, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+            self._emit_interval(self.recorder.intervals.close(now))
+            self._flush_log()
+            next_at += INTERVAL_S
+
+    def _emit_interval(self, interval: Interval) -> None:
+        interval.inflight = sum(len(s.pending) for s in self.sessions)
+        plain = interval.to_plain()
+        self.intervals.append(plain)
+        if self.on_interval is not None:
+            self.on_interval(self.index, plain)
+
+    def _flush_log(self, final: bool = False) -> None:
+        if self._log is None or self._log_file is None:
+            return
+        if self._log:
+            packer = msgpack.Packer()
+            self._log_file.write(b"".join(packer.pack(rec) for rec in self._log))
+            self._log.clear()
+        if final:
+            self._log_file.close()
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    cfg: LoadConfig
+    recorder: Recorder
+    rows: list[dict[str, Any]]
+    negotiated: str | None
+    docs_sent: int
+    docs_received: int
+    started_wall: float
+    elapsed_s: float
+    reconnects: int
+    late_answers: int
+    dropped_by_reason: dict[str, int]
+    dispatch_end_s: float
+
+    def measured_duration_s(self) -> float:
+        """The window the figures cover: the schedule's length (or the time spent sending), less warm-up."""
+        cfg = self.cfg
+        if cfg.stages:
+            planned: float | None = sum(d for d, _ in cfg.stages)
+        else:
+            planned = cfg.duration_s
+        if planned is None or (cfg.requests and self.dispatch_end_s < planned):
+            planned = self.dispatch_end_s
+        return max(planned - cfg.warmup_s, 1e-9)
+
+
+def merge_results(cfg: LoadConfig, results: list[WorkerResult]) -> RunResult:
+    recorder = Recorder.from_snapshot(results[0].snapshot)
+    for r in results[1:]:
+        recorder.merge(Recorder.from_snapshot(r.snapshot))
+    rows = merge_intervals([r.intervals for r in results])
+    dropped: dict[str, int] = {}
+    for r in results:
+        for k, v in r.dropped_by_reason.items():
+            dropped[k] = dropped.get(k, 0) + v
+    return RunResult(
+        cfg=cfg,
+        recorder=recorder,
+        rows=rows,
+        negotiated=results[0].negotiated,
+        docs_sent=sum(r.docs_sent for r in results),
+        docs_received=sum(r.docs_received for r in results),
+        started_wall=min(r.started_wall for r in results),
+        elapsed_s=max(r.elapsed_s for r in results),
+        reconnects=sum(r.reconnects for r in results),
+        late_answers=sum(r.late_answers for r in results),
+        dropped_by_reason=dropped,
+        dispatch_end_s=max(r.dispatch_end_s for r in results),
+    )
+
+
+def merge_intervals(per_worker: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One time series from every worker's: the k-th intervals cover the same second."""
+    rows = []
+    for k in range(max((len(w) for w in per_worker), default=0)):
+        merged: Interval | None = None
+        for w in per_worker:
+            if k < len(w):
+                iv = Interval.from_plain(w[k])
+                if merged is None:
+                    merged = iv
+                else:
+                    merged.merge(iv)
+        if merged is not None:
+            rows.append(merged.to_row())
+    return rows
+
+
+def _install_loop() -> None:
+    from relay.server import install_uvloop
+
+    install_uvloop()
+
+
+def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any) -> None:
+    """Entry point of a worker process: run, stream intervals, send the result back."""
+    _install_loop()
+
+    def on_interval(worker: int, plain: dict[str, Any]) -> None:
+        out.put(("interval", worker, plain))
+
+    try:
+        result = asyncio.run(Worker(cfg, index, n, run_id, on_interval).run())
+        out.put(("result", index, result.to_plain()))
+    except ConnectError as exc:
+        out.put(("error", index, str(exc)))
+    except BaseException as exc:  # the parent must hear of every way a worker ends
+        out.put(("error", index, f"{type(exc).__name__}: {exc}"))
+
+
+def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Run the whole load test, in this process or in `cfg.procs` forked workers."""
+    run_id = uuid.uuid4().hex
+    if cfg.procs <= 1:
+        _install_loop()
+
+        def on_interval(_worker: int, plain: dict[str, Any]) -> None:
+            if on_row is not None:
+                on_row(Interval.from_plain(plain).to_row())
+
+        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval).run())
+        return merge_results(cfg, [result])
+
+    ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(cfg, i, cfg.procs, run_id, out), daemon=True)
+             for i in range(cfg.procs)]
+    for p in procs:
+        p.start()
+    results: dict[int, WorkerResult] = {}
+    errors: list[str] = []
+    pending_rows: dict[int, dict[int, dict[str, Any]]] = {}
+    counts = [0] * cfg.procs
+    limit = (cfg.duration_s or 0) + sum(d for d, _ in cfg.stages or []) + cfg.grace_s + cfg.connect_timeout_s + 60
+    deadline = time.monotonic() + (limit if (cfg.duration_s or cfg.stages) else 24 * 3600)
+    while len(results) + len(errors) < cfg.procs and time.monotonic() < deadline:
+        try:
+            kind, worker, payload = out.get(timeout=1.0)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs) and out.empty():
+                break
+            continue
+        if kind == "interval":
+            k = counts[worker]
+            counts[worker] += 1
+            pending_rows.setdefault(k, {})[worker] = payload
+            # A second is shown once every worker has reported it.
+            ready = pending_rows.get(k, {})
+            if len(ready) == cfg.procs and on_row is not None:
+                merged = merge_intervals([[ready[w]] for w in sorted(ready)])
+                on_row(merged[0])
+        elif kind == "result":
+            results[worker] = WorkerResult(**payload)
+        else:
+            errors.append(payload)
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    if errors:
+        raise ConnectError("; ".join(sorted(set(errors))))
+    if len(results) < cfg.procs:
+        raise RuntimeError(f"only {len(results)} of {cfg.procs} workers reported a result")
+    return merge_results(cfg, [results[i] for i in sorted(results)])

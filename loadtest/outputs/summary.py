@@ -1,0 +1,128 @@
+"""The end of a run: the summary (summary.json), the per-second time series, and the table a person reads.
+
+`summary.json` carries at least: `target`, `subprotocol` {`offered`, `negotiated`}, `duration_s`,
+`requests` {`sent`, `ok`, `failed`, `timeout`, `dropped`, `unanswered`, `transport_failed`}, `rate`
+{`target_rps`, `achieved_rps` (sent per second of the measured window), `ok_rps`}, `docs` {`sent`,
+`received`}, `latency_ms` (from the intended send time) and `service_time_ms` (from the actual
+send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hops` {name: same keys},
+`errors` {reason: count}, `error_rate`, `thresholds` [{`expr`, `ok`, `value`}].
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadtest.engine import RunResult
+
+SUMMARY_FILE = "summary.json"
+TIMESERIES_FILE = "timeseries.jsonl"
+REQUESTS_FILE = "requests.msgpack"
+
+
+def build_summary(result: RunResult) -> dict[str, Any]:
+    """The run's figures in the documented shape (thresholds are added by the caller)."""
+    cfg = result.cfg
+    measured_s = result.measured_duration_s()
+    base = result.recorder.summary(measured_s, cfg.target_rps())
+    requests = base["requests"]
+    requests["dropped_by_reason"] = dict(result.dropped_by_reason)
+    rate = base["rate"]
+    return {
+        "target": cfg.target,
+        "subprotocol": {"offered": cfg.offer, "negotiated": result.negotiated, "codec": cfg.mode},
+        "model": "closed" if cfg.concurrency else "open",
+        "arrival": None if cfg.concurrency else cfg.arrival,
+        "concurrency": cfg.concurrency,
+        "connections": cfg.connections,
+        "max_inflight": cfg.max_inflight,
+        "procs": cfg.procs,
+        "endpoint": cfg.endpoint,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_wall)),
+        "duration_s": round(result.elapsed_s, 3),
+        "measured_duration_s": round(measured_s, 3),
+        "warmup_s": cfg.warmup_s,
+        "requests": requests,
+        "rate": {
+            "target_rps": rate["target_rps"],
+            "achieved_rps": rate["sent_rps"],
+            "ok_rps": rate["achieved_rps"],
+        },
+        "docs": {"sent": result.docs_sent, "received": result.docs_received},
+        "latency_ms": base["latency_ms"],
+        "service_time_ms": base["service_time_ms"],
+        "scheduler_lag_ms": base["scheduler_lag_ms"],
+        "hops": base["hops_ms"],
+        "errors": base["errors"]["by_reason"],
+        "error_rate": base["errors"]["rate"],
+        "warmup": base["warmup"],
+        "reconnects": result.reconnects,
+        "late_answers": result.late_answers,
+        "thresholds": [],
+    }
+
+
+def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    with (out_dir / TIMESERIES_FILE).open("wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as a person reads it at the end of a run."""
+    lines = []
+    sp = summary["subprotocol"]
+    req = summary["requests"]
+    rate = summary["rate"]
+    lines.append(f"target      {summary['target']}  (offered {sp['offered'] or 'none'}, "
+                 f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
+    model = (f"closed, {summary['concurrency']} in flight" if summary["model"] == "closed"
+             else f"open, {summary['arrival']} arrivals")
+    lines.append(f"model       {model}; {summary['connections']} connection(s), {summary['procs']} process(es)")
+    lines.append(f"duration    {summary['duration_s']:.2f} s (measured {summary['measured_duration_s']:.2f} s, "
+                 f"warm-up {summary['warmup_s']:g} s)")
+    lines.append(
+        f"requests    sent {req['sent']}  ok {req['ok']}  failed {req['failed']}  transport {req['transport_failed']}"
+        f"  timeout {req['timeout']}  unanswered {req['unanswered']}  | dropped {req['dropped']}"
+    )
+    target = rate["target_rps"]
+    lines.append(f"rate        target {_fmt(target)}/s  achieved {_fmt(rate['achieved_rps'])}/s  "
+                 f"ok {_fmt(rate['ok_rps'])}/s")
+    lines.append(f"docs        sent {summary['docs']['sent']}  received {summary['docs']['received']}")
+    header = f"{'':22s}{'p50':>9s}{'p90':>9s}{'p99':>9s}{'p99.9':>9s}{'max':>9s}{'mean':>9s}  (ms)"
+    lines.append("")
+    lines.append(header)
+
+    def row(name: str, s: dict[str, Any]) -> str:
+        return (f"{name:22s}" + "".join(f"{_fmt(s.get(k)):>9s}" for k in ("p50", "p90", "p99", "p999", "max", "mean")))
+
+    lines.append(row("latency (from due)", summary["latency_ms"]))
+    lines.append(row("service time (sent)", summary["service_time_ms"]))
+    lines.append(row("scheduler lag", summary["scheduler_lag_ms"]))
+    for name, s in summary["hops"].items():
+        lines.append(row(f"  hop {name}", s))
+    if summary["errors"]:
+        lines.append("")
+        lines.append("errors")
+        for reason, count in summary["errors"].items():
+            lines.append(f"  {count:8d}  {reason}")
+    if summary["thresholds"]:
+        lines.append("")
+        lines.append("thresholds")
+        for t in summary["thresholds"]:
+            mark = "ok  " if t["ok"] else "FAIL"
+            lines.append(f"  {mark}  {t['expr']}  (value {_fmt(t.get('value'))})")
+    return "\n".join(lines)
