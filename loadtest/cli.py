@@ -294,4 +294,6 @@ def register(sub: Any) -> dict[str, Any]:
         "per-hop spans from routes, and an accounting that adds up.",
     )
     add_load_arguments(p)
-    return {"load": run}
+    from loadtest import demo
+
+    return {"load": run, **demo.register(sub)}

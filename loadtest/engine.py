@@ -213,7 +213,9 @@ class Worker:
             for s in self.sessions:
                 await s.close()
         elapsed = self.clock()
-        self._emit_interval(self.recorder.intervals.close(elapsed))
+        last = self.recorder.intervals.close(elapsed)
+        if last.sent or last.answered or last.errors or last.dropped:
+            self._emit_interval(last)
         self._flush_log(final=True)
         return WorkerResult(
             snapshot=self.recorder.snapshot(),

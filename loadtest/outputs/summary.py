@@ -55,7 +55,7 @@ def build_summary(result: RunResult) -> dict[str, Any]:
         "latency_ms": base["latency_ms"],
         "service_time_ms": base["service_time_ms"],
         "scheduler_lag_ms": base["scheduler_lag_ms"],
-        "hops": base["hops_ms"],
+        "hops": _route_order(base["hops_ms"], list(result.recorder.hops)),
         "errors": base["errors"]["by_reason"],
         "error_rate": base["errors"]["rate"],
         "warmup": base["warmup"],
@@ -63,6 +63,15 @@ def build_summary(result: RunResult) -> dict[str, Any]:
         "late_answers": result.late_answers,
         "thresholds": [],
     }
+
+
+def _route_order(hops: dict[str, Any], first_seen: list[str]) -> dict[str, Any]:
+    """Hops as a request meets them: the gateway, the Executors in the order first seen, then the time
+    outside the gateway."""
+    order = [n for n in first_seen if n not in ("gateway", "outside_gateway")]
+    names = [n for n in ("gateway", *order, "outside_gateway") if n in hops]
+    names += [n for n in hops if n not in names]
+    return {n: hops[n] for n in names}
 
 
 def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
