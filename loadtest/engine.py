@@ -19,7 +19,7 @@ import os
 import queue
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,18 +74,15 @@ class LoadConfig:
     def offer(self) -> str | None:
         return None if self.subprotocol == "none" else self.subprotocol
 
-    def schedule_for(self, worker: int, n_workers: int) -> Schedule | None:
-        """This worker's share of the schedule; None in the closed model."""
+    def schedule(self) -> Schedule | None:
+        """The whole run's schedule (workers take turns through it); None in the closed model."""
         if self.concurrency:
             return None
-        max_requests = _share(self.requests, worker, n_workers) if self.requests else None
-        seed = self.seed + worker
         if self.stages:
-            return Stages([(d, r / n_workers) for d, r in self.stages], arrival=self.arrival, seed=seed,
-                          max_requests=max_requests)
+            return Stages(self.stages, arrival=self.arrival, seed=self.seed, max_requests=self.requests)
         assert self.rate is not None
-        return ConstantRate(self.rate / n_workers, self.duration_s, max_requests=max_requests,
-                            arrival=self.arrival, seed=seed)
+        return ConstantRate(self.rate, self.duration_s, max_requests=self.requests, arrival=self.arrival,
+                            seed=self.seed)
 
     def target_rps(self) -> float | None:
         if self.concurrency:
@@ -152,6 +149,10 @@ class Worker:
     # ---- callbacks from sessions (the per-answer path) -----------------------------------------
 
     def _on_answer(self, entry: Pending, resp: DataRequest, docs: int, now: float) -> None:
+        if now - entry.sent_s > self.cfg.timeout_s:
+            # Answered after its timeout but before the ticker swept it: a timeout all the same.
+            self._on_timeout(entry, now)
+            return
         status = resp.status
         error = None
         if status is not None and status.code >= 1:
@@ -160,6 +161,14 @@ class Worker:
         self.docs_received += docs
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
+        waiter = self._waiters.pop(entry.rid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timeout(self, entry: Pending, now: float) -> None:
+        self.recorder.on_timeout(entry.due_s, now)
+        if self._log is not None:
+            self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "timeout", 0))
         waiter = self._waiters.pop(entry.rid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -195,11 +204,13 @@ class Worker:
         self.recorder.intervals = type(self.recorder.intervals)(0.0, cfg.warmup_s)
         ticker = asyncio.create_task(self._tick())
         try:
-            schedule = cfg.schedule_for(self.index, self.n_workers)
+            schedule = cfg.schedule()
             if schedule is None:
                 await self._closed_model()
             else:
-                await self._open_model(schedule)
+                # Each worker takes every n-th due time of one schedule: the total is exact and the
+                # workers' sends interleave instead of firing together.
+                await self._open_model(schedule.shard(self.index, self.n_workers))
             dispatch_end = self.clock()
             leftovers = await asyncio.gather(*(s.finish(cfg.grace_s) for s in self.sessions))
             self.recorder.finish(p.due_s for left in leftovers for p in left)
@@ -257,10 +268,10 @@ class Worker:
         self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
         self.recorder.on_dropped(due, self.clock())
 
-    async def _open_model(self, schedule: Schedule) -> None:
+    async def _open_model(self, due_times: Iterator[float]) -> None:
         clock = self.clock
         since_yield = 0
-        for seq, due in enumerate(schedule.due_times()):
+        for seq, due in enumerate(due_times):
             delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -316,12 +327,7 @@ class Worker:
             now = self.clock()
             for s in self.sessions:
                 for p in s.expire(now - cfg.timeout_s):
-                    self.recorder.on_timeout(p.due_s, now)
-                    if self._log is not None:
-                        self._log.append((p.rid, p.due_s, p.sent_s, now, "timeout", 0))
-                    waiter = self._waiters.pop(p.rid, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    self._on_timeout(p, now)
             self._emit_interval(self.recorder.intervals.close(now))
             self._flush_log()
             next_at += INTERVAL_S

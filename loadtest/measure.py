@@ -805,7 +805,7 @@ class Recorder:
             requests         {sent, ok, failed, timeout, dropped, unanswered, transport_failed}
             errors           {rate: (sent - ok) / sent or None, by_reason: {reason: count}}
             warmup           {warmup_s, requests: {...same keys...}}
-            rate             {target_rps, achieved_rps (ok / s), sent_rps, measured_duration_s}
+            rate             {target_rps, achieved_rps and ok_rps (ok / s), sent_rps, measured_duration_s}
             latency_ms       {p50 p90 p99 p999 p9999 max mean count}
             service_time_ms  (same keys)
             scheduler_lag_ms (same keys)
@@ -829,6 +829,7 @@ class Recorder:
             "rate": {
                 "target_rps": target_rps,
                 "achieved_rps": None if per_s is None else round(measured["ok"] * per_s, 3),
+                "ok_rps": None if per_s is None else round(measured["ok"] * per_s, 3),
                 "sent_rps": None if per_s is None else round(sent * per_s, 3),
                 "measured_duration_s": measured_duration_s,
             },

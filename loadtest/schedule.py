@@ -65,6 +65,18 @@ class Schedule(ABC):
         with ``max_requests`` and no duration), where the end is not known ahead.
         """
 
+    def shard(self, worker: int, n_workers: int) -> Iterator[float]:
+        """Worker ``worker``'s share of the due times when ``n_workers`` processes split a run.
+
+        Deals the due times out in turn (request k goes to worker k mod n), so
+        the workers together send exactly this schedule, interleaved in time;
+        giving each worker the schedule at ``rate / n`` instead would send n
+        requests at once at every tick and round each share's count separately.
+        """
+        if not 0 <= worker < n_workers:
+            raise ValueError(f"worker must be in 0..{n_workers - 1}, got {worker}")
+        return itertools.islice(self.due_times(), worker, None, n_workers)
+
 
 def _check_rate(name: str, rate: float) -> float:
     if isinstance(rate, bool) or not isinstance(rate, int | float):

@@ -127,7 +127,7 @@ class Session:
         except InvalidStatus as exc:
             raise ConnectError(f"{self.url}: handshake refused with HTTP {exc.response.status_code}") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise ConnectError(f"{self.url}: {exc or type(exc).__name__}") from None
+            raise ConnectError(f"{self.url}: {str(exc) or type(exc).__name__}") from None
         self.negotiated = self.ws.subprotocol
         self.connected = True
         self._reader = asyncio.create_task(self._read_loop(self.ws))

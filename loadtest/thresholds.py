@@ -13,7 +13,9 @@ metric                                summary key                      unit of V
 ``service_time.STAT``                 ``service_time_ms.STAT``         ms
 ``scheduler_lag.STAT``                ``scheduler_lag_ms.STAT``        ms
 ``hops.NAME.STAT``                    ``hops_ms.NAME.STAT``            ms
-``errors.rate``                       ``errors.rate``, else computed   fraction, or ``%``
+                                      (or ``hops.NAME.STAT``)
+``errors.rate``                       ``errors.rate`` (or              fraction, or ``%``
+                                      ``error_rate``), else computed
                                       as (sent - ok) / sent from
                                       ``requests``
 ``requests.COUNT``                    ``requests.COUNT``               a count
@@ -23,7 +25,8 @@ metric                                summary key                      unit of V
 STAT is one of ``p50 p90 p99 p999 p9999 max mean`` (milliseconds; a bare
 number means ms, a unit converts) or ``count``. COUNT is one of ``sent ok
 failed timeout dropped unanswered transport_failed``; RATE one of
-``achieved_rps target_rps sent_rps``. NAME is a hop: ``gateway``,
+``achieved_rps target_rps sent_rps ok_rps``, read as the summary defines
+them. NAME is a hop: ``gateway``,
 ``outside_gateway`` or an executor's name.
 
 An unknown metric, operator or unit is a usage error raised by
@@ -67,7 +70,7 @@ REQUEST_COUNTS: tuple[str, ...] = (
     "unanswered",
     "transport_failed",
 )
-RATES: tuple[str, ...] = ("achieved_rps", "target_rps", "sent_rps")
+RATES: tuple[str, ...] = ("achieved_rps", "target_rps", "sent_rps", "ok_rps")
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
@@ -202,16 +205,28 @@ def _lookup(summary: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _figure(summary: Mapping[str, Any], threshold: Threshold) -> float | None:
-    value = _lookup(summary, threshold.path)
-    if value is None and threshold.path == ("errors", "rate"):
+    path = threshold.path
+    candidates = [path]
+    # The same figures where a report's summary.json keeps them.
+    if path[0] == HOPS_SECTION:
+        candidates.append(("hops", *path[1:]))
+    if path == ("errors", "rate"):
+        candidates.append(("error_rate",))
+    for candidate in candidates:
+        value = _lookup(summary, candidate)
+        if _is_number(value):
+            return value
+    if path == ("errors", "rate"):
         sent = _lookup(summary, ("requests", "sent"))
         ok = _lookup(summary, ("requests", "ok"))
-        if isinstance(sent, int | float) and isinstance(ok, int | float) and sent > 0:
-            value = (sent - ok) / sent
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
+        if _is_number(sent) and _is_number(ok) and sent > 0:
+            return (sent - ok) / sent
+    return None
 
 
 def evaluate(thresholds: Iterable[str | Threshold], summary: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -157,7 +157,8 @@ class EmbedExecutor(Executor):
     def process(self, req: DataRequest, params: dict[str, Any]) -> None:
         for doc in req.docs or ():
             seed = (doc.text if doc.text is not None else doc.id or "").encode("utf-8")
-            doc.embedding = NdArray(_deterministic_floats(seed, self.dim), (self.dim,), "<f4")
+            # cls_name "numpy", as docarray writes a numpy array: a docarray < 0.30 reader drops arrays without one.
+            doc.embedding = NdArray(_deterministic_floats(seed, self.dim), (self.dim,), "<f4", "numpy")
 
     def describe(self) -> str:
         return f"{self.kind}(dim {self.dim})"
@@ -197,16 +198,18 @@ def _fail_from_args(name: str, args: list[str]) -> Executor:
     if arg.startswith("/"):
         return FailExecutor(name, endpoint=arg)
     try:
-        return FailExecutor(name, fraction=float(arg))
+        fraction = float(arg)
     except ValueError:
         raise ExecutorSpecError(f"fail takes a fraction (0.1) or an endpoint (/fail), not {arg!r}") from None
+    return FailExecutor(name, fraction=fraction)
 
 
 def _embed_from_args(name: str, args: list[str]) -> Executor:
     try:
-        return EmbedExecutor(name, int(args[0]) if args else 128)
+        dim = int(args[0]) if args else 128
     except ValueError:
         raise ExecutorSpecError(f"embed takes a dimension, not {args[0]!r}") from None
+    return EmbedExecutor(name, dim)
 
 
 KINDS: dict[str, Callable[[str, list[str]], Executor]] = {
@@ -218,19 +221,27 @@ KINDS: dict[str, Callable[[str, list[str]], Executor]] = {
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Arguments a kind accepts at most (sleep checks its own); extra ones are an error, not ignored.
+_MAX_ARGS = {"echo": 0, "upper": 0, "fail": 1, "embed": 1}
 
 
 def parse_executor_spec(spec: str) -> Executor:
     """`[name=]kind[:arg...]` -> an Executor. The name defaults to the kind."""
-    name, sep, rest = spec.partition("=")
+    # The name is what precedes `=` in the part before the first `:`; arguments may hold `=` (sigma=0.5).
+    head, colon, tail = spec.partition(":")
+    name, sep, kind = head.partition("=")
     if not sep:
-        name, rest = "", spec
-    kind, *args = rest.split(":")
+        name, kind = "", head
+    args = tail.split(":") if colon else []
     name = name or kind
     if kind not in KINDS:
         raise ExecutorSpecError(f"unknown executor kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}")
     if not _NAME.match(name):
         raise ExecutorSpecError(f"executor name {name!r} may hold only letters, digits, '_', '-' and '.'")
+    most = _MAX_ARGS.get(kind)
+    if most is not None and len(args) > most:
+        takes = "no argument" if most == 0 else "one argument"
+        raise ExecutorSpecError(f"{kind} takes {takes}, got {':'.join(args)!r} in {spec!r}")
     try:
         return KINDS[kind](name, args)
     except ValueError as exc:
@@ -239,10 +250,14 @@ def parse_executor_spec(spec: str) -> Executor:
         raise ExecutorSpecError(f"{spec!r}: {exc}") from None
 
 
+_NO_PARAMS: dict[str, Any] = {}
+
+
 def params_for(executor: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
-    """The parameters an Executor sees: plain keys, overridden by `<executor>__<key>` keys."""
+    """The parameters an Executor sees: plain keys, overridden by `<executor>__<key>` keys.
+    (Executors must not change the dict they are given.)"""
     if not parameters:
-        return {}
+        return _NO_PARAMS
     prefix = executor + "__"
     out = {k: v for k, v in parameters.items() if "__" not in k}
     for k, v in parameters.items():
@@ -293,18 +308,20 @@ class Chain:
         """Run every Executor inline (only for chains with no asynchronous Executor)."""
         selected = self._selected(req) if req.target_executor else None
         routes = req.routes
+        parameters = req.parameters
+        clock = now_ns
         for i, ex in enumerate(self.executors):
-            route = Route(ex.name, now_ns())
+            route = Route(ex.name, clock())
             routes.append(route)
             if selected is not None and not selected[i]:
                 continue
             try:
-                ex.process(req, params_for(ex.name, req.parameters))
+                ex.process(req, params_for(ex.name, parameters) if parameters else _NO_PARAMS)
             except Exception as exc:
-                route.end_ns = now_ns()
+                route.end_ns = clock()
                 route.status = req.status = _error_status(exc, ex)
                 return
-            route.end_ns = now_ns()
+            route.end_ns = clock()
 
     async def run(self, req: DataRequest) -> None:
         """Run every Executor, awaiting the asynchronous ones."""

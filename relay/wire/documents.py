@@ -161,6 +161,9 @@ JSON_FIELDS = (
 )  # fmt: skip
 
 
+_NULL_JSON_DOC: dict[str, Any] = dict.fromkeys(JSON_FIELDS)
+
+
 class Document:
     """A Document with the docarray < 0.30 fields. Unset fields are None."""
 
@@ -235,15 +238,13 @@ class Document:
     def to_json_dict(self, full: bool = True) -> dict[str, Any]:
         """The json form. `full` writes every field (nulls too), as a gateway's response does;
         otherwise only the set fields, which is what a client needs to send."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = _NULL_JSON_DOC.copy() if full else {}
+        writers = _JSON_WRITERS
         for key in JSON_FIELDS:
             value = getattr(self, key)
-            if value is None:
-                if full:
-                    out[key] = None
-                continue
-            writer = _JSON_WRITERS.get(key)
-            out[key] = writer(value, full) if writer is not None else value
+            if value is not None:
+                writer = writers.get(key)
+                out[key] = writer(value, full) if writer is not None else value
         return out
 
     # ---- protobuf ------------------------------------------------------------------------------

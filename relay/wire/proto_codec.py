@@ -47,10 +47,6 @@ def status_to_proto(status: Status, pb: jina_pb2.StatusProto) -> None:
         pb.exception.executor = exc.executor
 
 
-def _ns(ts: object) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos  # type: ignore[attr-defined]
-
-
 def from_proto(pb: jina_pb2.DataRequestProto) -> DataRequest:
     """Our DataRequest from a parsed DataRequestProto."""
     h = pb.header
@@ -65,8 +61,8 @@ def from_proto(pb: jina_pb2.DataRequestProto) -> DataRequest:
         req.routes.append(
             Route(
                 executor=r.executor,
-                start_ns=_ns(r.start_time) if r.HasField("start_time") else None,
-                end_ns=_ns(r.end_time) if r.HasField("end_time") else None,
+                start_ns=r.start_time.ToNanoseconds() if r.HasField("start_time") else None,
+                end_ns=r.end_time.ToNanoseconds() if r.HasField("end_time") else None,
                 status=_status_from_proto(r.status) if r.HasField("status") else None,
             )
         )
@@ -97,9 +93,9 @@ def to_proto(req: DataRequest) -> jina_pb2.DataRequestProto:
         rp = pb.routes.add()
         rp.executor = r.executor
         if r.start_ns is not None:
-            rp.start_time.seconds, rp.start_time.nanos = divmod(r.start_ns, 1_000_000_000)
+            rp.start_time.FromNanoseconds(r.start_ns)
         if r.end_ns is not None:
-            rp.end_time.seconds, rp.end_time.nanos = divmod(r.end_ns, 1_000_000_000)
+            rp.end_time.FromNanoseconds(r.end_ns)
         if r.status is not None:
             status_to_proto(r.status, rp.status)
     if req.docs is not None:
