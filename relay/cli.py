@@ -12,8 +12,10 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from relay.executors import Chain, ExecutorSpecError
+from relay.metrics import RelayMetrics
 from relay.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PORT,
@@ -23,6 +25,7 @@ from relay.server import (
     install_uvloop,
 )
 from relay.units import parse_duration, parse_size
+from relay.upstream import UpstreamBackend, UpstreamConfig, UpstreamPool
 
 EXIT_USAGE = 2
 
@@ -58,16 +61,77 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--drain-timeout", default="10s", help="on SIGTERM, how long to answer requests in flight (default 10s)"
     )
     p.add_argument("--compression", action="store_true", help="accept permessage-deflate (off: it costs throughput)")
+    p.add_argument(
+        "--upstream", metavar="URL", help="relay to a real Flow at ws://HOST:PORT instead of serving built-in Executors"
+    )
+    p.add_argument(
+        "--upstream-subprotocol",
+        choices=["bytes", "json"],
+        default="bytes",
+        help="what to speak to the upstream Flow (default bytes: docarray >= 0.30 gateways speak only that)",
+    )
+    p.add_argument(
+        "--upstream-connections",
+        type=int,
+        default=2,
+        help="persistent sessions to the upstream Flow, shared by all clients (default 2)",
+    )
+    p.add_argument(
+        "--upstream-timeout",
+        default="60s",
+        help="an upstream answer not back in this time fails its request (default 60s)",
+    )
+    p.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="also send a copy of each request to this shadow Flow; its answers are measured, not returned",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain]:
+def _check_ws_url(url: str, flag: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or not parts.port:
+        raise ValueError(f"{flag} {url!r}: expected ws://HOST:PORT")
+    return url
+
+
+def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
+    """The embedded Executors, or the link to an upstream Flow (with its mirror)."""
+    if args.upstream is None:
+        if args.mirror:
+            raise ValueError("--mirror needs --upstream: it copies the traffic a relay forwards")
+        return Chain.from_specs(args.executor or ["upper"])
+    if args.executor:
+        raise ValueError("choose --executor (built-in Executors) or --upstream (a real Flow), not both")
+    if args.upstream_connections < 1:
+        raise ValueError("--upstream-connections must be >= 1")
+    timeout_s = parse_duration(args.upstream_timeout)
+    max_size = parse_size(args.max_message_size) * 4 or None
+
+    def pool(url: str) -> UpstreamPool:
+        return UpstreamPool(
+            UpstreamConfig(
+                url=url,
+                subprotocol=args.upstream_subprotocol,
+                connections=args.upstream_connections,
+                max_inflight=args.prefetch or 1000,
+                request_timeout_s=timeout_s,
+                max_message_size=max_size,
+            )
+        )
+
+    mirror = pool(_check_ws_url(args.mirror, "--mirror")) if args.mirror else None
+    return UpstreamBackend(pool(_check_ws_url(args.upstream, "--upstream")), mirror)
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | UpstreamBackend]:
     """Build the relay's configuration; raises ValueError with a user-facing message when wrong."""
     if args.prefetch < 0:
         raise ValueError("--prefetch must be 0 (no limit) or a positive number")
     if not 0 <= args.port <= 65535:
         raise ValueError("--port must be between 0 and 65535")
-    chain = Chain.from_specs(args.executor or ["upper"])
+    chain = backend_from_args(args)
     config = RelayConfig(
         host=args.host,
         port=args.port,
@@ -79,18 +143,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain]:
     return config, chain
 
 
-async def _serve(config: RelayConfig, chain: Chain) -> None:
-    server = RelayServer(config, chain)
+async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend) -> None:
+    # Always on: the hooks cost well under a microsecond per request (bench/metrics_cost.py).
+    metrics = RelayMetrics()
+    server = RelayServer(config, chain, observer=metrics)
+    server.extra_http["/metrics"] = metrics.http_handler
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    print(
-        f"flowrelay serving ws://{config.host}:{server.port}/ "
-        f"executors: {' -> '.join(e.describe() + ' as ' + e.name for e in chain.executors)}",
-        flush=True,
-    )
+    print(f"flowrelay serving ws://{config.host}:{server.port}/ {chain.describe()}", flush=True)
     await stop.wait()
     print("flowrelay stopping: draining requests in flight", flush=True)
     await server.stop()

@@ -304,6 +304,15 @@ class Chain:
             return [False] * len(self.executors)
         return [pattern.match(e.name) is not None for e in self.executors]
 
+    def describe(self) -> str:
+        return " -> ".join(f"{e.describe()} as {e.name}" for e in self.executors) or "no executors"
+
+    async def dry_run(self) -> Status:
+        """Push an empty request through every Executor, as a Jina gateway's dry run does."""
+        req = DataRequest(exec_endpoint="_jina_dry_run_", docs=[])
+        await self.run(req)
+        return req.status or Status()
+
     def run_sync(self, req: DataRequest) -> None:
         """Run every Executor inline (only for chains with no asynchronous Executor)."""
         selected = self._selected(req) if req.target_executor else None

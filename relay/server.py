@@ -25,11 +25,10 @@ import os
 import platform
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -38,6 +37,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from relay.executors import Chain
+
+if TYPE_CHECKING:
+    from relay.upstream import UpstreamBackend
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import choose_subprotocol
 from relay.wire.errors import (
@@ -47,7 +49,7 @@ from relay.wire.errors import (
     WireError,
     WrongFrameType,
 )
-from relay.wire.messages import DataRequest, EndOfStream, Route, Status, now_ns
+from relay.wire.messages import DataRequest, EndOfStream, Route, now_ns
 from relay.wire.proto import jina_pb2
 
 log = logging.getLogger("flowrelay.relay")
@@ -102,8 +104,9 @@ class Observer:
 class RelayServer:
     """One relay: a chain of Executors behind a WebSocket gateway."""
 
-    def __init__(self, config: RelayConfig, chain: Chain, observer: Observer | None = None) -> None:
+    def __init__(self, config: RelayConfig, chain: Chain | UpstreamBackend, observer: Observer | None = None) -> None:
         self.config = config
+        # The embedded Executors, or the link to a real upstream Flow: both run a request in place.
         self.chain = chain
         self.stats = RelayStats()
         self.observer = observer or Observer()
@@ -118,6 +121,9 @@ class RelayServer:
 
     async def start(self) -> None:
         cfg = self.config
+        backend_start = getattr(self.chain, "start", None)
+        if backend_start is not None:
+            await backend_start()
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -135,7 +141,7 @@ class RelayServer:
             "relay listening on ws://%s:%d/ with %s",
             cfg.host,
             self.port,
-            " -> ".join(e.name for e in self.chain.executors) or "no executors",
+            self.chain.describe(),
         )
 
     async def stop(self) -> None:
@@ -152,6 +158,9 @@ class RelayServer:
         self._server.close(close_connections=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
+        backend_close = getattr(self.chain, "close", None)
+        if backend_close is not None:
+            await backend_close()
 
     async def serve_until(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -178,9 +187,10 @@ class RelayServer:
                 "prefetch": str(self.config.prefetch),
             },
             "envs": {"connections_open": str(s.connections_open), "requests_total": str(s.requests_total)},
+            **(self.chain.status() if hasattr(self.chain, "status") else {}),
         }
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade:
@@ -196,7 +206,12 @@ class RelayServer:
         if path == "/status":
             return self._json_response(conn, 200, self.status_body())
         if path == "/dry_run":
-            return self._json_response(conn, 200, {"code": 0, "description": "", "exception": None})
+            # As Jina's HTTP dry run: 200 either way, the status in the body.
+            status = await self.chain.dry_run()
+            body = json_codec.status_dict(status)
+            return self._json_response(
+                conn, 200, {"code": status.code, "description": status.description, "exception": body.get("exception")}
+            )
         extra = self.extra_http.get(path)
         if extra is not None:
             status, content_type, body = extra()
@@ -229,10 +244,8 @@ class RelayServer:
                 self.stats.closes_sent[conn.close_code_sent] = self.stats.closes_sent.get(conn.close_code_sent, 0) + 1
 
     async def _dry_run(self, ws: ServerConnection, mode: str) -> None:
-        """Push an empty request through the whole chain, answer its status, close 1000."""
-        req = DataRequest(request_id=uuid.uuid4().hex, exec_endpoint="_jina_dry_run_", docs=[])
-        await self.chain.run(req)
-        status = req.status or Status()
+        """Push an empty request through the whole Flow, answer its status, close 1000."""
+        status = await self.chain.dry_run()
         try:
             if mode == "bytes":
                 pb = jina_pb2.StatusProto()

@@ -27,6 +27,11 @@ SUBPROTOCOL = "bytes"
 END_OF_STREAM_FRAME = BYTES_END_OF_STREAM
 
 
+def from_status_proto(pb: jina_pb2.StatusProto) -> Status:
+    """Our Status from a StatusProto (what `/dry_run` answers in bytes mode)."""
+    return _status_from_proto(pb)
+
+
 def _status_from_proto(pb: jina_pb2.StatusProto) -> Status:
     info = None
     if pb.HasField("exception"):

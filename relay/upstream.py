@@ -1,0 +1,442 @@
+"""Links to a real upstream Flow: the relay as a front for a Jina gateway.
+
+Requests from clients of either subprotocol go to the upstream Flow over a pool of persistent sessions
+(`--upstream-connections`) in the upstream's subprotocol (bytes by default: docarray >= 0.30 gateways speak
+nothing else), and each answer goes back to its client in the client's subprotocol. Request ids are made
+unique across the pool (a Jina gateway drops a connection on a duplicate id in flight); in json mode they
+travel in `parameters.flowrelay_upstream_rid`, which a gateway echoes, and are removed again on the way back.
+
+A Jina gateway strips route entries it did not write, so the relay rebuilds them on the way back: its own
+`gateway` entry first, then the upstream's entries, with the upstream gateway's own entry renamed
+`upstream`. A load test through the relay thus sees every hop and the relay's own cost.
+
+Backpressure: each upstream session carries at most `max_inflight` requests; when every session is full,
+forwarding waits, the client connections' prefetch windows fill, and the relay stops reading clients.
+Failure: when an upstream session drops (the Flow died, closed 1011, timed out), every request in flight on
+it is answered to its client with an error status naming the cause, never lost; the session reconnects
+with backoff while the others keep serving; while none is connected, requests are answered at once with
+`upstream unavailable`. `--mirror` copies each request to a shadow Flow whose answers are measured and
+discarded. I/O lives here; frames are built by relay.wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from relay.wire import json_codec, proto_codec
+from relay.wire.errors import WireError
+from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status
+from relay.wire.proto import jina_pb2
+
+log = logging.getLogger("flowrelay.upstream")
+
+# Distinct from the load engine's key, so that a load test through a relay keeps its own correlation.
+CORRELATION_KEY = "flowrelay_upstream_rid"
+UPSTREAM_ROUTE = "upstream"
+
+
+class UpstreamError(Exception):
+    """A request could not be answered by the upstream Flow; the message names the cause."""
+
+
+@dataclass
+class UpstreamConfig:
+    url: str
+    subprotocol: str = "bytes"
+    connections: int = 2
+    max_inflight: int = 1000
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
+    max_message_size: int | None = None
+
+
+def _close_reason(exc: BaseException | None, ws: ClientConnection | None) -> str:
+    rcvd = ws.protocol.close_rcvd if ws is not None else None
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+        rcvd = exc.rcvd
+    if rcvd is None:
+        return "connection dropped without a close frame (1006)"
+    return f"closed {rcvd.code}" + (f": {rcvd.reason}" if rcvd.reason else "")
+
+
+@dataclass
+class LinkStats:
+    forwarded: int = 0
+    answered: int = 0
+    failed: int = 0
+    reconnects: int = 0
+
+
+class _Link:
+    """One persistent session to the upstream gateway, with its requests in flight."""
+
+    def __init__(self, pool: UpstreamPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.cfg = pool.cfg
+        self.is_bytes = pool.cfg.subprotocol == "bytes"
+        self.ws: ClientConnection | None = None
+        self.pending: dict[str, asyncio.Future[DataRequest]] = {}
+        self.connected = False
+        self.stats = LinkStats()
+        self._reader: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self.closing = False
+
+    @property
+    def has_room(self) -> bool:
+        return self.connected and len(self.pending) < self.cfg.max_inflight
+
+    async def connect(self) -> None:
+        cfg = self.cfg
+        try:
+            self.ws = await connect(
+                cfg.url,
+                subprotocols=[cfg.subprotocol],  # type: ignore[list-item]
+                compression=None,
+                max_size=cfg.max_message_size,
+                open_timeout=cfg.connect_timeout_s,
+                ping_interval=20,
+            )
+        except InvalidStatus as exc:
+            raise UpstreamError(f"upstream {cfg.url} refused the handshake: HTTP {exc.response.status_code}") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise UpstreamError(f"upstream {cfg.url} unreachable: {str(exc) or type(exc).__name__}") from None
+        self.connected = True
+        self._reader = asyncio.create_task(self._read_loop(self.ws))
+        self.pool.link_up(self)
+
+    async def send(self, rid: str, req: DataRequest) -> asyncio.Future[DataRequest]:
+        ws = self.ws
+        assert ws is not None
+        fut: asyncio.Future[DataRequest] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        frame = proto_codec.encode_request(req) if self.is_bytes else json_codec.encode_request(req)
+        self.stats.forwarded += 1
+        # On a closed link the reader fails everything in flight, this one included.
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(frame, text=not self.is_bytes)
+        return fut
+
+    async def _read_loop(self, ws: ClientConnection) -> None:
+        decode = proto_codec.decode_response if self.is_bytes else json_codec.decode_response
+        exc: BaseException | None = None
+        try:
+            async for message in ws:
+                try:
+                    resp = decode(message)  # type: ignore[arg-type]
+                except WireError as err:
+                    log.warning("upstream link %d: unreadable answer: %s", self.index, err)
+                    continue
+                if self.is_bytes:
+                    rid = resp.request_id
+                else:
+                    params = resp.parameters or {}
+                    rid = params.pop(CORRELATION_KEY, None)
+                fut = self.pending.pop(rid, None) if rid is not None else None  # type: ignore[arg-type]
+                if fut is not None and not fut.done():
+                    self.stats.answered += 1
+                    fut.set_result(resp)
+                self.pool.room_freed()
+        except ConnectionClosed as closed:
+            exc = closed
+        except Exception as other:  # a broken link must not lose the requests in flight
+            exc = other
+        finally:
+            self.connected = False
+            reason = f"upstream {self.cfg.url} {_close_reason(exc, ws)}"
+            self._fail_all(reason)
+            self.pool.link_down(self, reason)
+            if not self.closing:
+                self._reconnector = asyncio.create_task(self._reconnect())
+
+    def _fail_all(self, reason: str) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                self.stats.failed += 1
+                fut.set_exception(UpstreamError(reason))
+        self.pool.room_freed()
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self.closing:
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+                self.stats.reconnects += 1
+                log.info("upstream link %d reconnected to %s", self.index, self.cfg.url)
+                return
+            except UpstreamError as exc:
+                log.debug("upstream link %d: %s", self.index, exc)
+                delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 2.0)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+
+
+class UpstreamPool:
+    """The sessions to one upstream Flow, and its health as /status and /dry_run report it."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self.cfg = cfg
+        self.links = [_Link(self, i) for i in range(max(1, cfg.connections))]
+        self._room = asyncio.Event()
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+        self._rr = 0
+        self.last_error: str | None = None
+        self.down_since: float | None = None
+        self.recoveries: list[float] = []  # seconds from the first failure to service again
+
+    # -- health --
+
+    @property
+    def connected_links(self) -> int:
+        return sum(1 for link in self.links if link.connected)
+
+    @property
+    def healthy(self) -> bool:
+        return self.connected_links > 0
+
+    def link_up(self, link: _Link) -> None:
+        if self.down_since is not None and self.connected_links >= 1:
+            recovered_s = time.monotonic() - self.down_since
+            self.recoveries.append(recovered_s)
+            log.warning("upstream %s serving again after %.2f s", self.cfg.url, recovered_s)
+            self.down_since = None
+        self._room.set()
+
+    def link_down(self, link: _Link, reason: str) -> None:
+        self.last_error = reason
+        if not link.closing:
+            log.warning("upstream link %d lost: %s", link.index, reason)
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+
+    def room_freed(self) -> None:
+        self._room.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.cfg.url,
+            "subprotocol": self.cfg.subprotocol,
+            "healthy": self.healthy,
+            "connected_links": self.connected_links,
+            "links": len(self.links),
+            "in_flight": sum(len(link.pending) for link in self.links),
+            "last_error": self.last_error,
+            "recoveries_s": [round(r, 3) for r in self.recoveries[-10:]],
+        }
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Connect every link; links that fail keep retrying in the background."""
+        results = await asyncio.gather(*(link.connect() for link in self.links), return_exceptions=True)
+        for link, result in zip(self.links, results, strict=True):
+            if isinstance(result, BaseException):
+                self.last_error = str(result)
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                log.warning("upstream link %d: %s (retrying)", link.index, result)
+                link._reconnector = asyncio.create_task(link._reconnect())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self.links))
+
+    # -- forwarding --
+
+    def next_id(self) -> str:
+        return f"{self._prefix}{next(self._counter):020x}"
+
+    def _pick(self) -> _Link | None:
+        links = self.links
+        for k in range(len(links)):
+            link = links[(self._rr + k) % len(links)]
+            if link.has_room:
+                self._rr = (self._rr + k + 1) % len(links)
+                return link
+        return None
+
+    async def forward(self, req: DataRequest) -> DataRequest:
+        """Send `req` upstream and return the upstream's answer. Raises UpstreamError."""
+        link = self._pick()
+        while link is None:
+            if not self.healthy:
+                raise UpstreamError(f"upstream {self.cfg.url} unavailable: {self.last_error or 'not connected'}")
+            # Every link is full: wait for room (this is what slows the clients down).
+            self._room.clear()
+            await self._room.wait()
+            link = self._pick()
+        rid = self.next_id()
+        params = dict(req.parameters) if req.parameters else {}
+        if not link.is_bytes:
+            params[CORRELATION_KEY] = rid
+        out = DataRequest(
+            request_id=rid,
+            exec_endpoint=req.exec_endpoint,
+            target_executor=req.target_executor,
+            parameters=params if (params or req.parameters is not None) else None,
+            docs=req.docs,
+            docs_bytes=req.docs_bytes,
+        )
+        fut = await link.send(rid, out)
+        try:
+            return await asyncio.wait_for(fut, self.cfg.request_timeout_s)
+        except TimeoutError:
+            link.pending.pop(rid, None)
+            self.room_freed()
+            raise UpstreamError(
+                f"upstream {self.cfg.url} did not answer within {self.cfg.request_timeout_s:g} s"
+            ) from None
+
+    async def dry_run(self) -> Status:
+        """Ask the upstream gateway's /dry_run (a full pass through its Flow)."""
+        base = self.cfg.url.rstrip("/")
+        try:
+            async with connect(
+                base + "/dry_run",
+                subprotocols=["bytes"],  # type: ignore[list-item]
+                open_timeout=self.cfg.connect_timeout_s,
+                compression=None,
+            ) as ws:
+                await ws.send(b"")
+                frame = await asyncio.wait_for(ws.recv(), self.cfg.connect_timeout_s)
+        except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+            return _error_status(
+                f"upstream {self.cfg.url} dry run failed: {str(exc) or type(exc).__name__}", "UpstreamError"
+            )
+        pb = jina_pb2.StatusProto()
+        if isinstance(frame, bytes):
+            pb.ParseFromString(frame)
+        return proto_codec.from_status_proto(pb)
+
+
+def _error_status(description: str, name: str) -> Status:
+    return Status(
+        code=STATUS_ERROR,
+        description=description,
+        exception=ExceptionInfo(name=name, args=[description], executor=UPSTREAM_ROUTE),
+    )
+
+
+@dataclass
+class MirrorStats:
+    """The shadow Flow's figures, beside the primary's."""
+
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    durations_s: list[float] = field(default_factory=list)
+
+
+class UpstreamBackend:
+    """What the server runs requests through when it fronts a real Flow (the embedded Chain's twin)."""
+
+    is_async = True
+
+    def __init__(self, primary: UpstreamPool, mirror: UpstreamPool | None = None, observer: Any = None) -> None:
+        self.executors: list[Any] = []
+        self.primary = primary
+        self.mirror = mirror
+        self.observer = observer
+        self.mirror_stats = MirrorStats()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+
+    def describe(self) -> str:
+        text = f"upstream {self.primary.cfg.url} ({self.primary.cfg.subprotocol}, {len(self.primary.links)} links)"
+        if self.mirror is not None:
+            text += f", mirrored to {self.mirror.cfg.url}"
+        return text
+
+    async def start(self) -> None:
+        await self.primary.start()
+        if self.mirror is not None:
+            await self.mirror.start()
+
+    async def close(self) -> None:
+        for task in list(self._shadow_tasks):
+            task.cancel()
+        await self.primary.close()
+        if self.mirror is not None:
+            await self.mirror.close()
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"upstream": self.primary.status()}
+        if self.mirror is not None:
+            m = self.mirror_stats
+            out["mirror"] = {**self.mirror.status(), "sent": m.sent, "ok": m.ok, "failed": m.failed}
+        return out
+
+    async def dry_run(self) -> Status:
+        return await self.primary.dry_run()
+
+    async def run(self, req: DataRequest) -> None:
+        """Forward `req`, then fill it in with the upstream's answer (docs, status, parameters, routes)."""
+        if self.mirror is not None:
+            # Built now, before the answer replaces req.docs: the shadow gets what the client sent.
+            shadow = DataRequest(
+                exec_endpoint=req.exec_endpoint,
+                target_executor=req.target_executor,
+                parameters=dict(req.parameters) if req.parameters else None,
+                docs=req.docs,
+            )
+            task = asyncio.create_task(self._shadow(shadow))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+        try:
+            resp = await self.primary.forward(req)
+        except UpstreamError as exc:
+            req.status = _error_status(str(exc), "UpstreamError")
+            return
+        req.docs = resp.docs
+        req.docs_bytes = resp.docs_bytes
+        req.status = resp.status
+        if resp.parameters is not None:
+            req.parameters = resp.parameters
+        own = req.routes[:1]
+        for r in resp.routes:
+            own.append(Route(UPSTREAM_ROUTE, r.start_ns, r.end_ns, r.status) if r.executor == "gateway" else r)
+        req.routes = own
+
+    async def _shadow(self, shadow: DataRequest) -> None:
+        assert self.mirror is not None
+        stats = self.mirror_stats
+        stats.sent += 1
+        start = time.perf_counter()
+        try:
+            resp = await self.mirror.forward(shadow)
+        except UpstreamError:
+            stats.failed += 1
+            ok = False
+        else:
+            ok = not resp.is_error
+            if ok:
+                stats.ok += 1
+            else:
+                stats.failed += 1
+        duration = time.perf_counter() - start
+        if len(stats.durations_s) < 100_000:
+            stats.durations_s.append(duration)
+        if self.observer is not None and hasattr(self.observer, "mirror_finished"):
+            self.observer.mirror_finished(ok, duration)
