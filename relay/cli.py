@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -61,6 +62,21 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--drain-timeout", default="10s", help="on SIGTERM, how long to answer requests in flight (default 10s)"
     )
     p.add_argument("--compression", action="store_true", help="accept permessage-deflate (off: it costs throughput)")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="refuse WebSocket handshakes beyond this many connections with HTTP 503 (default 0: no limit)",
+    )
+    p.add_argument("--handshake-timeout", default="10s", help="close a connection whose handshake takes longer")
+    p.add_argument(
+        "--auth-token",
+        help="require 'Authorization: Bearer TOKEN' (or ?token=TOKEN for browsers), else HTTP 401; "
+        "also read from FLOWRELAY_AUTH_TOKEN",
+    )
+    p.add_argument("--allowed-origins", help="comma-separated Origin values a browser may connect from (403 otherwise)")
+    p.add_argument("--certfile", help="serve wss:// with this TLS certificate (PEM)")
+    p.add_argument("--keyfile", help="the certificate's private key (PEM)")
     p.add_argument(
         "--upstream", metavar="URL", help="relay to a real Flow at ws://HOST:PORT instead of serving built-in Executors"
     )
@@ -139,7 +155,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | Ups
         max_message_size=parse_size(args.max_message_size),
         drain_timeout_s=parse_duration(args.drain_timeout),
         compression=args.compression,
+        max_connections=args.max_connections,
+        handshake_timeout_s=parse_duration(args.handshake_timeout),
+        auth_token=args.auth_token or os.environ.get("FLOWRELAY_AUTH_TOKEN") or None,
+        allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
+        certfile=args.certfile,
+        keyfile=args.keyfile,
     )
+    if args.max_connections < 0:
+        raise ValueError("--max-connections must be >= 0")
+    if args.keyfile and not args.certfile:
+        raise ValueError("--keyfile needs --certfile")
+    for path in (args.certfile, args.keyfile):
+        if path and not os.path.isfile(path):
+            raise ValueError(f"no such file: {path}")
     return config, chain
 
 
@@ -153,7 +182,8 @@ async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    print(f"flowrelay serving ws://{config.host}:{server.port}/ {chain.describe()}", flush=True)
+    scheme = "wss" if config.certfile else "ws"
+    print(f"flowrelay serving {scheme}://{config.host}:{server.port}/ {chain.describe()}", flush=True)
     await stop.wait()
     print("flowrelay stopping: draining requests in flight", flush=True)
     await server.stop()

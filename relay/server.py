@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import os
 import platform
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -75,6 +78,12 @@ class RelayConfig:
     compression: bool = False
     ping_interval_s: float | None = 20.0
     name: str = "gateway"
+    max_connections: int = 0  # 0: no limit
+    handshake_timeout_s: float = 10.0
+    auth_token: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # empty: any origin
+    certfile: str | None = None
+    keyfile: str | None = None
 
 
 @dataclass
@@ -124,10 +133,16 @@ class RelayServer:
         backend_start = getattr(self.chain, "start", None)
         if backend_start is not None:
             await backend_start()
+        ssl_context = None
+        if cfg.certfile:
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(cfg.certfile, cfg.keyfile)
         self._server = await serve(
             self._handle,
             cfg.host,
             cfg.port,
+            ssl=ssl_context,
+            open_timeout=cfg.handshake_timeout_s,
             process_request=self._process_request,
             select_subprotocol=lambda conn, offered: choose_subprotocol(offered),
             compression="deflate" if cfg.compression else None,
@@ -190,19 +205,50 @@ class RelayServer:
             **(self.chain.status() if hasattr(self.chain, "status") else {}),
         }
 
+    def _authorized(self, request: Request) -> bool:
+        token = self.config.auth_token
+        if not token:
+            return True
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
+            return True
+        # Browsers cannot set headers on a WebSocket handshake: accept the token as a query parameter too.
+        query = parse_qs(urlsplit(request.path).query)
+        return any(hmac.compare_digest(t, token) for t in query.get("token", []))
+
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        cfg = self.config
+        if path == "/" and not upgrade:
+            return self._json_response(conn, 200, {})  # health check: always open
+        if not self._authorized(request):
+            response = self._json_response(
+                conn, 401, {"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"}
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         if upgrade:
+            origin = request.headers.get("Origin")
+            if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
+                return self._json_response(conn, 403, {"detail": f"origin {origin!r} is not allowed"})
             if path not in WS_PATHS:
                 return Response(
                     403, "Forbidden", Headers([("Content-Length", "0"), ("Content-Type", "text/plain")]), b""
                 )
             if self._stopping.is_set():
                 return self._json_response(conn, 503, {"detail": "the relay is shutting down"})
+            # Connections past their handshake; handshakes still in progress are not counted, so a burst
+            # of simultaneous handshakes can pass the limit by that many.
+            if (
+                cfg.max_connections
+                and self._server is not None
+                and (len(self._server.all_connections) >= cfg.max_connections)
+            ):
+                return self._json_response(
+                    conn, 503, {"detail": f"connection limit reached ({cfg.max_connections}); try again later"}
+                )
             return None
-        if path == "/":
-            return self._json_response(conn, 200, {})
         if path == "/status":
             return self._json_response(conn, 200, self.status_body())
         if path == "/dry_run":
