@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         stop_relay(proc)
+    result.recorder.accounting.check()  # every request sent is answered, failed or timed out
     summary = build_summary(result)
     summary["thresholds"] = evaluate([parse_threshold(t) for t in DEMO_THRESHOLDS], summary)
     write_results(out, summary, result.rows)
@@ -93,12 +94,14 @@ def _docs() -> DocSpec:
 
 
 def _write_report(out: Path) -> Path | None:
+    from loadtest.outputs import report
+
+    path = out / report.REPORT_FILE
     try:
-        from loadtest.outputs import report  # type: ignore[attr-defined]
-    except ImportError:
+        report.write_report(out, path)
+    except ImportError as exc:  # plotly missing from a partial install: the results folder is still there
+        print(f"flowrelay demo: no HTML report ({exc})", file=sys.stderr)
         return None
-    path = out / "report.html"
-    report.write_report(out, path)
     return path
 
 

@@ -620,7 +620,8 @@ class IntervalStats:
         self._current.sent += 1
         self._inflight += 1
 
-    def on_answer(self, now: float, latency_s: float, service_s: float, ok: bool) -> None:
+    def on_answer(self, now: float, latency_s: float, service_s: float, ok: bool, reason: str | None = None) -> None:
+        """An answer arrived; a failed one (the executor raised) is counted under `reason`."""
         current = self._current
         current.answered += 1
         self._inflight -= 1
@@ -630,6 +631,7 @@ class IntervalStats:
             current.service_time.record(service_s)
         else:
             current.errors += 1
+            _bump(current.error_reasons, reason or "executor: error")
 
     def on_error(self, now: float, reason: str) -> None:
         """A sent request ended without an answer (transport failure, timeout)."""
@@ -707,7 +709,7 @@ class Recorder:
         latency_s = answered_s - due_s
         service_s = answered_s - sent_s
         ok = error is None
-        self.intervals.on_answer(answered_s, latency_s, service_s, ok)
+        self.intervals.on_answer(answered_s, latency_s, service_s, ok, None if ok else f"executor: {error}")
         warmup = due_s < self.warmup_s
         ledger = self.accounting.warmup if warmup else self.accounting
         if not ok:

@@ -5,7 +5,10 @@
 {`target_rps`, `achieved_rps` (sent per second of the measured window), `ok_rps`}, `docs` {`sent`,
 `received`}, `latency_ms` (from the intended send time) and `service_time_ms` (from the actual
 send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hops` {name: same keys},
-`errors` {reason: count}, `error_rate`, `thresholds` [{`expr`, `ok`, `value`}].
+`errors` {reason: count}, `error_rate`, `thresholds` [{`expr`, `ok`, `value`}], and
+`latency_distribution` {`latency_ms`, `service_time_ms`}: each the full histogram as HdrHistogram's
+percentile-distribution points [[percentile (0..100), ms], ...], thickening toward the tail and ending at
+[100, max] (empty when nothing was answered), for the report's percentile plot.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import orjson
 
 from loadtest.engine import RunResult
+from loadtest.measure import LatencyHistogram
 
 SUMMARY_FILE = "summary.json"
 TIMESERIES_FILE = "timeseries.jsonl"
@@ -62,7 +66,15 @@ def build_summary(result: RunResult) -> dict[str, Any]:
         "reconnects": result.reconnects,
         "late_answers": result.late_answers,
         "thresholds": [],
+        "latency_distribution": {
+            "latency_ms": _distribution(result.recorder.latency),
+            "service_time_ms": _distribution(result.recorder.service_time),
+        },
     }
+
+
+def _distribution(histogram: LatencyHistogram) -> list[list[float]]:
+    return [[round(p, 6), ms] for p, ms in histogram.percentile_distribution()]
 
 
 def _route_order(hops: dict[str, Any], first_seen: list[str]) -> dict[str, Any]:

@@ -1,0 +1,202 @@
+"""The HTML report in a real browser: headless Chromium opens the page from disk and every chart draws.
+
+Debian's `chromium` and `chromedriver` (scripts/setup_system.sh installs both) are driven through selenium.
+Each page is loaded from a file:// URL with networking features off and a fresh profile; the test checks
+that every plotly chart drew an SVG with data traces, that no console error was logged, that the page
+fetched nothing but itself, and saves a full-page screenshot PNG beside the report.
+
+Without chromium, chromedriver or selenium the tests skip with the reason, except under CI (env CI set),
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_report import COMPARISON_FIGURES, REPORT_FIGURES, copy_results, results_pair
+
+from loadtest.outputs import report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# The machine has no network: without these Chromium spends its start trying to reach the internet.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+RENDER_TIMEOUT_S = 30.0
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Per chart: the plot's SVG, its data traces, and the traces' drawn paths (a line, a bar, a step).
+_CHARTS_JS = """
+const out = [];
+for (const gd of document.querySelectorAll('.plotly-graph-div')) {
+  let drawn = 0;
+  for (const path of gd.querySelectorAll('g.trace path')) {
+    const d = path.getAttribute('d') || '';
+    if (d.length > 6 && d !== 'M0,0Z') drawn++;
+  }
+  const text = sel => { const e = gd.querySelector(sel); return e ? e.textContent : ''; };
+  out.push({
+    id: gd.id,
+    main_svg: gd.querySelectorAll('svg.main-svg').length,
+    traces: gd.querySelectorAll('g.trace').length,
+    data: (gd.data || []).length,
+    drawn: drawn,
+    title: text('.gtitle'),
+    xtitle: text('.xtitle'),
+    ytitle: text('.ytitle'),
+    width: gd.getBoundingClientRect().width,
+    height: gd.getBoundingClientRect().height,
+  });
+}
+return out;
+"""
+
+# Installed before any page script runs: records uncaught errors and console.error calls.
+_ERROR_TRAP_JS = """
+window.__pageErrors = [];
+window.addEventListener('error', e => window.__pageErrors.push(String(e.message || e)));
+window.addEventListener('unhandledrejection', e => window.__pageErrors.push('unhandled rejection: ' + e.reason));
+const __consoleError = console.error.bind(console);
+console.error = (...args) => { window.__pageErrors.push(args.map(String).join(' ')); __consoleError(...args); };
+"""
+
+
+def _need_browser() -> None:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install -e '.[dev]')")
+    if missing:
+        reason = f"needs {', '.join(missing)}; scripts/setup_system.sh installs chromium and chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="flowrelay-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_page_load_timeout(RENDER_TIMEOUT_S)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _ERROR_TRAP_JS})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _load(driver: Any, page: Path) -> list[dict[str, Any]]:
+    """Open ``page`` from disk and wait until every chart has drawn (or the timeout passes)."""
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get_log("performance")
+    driver.get(page.resolve().as_uri())
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    charts: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        charts = driver.execute_script(_CHARTS_JS)
+        if charts and all(c["main_svg"] and c["drawn"] for c in charts):
+            break
+        time.sleep(0.2)
+    return charts
+
+
+def _requested_urls(driver: Any) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def _screenshot(driver: Any, png: Path) -> Path:
+    """The whole page, not just the window, as a PNG."""
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png",
+        "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+    })
+    png.write_bytes(base64.b64decode(shot["data"]))
+    return png
+
+
+def _check_page(driver: Any, page: Path, expected: tuple[str, ...]) -> Path:
+    charts = _load(driver, page)
+    by_id = {c["id"]: c for c in charts}
+    assert set(by_id) == set(expected), f"charts on the page: {sorted(by_id)}"
+    for chart in charts:
+        name = chart["id"]
+        assert chart["main_svg"] >= 1, f"{name}: plotly drew no SVG"
+        assert chart["data"] >= 1 and chart["traces"] >= 1, f"{name}: no data traces: {chart}"
+        assert chart["drawn"] >= 1, f"{name}: traces present but nothing drawn: {chart}"
+        assert chart["title"].strip(), f"{name}: untitled"
+        assert chart["xtitle"].strip() or chart["ytitle"].strip(), f"{name}: no axis title"
+        assert chart["width"] > 300 and chart["height"] > 150, f"{name}: squeezed to {chart}"
+
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"console errors: {severe}"
+    page_errors = driver.execute_script("return window.__pageErrors || []")
+    assert not page_errors, f"page errors: {page_errors}"
+    foreign = [u for u in _requested_urls(driver) if not u.startswith(("file:", "data:", "blob:", "about:"))]
+    assert not foreign, f"the page asked the network for {foreign}"
+    assert driver.title.startswith("flowrelay")
+
+    png = _screenshot(driver, page.with_suffix(".png"))
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 50_000, f"screenshot {png}: {len(data)} bytes"
+    return png
+
+
+def test_report_renders_every_chart_in_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    a, _ = results_pair(tmp_path_factory)
+    results = copy_results(a, tmp_path_factory.mktemp("browser") / "results")
+    page = report.write_report(results, results / "report.html")
+    png = _check_page(browser, page, REPORT_FIGURES)
+    assert png == results / "report.png"
+
+
+def test_report_of_an_error_free_run_renders(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    _, b = results_pair(tmp_path_factory)
+    results = copy_results(b, tmp_path_factory.mktemp("browser") / "results")
+    page = report.write_report(results, results / "report.html")
+    _check_page(browser, page, tuple(f for f in REPORT_FIGURES if f != "fig-errors-reason"))
+
+
+def test_comparison_renders_every_chart_in_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    a, b = results_pair(tmp_path_factory)
+    out = tmp_path_factory.mktemp("browser") / "comparison.html"
+    page = report.write_comparison([a, b], out)
+    png = _check_page(browser, page, COMPARISON_FIGURES)
+    assert png == out.with_suffix(".png")
