@@ -195,6 +195,8 @@ class Session:
         expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
         for p in expired:
             del self.pending[p.rid]
+        if self.closing and not self.pending:
+            self._drained.set()  # nothing left to wait for at the end of the run
         return expired
 
     async def _reconnect(self) -> None:
