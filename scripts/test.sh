@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch_compose_schema.sh
 bash scripts/setup_peer.sh legacy
 bash scripts/setup_peer.sh v2
 if [ -f scripts/setup_system.sh ]; then
