@@ -8,6 +8,7 @@ not be carried out (target unreachable, a worker died); 2 a usage error, reporte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import yaml
 from loadtest import thresholds as thresholds_mod
 from loadtest.engine import LoadConfig, run_load
 from loadtest.outputs.live import LiveLine
+from loadtest.outputs.prometheus import PrometheusExporter
 from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_results
 from loadtest.payloads import DocSpec
 from loadtest.session import ConnectError
+from loadtest.transports import transport_of, usage_problem
 from relay.units import parse_duration
 
 EXIT_OK = 0
@@ -35,9 +38,11 @@ class UsageError(ValueError):
 
 
 def add_load_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", nargs="?", help="ws://HOST:PORT of a Flow or relay (loopback here)")
+    p.add_argument("target", nargs="?", help="ws://, grpc:// or http://HOST:PORT of a Flow or relay: the scheme "
+                   "picks the protocol (WebSocket, gRPC JinaRPC/Call, HTTP POST /post)")
     p.add_argument("--scenario", type=Path, help="a YAML scenario file; flags given on the line override it")
-    p.add_argument("--subprotocol", choices=["json", "bytes", "none"], help="what to offer (default bytes)")
+    p.add_argument("--subprotocol", choices=["json", "bytes", "none"],
+                   help="what to offer over ws:// (default bytes); grpc:// carries protobuf, http:// JSON")
     p.add_argument("--rate", type=float, help="open model: requests per second (the default model)")
     p.add_argument("--stage", action="append", metavar="DURATION:TARGET",
                    help="open model in stages, k6-style ramping arrival rate (repeatable), e.g. 30s:200")
@@ -46,9 +51,11 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", help="how long to send, e.g. 30s, 5m")
     p.add_argument("--requests", type=int, help="how many requests to send at most")
     p.add_argument("--warmup", help="leave requests due in the first DURATION out of the figures")
-    p.add_argument("--connections", type=int, help="persistent WebSocket sessions (default 1)")
+    p.add_argument("--connections", type=int, help="persistent connections (default 1): WebSocket sessions, "
+                   "gRPC channels (one Call stream each), or HTTP keep-alive connections (one request each at a time)")
     p.add_argument("--max-inflight", type=int, help="requests in flight per connection (default 1000, "
-                   "a Jina gateway's prefetch); beyond it a due request is dropped and counted")
+                   "a Jina gateway's prefetch); beyond it a due request is dropped and counted. "
+                   "Over http:// it is 1")
     p.add_argument("--endpoint", help="execEndpoint of every request (default /)")
     p.add_argument("--target-executor", help="targetExecutor regex")
     p.add_argument("--param", action="append", metavar="KEY=JSON", help="a request parameter (repeatable)")
@@ -66,8 +73,16 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-requests", action="store_true", help="also write every request to requests.msgpack")
     p.add_argument("--procs", type=int, help="worker processes, the rate and connections split among them")
     p.add_argument("--compression", action="store_true", help="offer permessage-deflate")
+    p.add_argument("--ca-file", type=Path, metavar="PEM",
+                   help="for a wss:// target: trust this CA certificate (e.g. a relay's self-signed one)")
     p.add_argument("--quiet", action="store_true", help="no live line")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+    p.add_argument("--metrics-port", type=int, metavar="P",
+                   help="serve Prometheus metrics at http://HOST:P/metrics while the run lasts (0 picks a free port; "
+                   "one port for every --procs worker, each with its `worker` label)")
+    p.add_argument("--metrics-host", help="address for --metrics-port (default 127.0.0.1)")
+    p.add_argument("--metrics-linger", metavar="DURATION",
+                   help="after the run, keep serving metrics this long so a scraper takes the last values (default 0s)")
 
 
 # scenario keys -> flag dests (a scenario file uses the flags' long names, with - or _)
@@ -75,7 +90,7 @@ _SCENARIO_KEYS = {
     "target", "subprotocol", "rate", "stages", "arrival", "concurrency", "duration", "requests", "warmup",
     "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
     "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
-    "log_requests", "procs", "compression",
+    "log_requests", "procs", "compression", "metrics_port", "metrics_host", "metrics_linger", "ca_file",
 }
 
 
@@ -116,11 +131,24 @@ def _check_target(target: str | None) -> str:
     if not target:
         raise UsageError("a target is needed: flowrelay load ws://127.0.0.1:12345 ... (or 'target:' in a scenario)")
     parts = urlsplit(target)
-    if parts.scheme not in ("ws", "wss"):
-        raise UsageError(f"target {target!r}: only ws:// and wss:// targets are supported")
+    try:
+        transport_of(target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not parts.hostname or not parts.port:
-        raise UsageError(f"target {target!r}: give a host and a port, e.g. ws://127.0.0.1:12345")
+        raise UsageError(f"target {target!r}: give a host and a port, e.g. {parts.scheme}://127.0.0.1:12345")
     return target
+
+
+def _ca_file(value: Any, target: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not target.startswith("wss://"):
+        raise UsageError(f"--ca-file {path}: only a wss:// target uses TLS")
+    if not path.is_file():
+        raise UsageError(f"--ca-file {path}: no such file")
+    return path
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], Path | None, bool]:
@@ -178,6 +206,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         raise UsageError("--connections, --procs and --max-inflight must be >= 1")
     if procs > connections:
         raise UsageError(f"--procs {procs} needs at least as many --connections (got {connections})")
+    problem = usage_problem(transport_of(target), _pick(args, scenario, "subprotocol") is not None,
+                            bool(_pick(args, scenario, "compression", False)),
+                            int(concurrency) if concurrency is not None else None, connections)
+    if problem:
+        raise UsageError(problem)
 
     params: dict[str, Any] = dict(scenario.get("parameters") or {})
     for item in args.param or []:
@@ -213,6 +246,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
     if docs.docs_per_request < 0:
         raise UsageError("--docs-per-request must be >= 0")
 
+    metrics_port = _pick(args, scenario, "metrics_port")
+    if metrics_port is not None and (isinstance(metrics_port, bool) or not isinstance(metrics_port, int)
+                                     or not 0 <= metrics_port <= 65535):
+        raise UsageError(f"--metrics-port must be a port number 0..65535, not {metrics_port!r}")
+    metrics_linger_s = _duration(_pick(args, scenario, "metrics_linger"), "--metrics-linger") or 0.0
+    if metrics_linger_s < 0:
+        raise UsageError("--metrics-linger must be >= 0")
+
     exprs = list(scenario.get("thresholds") or []) + list(args.threshold or [])
     for expr in exprs:
         try:
@@ -247,6 +288,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         procs=procs,
         log_requests=(out / REQUESTS_FILE) if (log_requests and out) else None,
         compression=bool(_pick(args, scenario, "compression", False)),
+        ca_file=_ca_file(_pick(args, scenario, "ca_file"), target),
+        metrics_port=metrics_port,
+        metrics_host=str(_pick(args, scenario, "metrics_host", "127.0.0.1")),
+        metrics_linger_s=metrics_linger_s,
     )
     return cfg, exprs, out, bool(args.quiet)
 
@@ -259,9 +304,27 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, OSError) as exc:
         print(f"flowrelay load: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    exporter: PrometheusExporter | None = None
+    if cfg.metrics_port is not None:
+        try:
+            exporter = PrometheusExporter(cfg.metrics_port, cfg.metrics_host, cfg.metrics_linger_s)
+        except OSError as exc:
+            print(f"flowrelay load: cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        print(f"flowrelay load: metrics at {exporter.url}", file=sys.stderr, flush=True)
+    try:
+        return _run(args, cfg, exprs, out, quiet, exporter)
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path | None, quiet: bool,
+         exporter: PrometheusExporter | None) -> int:
     live = LiveLine(enabled=not quiet)
     try:
-        result = run_load(cfg, on_row=live)
+        result = run_load(cfg, on_row=live, metrics=exporter)
     except ConnectError as exc:
         print(f"flowrelay load: cannot connect: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
@@ -279,6 +342,10 @@ def run(args: argparse.Namespace) -> int:
         if out is not None:
             print(f"\nresults in {out}/")
     result.recorder.accounting.check()
+    if exporter is not None and exporter.linger_s > 0:
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            exporter.linger()
     if any(not t["ok"] for t in summary["thresholds"]):
         return EXIT_THRESHOLDS
     return EXIT_OK
@@ -289,11 +356,14 @@ def register(sub: Any) -> dict[str, Any]:
     p = sub.add_parser(
         "load",
         help="drive a Flow (or relay) at a configured rate and measure it",
-        description="Open persistent WebSocket sessions to a Jina Flow and stream requests at a configured "
+        description="Open persistent connections to a Jina Flow (WebSocket, gRPC or HTTP, from the target's "
+        "scheme) and stream requests at a configured "
         "rate (open model) or concurrency (closed model); report latency from the intended send time, "
         "per-hop spans from routes, and an accounting that adds up.",
     )
     add_load_arguments(p)
     from loadtest import demo
+    from loadtest.ingest import cli as ingest_cli
+    from loadtest.outputs import report
 
-    return {"load": run, **demo.register(sub)}
+    return {"load": run, **demo.register(sub), **report.register(sub), **ingest_cli.register(sub)}

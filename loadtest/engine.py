@@ -8,6 +8,11 @@ Every second it rolls an interval of the time series; at the end it sends end-of
 session, waits a bounded grace for the last answers, and returns a snapshot that merges exactly with
 other workers'. `run_load` starts `procs` workers (forked before any event loop exists), merges their
 snapshots and intervals, and returns one `RunResult` whatever the number of processes.
+
+Metrics for a live scraper are optional and pluggable: the caller hands `run_load` an exporter
+(`MetricsExporter`, e.g. loadtest.outputs.prometheus); each worker then feeds a `MetricsSink` of its
+own, and a forked worker ships its sink's state to the parent once a second and at the end. Without an
+exporter the sink calls are not on the per-answer path at all.
 """
 
 from __future__ import annotations
@@ -17,19 +22,21 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from loadtest.measure import Interval, Recorder
 from loadtest.payloads import DocSpec, IdMaker, Template, build_templates
 from loadtest.schedule import ConstantRate, Schedule, Stages
-from loadtest.session import ConnectError, Pending, Session
+from loadtest.session import ConnectError, Pending
+from loadtest.transports import LoadSession, codec_mode, open_session, subprotocol_offer, transport_of
 from relay.wire.messages import DataRequest
 
 INTERVAL_S = 1.0
@@ -63,16 +70,27 @@ class LoadConfig:
     procs: int = 1
     log_requests: Path | None = None
     compression: bool = False
+    ca_file: Path | None = None  # a CA certificate (PEM) to trust for wss:// targets
     seed: int = 1
+    # Served by the caller's metrics exporter (the engine only feeds it); None: no metrics.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_linger_s: float = 0.0
+
+    @property
+    def transport(self) -> str:
+        """`websocket`, `grpc` or `http`: the target's scheme decides (loadtest.transports)."""
+        return transport_of(self.target)
 
     @property
     def mode(self) -> str:
-        """The codec in use: what we offer decides it (a Jina gateway echoes nothing)."""
-        return "bytes" if self.subprotocol == "bytes" else "json"
+        """The codec in use: over WebSocket what we offer decides it (a Jina gateway echoes nothing);
+        gRPC carries bytes, HTTP json."""
+        return codec_mode(self.transport, self.subprotocol)
 
     @property
     def offer(self) -> str | None:
-        return None if self.subprotocol == "none" else self.subprotocol
+        return subprotocol_offer(self.transport, self.subprotocol)
 
     def schedule(self) -> Schedule | None:
         """The whole run's schedule (workers take turns through it); None in the closed model."""
@@ -95,6 +113,40 @@ class LoadConfig:
                 prev = r
             return area / total if total else None
         return self.rate
+
+
+class MetricsSink(Protocol):
+    """One worker's live metrics; the worker calls these as events happen (times in seconds)."""
+
+    def on_sent(self, docs: int, lag_s: float) -> None: ...
+    def on_answer(self, latency_s: float, service_s: float, routes: Any, docs: int, error: str | None) -> None: ...
+    def on_failure(self, reason: str) -> None: ...
+    def on_dropped(self) -> None: ...
+    def on_tick(self, target_rate: float | None, achieved_rate: float) -> None: ...
+    def state(self) -> Any:
+        """A picklable copy, for a forked worker to send to the parent."""
+        ...
+
+
+class MetricsExporter(Protocol):
+    """Serves the workers' metrics; owned by run_load's caller, which stops it."""
+
+    def sink(self, worker: int) -> MetricsSink:
+        """A sink for a worker in this process, read live by the exporter. (For forked workers run_load
+        makes one each too, a placeholder at 0 until the worker's first `update`.)"""
+        ...
+
+    def sink_factory(self) -> Callable[[int], MetricsSink]:
+        """Makes a worker's sink inside a worker process (picklable, for spawned processes)."""
+        ...
+
+    def update(self, worker: int, state: Any) -> None:
+        """The latest state of a worker running in another process."""
+        ...
+
+    def start(self) -> None:
+        """Begin serving (called after the worker processes are forked: no thread crosses a fork)."""
+        ...
 
 
 def _share(total: int, worker: int, n: int) -> int:
@@ -123,7 +175,14 @@ class Worker:
     """One process's share of a run."""
 
     def __init__(self, cfg: LoadConfig, index: int, n_workers: int, run_id: str,
-                 on_interval: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_interval: Callable[[int, dict[str, Any]], None] | None = None,
+                 sink: MetricsSink | None = None,
+                 publish: Callable[[], None] | None = None,
+                 parent_pid: int | None = None) -> None:
+        # `publish` ships the sink's state to another process (forked workers), `parent_pid` is the
+        # process whose death must end this worker: a worker never outlives the run that started it.
+        self.publish = publish
+        self.parent_pid = parent_pid
         self.cfg = cfg
         self.index = index
         self.n_workers = n_workers
@@ -133,7 +192,7 @@ class Worker:
             cfg.mode, cfg.docs, cfg.endpoint, cfg.parameters, cfg.target_executor, seed=cfg.seed + index
         )
         self.on_interval = on_interval
-        self.sessions: list[Session] = []
+        self.sessions: list[LoadSession] = []
         self.intervals: list[dict[str, Any]] = []
         self.docs_sent = 0
         self.docs_received = 0
@@ -142,6 +201,8 @@ class Worker:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._log: list[tuple[Any, ...]] | None = [] if cfg.log_requests else None
         self._log_file: Any = None
+        self.sink = sink
+        self._schedule: Schedule | None = None
 
     def clock(self) -> float:
         return time.perf_counter() - self._t0
@@ -165,7 +226,20 @@ class Worker:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _on_answer_metered(self, entry: Pending, resp: DataRequest, docs: int, now: float) -> None:
+        """`_on_answer`, then the metrics sink: the sessions get this one only when there is a sink."""
+        self._on_answer(entry, resp, docs, now)
+        if now - entry.sent_s > self.cfg.timeout_s:
+            return  # counted as a timeout, sink included
+        status = resp.status
+        error = None
+        if status is not None and status.code >= 1:
+            error = status.exception.name if status.exception and status.exception.name else "error"
+        self.sink.on_answer(now - entry.due_s, now - entry.sent_s, resp.routes, docs, error)  # type: ignore[union-attr]
+
     def _on_timeout(self, entry: Pending, now: float) -> None:
+        if self.sink is not None:
+            self.sink.on_failure("timeout")
         self.recorder.on_timeout(entry.due_s, now)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "timeout", 0))
@@ -174,6 +248,8 @@ class Worker:
             waiter.set_result(None)
 
     def _on_failure(self, entry: Pending, reason: str, now: float) -> None:
+        if self.sink is not None:
+            self.sink.on_failure(reason)
         self.recorder.on_transport_error(entry.due_s, now, reason)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, reason, 0))
@@ -190,12 +266,16 @@ class Worker:
         cfg = self.cfg
         started_wall = time.time()
         self._t0 = time.perf_counter()
+        on_answer = self._on_answer if self.sink is None else self._on_answer_metered
         self.sessions = [
-            Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, self.clock, self._on_answer, self._on_failure,
-                    index=i, connect_timeout_s=cfg.connect_timeout_s, compression=cfg.compression)
-            for i in range(self._connections())
+            open_session(cfg, i, self.clock, on_answer, self._on_failure) for i in range(self._connections())
         ]
-        await asyncio.gather(*(s.connect() for s in self.sessions))
+        connected = await asyncio.gather(*(s.connect() for s in self.sessions), return_exceptions=True)
+        failed = [r for r in connected if isinstance(r, BaseException)]
+        if failed:
+            for s in self.sessions:  # the ones that did connect hold sockets (and HTTP clients) to release
+                await s.close()
+            raise failed[0]
         if cfg.log_requests:
             path = Path(f"{cfg.log_requests}.w{self.index}") if self.n_workers > 1 else cfg.log_requests
             self._log_file = path.open("wb")
@@ -204,7 +284,7 @@ class Worker:
         self.recorder.intervals = type(self.recorder.intervals)(0.0, cfg.warmup_s)
         ticker = asyncio.create_task(self._tick())
         try:
-            schedule = cfg.schedule()
+            schedule = self._schedule = cfg.schedule()
             if schedule is None:
                 await self._closed_model()
             else:
@@ -214,6 +294,9 @@ class Worker:
             dispatch_end = self.clock()
             leftovers = await asyncio.gather(*(s.finish(cfg.grace_s) for s in self.sessions))
             self.recorder.finish(p.due_s for left in leftovers for p in left)
+            if self.sink is not None:
+                for _ in range(sum(len(left) for left in leftovers)):
+                    self.sink.on_failure("unanswered")
             if self._log is not None:
                 for left in leftovers:
                     self._log.extend((p.rid, p.due_s, p.sent_s, None, "unanswered", 0) for p in left)
@@ -226,7 +309,16 @@ class Worker:
         elapsed = self.clock()
         last = self.recorder.intervals.close(elapsed)
         if last.sent or last.answered or last.errors or last.dropped:
-            self._emit_interval(last)
+            if self.intervals and last.end_s - last.start_s < INTERVAL_S / 2:
+                # A sliver after the last full second (the final answers) joins the second before it, so
+                # that rates in the time series are not computed over a few milliseconds.
+                merged = Interval.from_plain(self.intervals[-1])
+                merged.merge(last)
+                self.intervals[-1] = merged.to_plain()
+            else:
+                self._emit_interval(last)
+        if self.sink is not None:
+            self._meter_interval(last, ended=True)
         self._flush_log(final=True)
         return WorkerResult(
             snapshot=self.recorder.snapshot(),
@@ -242,7 +334,7 @@ class Worker:
             dispatch_end_s=dispatch_end,
         )
 
-    def _pick(self, start: int) -> Session | None:
+    def _pick(self, start: int) -> LoadSession | None:
         sessions = self.sessions
         n = len(sessions)
         for k in range(n):
@@ -251,22 +343,28 @@ class Worker:
                 return s
         return None
 
-    async def _send(self, session: Session, due: float, seq: int) -> str:
+    async def _send(self, session: LoadSession, due: float, seq: int) -> str:
         tpl = self.templates[seq % len(self.templates)]
         rid = self.ids.next()
         frame = tpl.frame(rid)
         now = self.clock()
+        # The event loop's timers have millisecond resolution, so a send can leave a hair before its
+        # due time. Latency then runs from the actual send (an early send earns no credit), and that same
+        # time classifies the request as warm-up or measured on the way out and on the way back.
+        due = min(due, now)
         self.recorder.on_sent(due, now)
         self.docs_sent += tpl.docs
-        # The event loop's timers have millisecond resolution, so a send can leave a hair before its
-        # due time. Latency then runs from the actual send: an early send earns no credit.
-        await session.send(rid, frame, min(due, now), tpl.docs, due < self.cfg.warmup_s)
+        if self.sink is not None:
+            self.sink.on_sent(tpl.docs, now - due)
+        await session.send(rid, frame, due, tpl.docs, due < self.cfg.warmup_s)
         return rid
 
     def _drop(self, due: float) -> None:
         reason = "in-flight limit" if any(s.connected for s in self.sessions) else "no connection"
         self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + 1
         self.recorder.on_dropped(due, self.clock())
+        if self.sink is not None:
+            self.sink.on_dropped()
 
     async def _open_model(self, due_times: Iterator[float]) -> None:
         clock = self.clock
@@ -319,12 +417,24 @@ class Worker:
         await asyncio.gather(*(user(u) for u in range(users)))
 
     async def _tick(self) -> None:
-        """Every second: time out old requests, close a time-series interval."""
+        """Every second: time out old requests, close a time-series interval. Four times a second:
+        publish metrics (forked workers), and make sure the parent process is still there."""
         cfg = self.cfg
         next_at = INTERVAL_S
+        quarter = INTERVAL_S / 4
+        next_publish = quarter
         while True:
-            await asyncio.sleep(max(0.0, next_at - self.clock()))
+            await asyncio.sleep(max(0.0, min(next_at, next_publish) - self.clock()))
             now = self.clock()
+            if now >= next_publish:
+                next_publish += quarter
+                if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                    # The parent is gone (killed): nobody will read this worker's results.
+                    os._exit(3)
+                if self.publish is not None:
+                    self.publish()
+            if now < next_at:
+                continue
             for s in self.sessions:
                 for p in s.expire(now - cfg.timeout_s):
                     self._on_timeout(p, now)
@@ -336,8 +446,20 @@ class Worker:
         interval.inflight = sum(len(s.pending) for s in self.sessions)
         plain = interval.to_plain()
         self.intervals.append(plain)
+        if self.sink is not None:
+            self._meter_interval(interval)
         if self.on_interval is not None:
             self.on_interval(self.index, plain)
+
+    def _meter_interval(self, interval: Interval, ended: bool = False) -> None:
+        """The once-a-second gauges: this worker's share of the target rate, and the rate it sent at."""
+        span = interval.end_s - interval.start_s
+        schedule = self._schedule
+        target = None
+        if schedule is not None:
+            # Once this worker is done, nothing more is due from it, whatever the schedule's clock says.
+            target = 0.0 if ended else schedule.target_rate_at(interval.end_s) / self.n_workers
+        self.sink.on_tick(target, interval.sent / span if span > 0 else 0.0)  # type: ignore[union-attr]
 
     def _flush_log(self, final: bool = False) -> None:
         if self._log is None or self._log_file is None:
@@ -428,15 +550,25 @@ def _install_loop() -> None:
     install_uvloop()
 
 
-def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any) -> None:
-    """Entry point of a worker process: run, stream intervals, send the result back."""
+def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
+                 make_sink: Callable[[int], MetricsSink] | None = None) -> None:
+    """Entry point of a worker process: run, stream intervals (and metrics), send the result back."""
     _install_loop()
+    sink = make_sink(index) if make_sink is not None else None
 
     def on_interval(worker: int, plain: dict[str, Any]) -> None:
         out.put(("interval", worker, plain))
 
+    def publish() -> None:
+        # Four times a second, so that a scraper's rate() over the workers is not a second stale.
+        out.put(("metrics", index, sink.state()))  # type: ignore[union-attr]
+
     try:
-        result = asyncio.run(Worker(cfg, index, n, run_id, on_interval).run())
+        worker = Worker(cfg, index, n, run_id, on_interval, sink, publish if sink is not None else None,
+                        parent_pid=os.getppid())
+        result = asyncio.run(worker.run())
+        if sink is not None:
+            out.put(("metrics", index, sink.state()))  # the final counts, before the result
         out.put(("result", index, result.to_plain()))
     except ConnectError as exc:
         out.put(("error", index, str(exc)))
@@ -444,25 +576,61 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any) -> 
         out.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
 
-def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Run the whole load test, in this process or in `cfg.procs` forked workers."""
+def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = None,
+             metrics: MetricsExporter | None = None) -> RunResult:
+    """Run the whole load test, in this process or in `cfg.procs` forked workers.
+
+    With `metrics`, every worker feeds it (the caller stops it, after any linger)."""
     run_id = uuid.uuid4().hex
     if cfg.procs <= 1:
         _install_loop()
+        sink = None
+        if metrics is not None:
+            sink = metrics.sink(0)
+            metrics.start()
 
         def on_interval(_worker: int, plain: dict[str, Any]) -> None:
             if on_row is not None:
                 on_row(Interval.from_plain(plain).to_row())
 
-        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval).run())
+        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval, sink).run())
         return merge_results(cfg, [result])
 
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(cfg, i, cfg.procs, run_id, out), daemon=True)
+    make_sink = metrics.sink_factory() if metrics is not None else None
+    procs = [ctx.Process(target=_worker_main, args=(cfg, i, cfg.procs, run_id, out, make_sink), daemon=True)
              for i in range(cfg.procs)]
     for p in procs:
         p.start()
+    # SIGTERM must not leave the workers running: turn it into an exception that reaches the finally below.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _collect(cfg, procs, out, on_row, metrics)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict[str, Any]], None] | None,
+             metrics: MetricsExporter | None) -> RunResult:
+    """Read the workers' intervals, metrics and results off the queue until each has finished."""
+    if metrics is not None:
+        # Every worker's series exist at 0 from the start, so rate() and increase() see the first second.
+        for i in range(cfg.procs):
+            metrics.sink(i)
+        metrics.start()
     results: dict[int, WorkerResult] = {}
     errors: list[str] = []
     pending_rows: dict[int, dict[int, dict[str, Any]]] = {}
@@ -485,14 +653,12 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
             if len(ready) == cfg.procs and on_row is not None:
                 merged = merge_intervals([[ready[w]] for w in sorted(ready)])
                 on_row(merged[0])
+        elif kind == "metrics":
+            metrics.update(worker, payload)  # type: ignore[union-attr]
         elif kind == "result":
             results[worker] = WorkerResult(**payload)
         else:
             errors.append(payload)
-    for p in procs:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
     if errors:
         raise ConnectError("; ".join(sorted(set(errors))))
     if len(results) < cfg.procs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Session:
         index: int = 0,
         connect_timeout_s: float = 10.0,
         compression: bool = False,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url
         self.mode = mode
@@ -90,6 +92,8 @@ class Session:
         self.index = index
         self.connect_timeout_s = connect_timeout_s
         self.compression = compression
+        # wss:// to a server whose certificate a private CA signed (a self-signed relay, say): trust that CA.
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file and url.startswith("wss:") else None
         self.pending: dict[str, Pending] = {}
         self.ws: ClientConnection | None = None
         self.negotiated: str | None = None
@@ -121,6 +125,7 @@ class Session:
                     max_size=None,
                     ping_interval=None,
                     open_timeout=self.connect_timeout_s,
+                    **({"ssl": self._ssl} if self._ssl is not None else {}),
                 ),
                 self.connect_timeout_s,
             )

@@ -7,16 +7,19 @@ start before it runs, end after; an Executor that `targetExecutor` does not matc
 no end; after a failure the rest are skipped and get no entry.
 
 Specs on the command line: `[name=]kind[:arg[:arg...]]`, for example `upper`, `sleeper=sleep:2ms`,
-`sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`. Imports only relay.wire and relay.units.
+`sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`, `record:/tmp/ids.sqlite`. Imports only
+relay.wire, relay.units and the standard library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import math
 import random
 import re
+import sqlite3
 import struct
 import traceback
 from collections.abc import Callable
@@ -164,6 +167,53 @@ class EmbedExecutor(Executor):
         return f"{self.kind}(dim {self.dim})"
 
 
+class RecordExecutor(Executor):
+    """Records every document id it sees in a SQLite file, durably: one transaction per request, committed
+    (WAL, synchronous=FULL) before the request is answered. Table `ids(id TEXT PRIMARY KEY, n INTEGER)`,
+    `n` counting how often the id came by. For tests of delivery guarantees: what is in the file arrived.
+
+    The writes run in one thread of their own, so a disk sync never stalls the event loop."""
+
+    kind = "RecordExecutor"
+    is_async = True
+
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name)
+        if not path:
+            raise ExecutorSpecError("record takes the path of a SQLite file, e.g. record:/tmp/ids.sqlite")
+        self.path = path
+        try:
+            # Opened here, so a bad path is a usage error at start; used only by the one writer thread.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        except sqlite3.Error as exc:
+            raise ExecutorSpecError(f"record: cannot open {path!r}: {exc}") from None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="record")
+
+    def _write(self, ids: list[tuple[str]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO ids (id, n) VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET n = n + 1", ids)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
+        ids = [(doc.id or "",) for doc in req.docs or ()]
+        if ids:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, ids)
+
+    def process(self, req: DataRequest, params: dict[str, Any]) -> None:
+        raise RuntimeError("RecordExecutor is asynchronous")
+
+    def describe(self) -> str:
+        return f"{self.kind}({self.path})"
+
+
 def _deterministic_floats(seed: bytes, dim: int) -> bytes:
     """`dim` little-endian float32 values in [-1, 1), the same for the same seed on every machine."""
     out = bytearray()
@@ -218,6 +268,8 @@ KINDS: dict[str, Callable[[str, list[str]], Executor]] = {
     "sleep": _sleep_from_args,
     "fail": _fail_from_args,
     "embed": _embed_from_args,
+    # The path may hold ':' itself.
+    "record": lambda name, args: RecordExecutor(name, ":".join(args)),
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

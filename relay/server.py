@@ -38,6 +38,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from relay.executors import Chain
 
@@ -405,15 +406,23 @@ class _Connection:
                 message = await ws.recv()
             except ConnectionClosed:
                 return 0, ""
+            if ws.protocol.state is not State.OPEN:
+                # The client closed or dropped the connection: websockets still hands out what it had read
+                # ahead (up to a whole TCP read of requests), but no answer can reach the client any more.
+                return 0, ""
             try:
                 if is_bytes != isinstance(message, bytes):
                     raise WrongFrameType(
                         f"{'text' if is_bytes else 'binary'} frame on a {self.mode} connection; "
                         f"send {'binary' if is_bytes else 'text'} frames"
                     )
-                if limit and len(message) > limit:
-                    raise FrameTooLarge(f"message of {len(message)} bytes exceeds the limit of {limit}")
-                observer.bytes_in(len(message))
+                size = len(message)
+                if limit and size > limit // 4 and not is_bytes:
+                    # The limit is in bytes and a text message arrives decoded: up to 4 bytes a character.
+                    size = len(message.encode())  # type: ignore[union-attr]
+                if limit and size > limit:
+                    raise FrameTooLarge(f"message of {size} bytes exceeds the limit of {limit}")
+                observer.bytes_in(size)
                 req = decode(message)
             except WireError as err:
                 log.info("closing %s connection: %s", self.mode, err.reason)
@@ -458,6 +467,8 @@ class _Connection:
     async def _send(self, req: DataRequest) -> None:
         gateway = req.routes[0]
         req.target_executor = ""
+        if self.is_bytes and req.docs:
+            _mark_numpy(req)
         gateway.end_ns = now_ns()
         try:
             payload = self.codec.encode_response(req)
@@ -488,3 +499,12 @@ def install_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
+
+
+def _mark_numpy(req: DataRequest) -> None:
+    """Mark top-level arrays as numpy, as Jina 3.15+ gateways do before sending in bytes mode: jina's own
+    client reads an array without a `cls_name` as None."""
+    for doc in req.docs or ():
+        for arr in (doc.embedding, doc.tensor):
+            if arr is not None and not arr.cls_name:
+                arr.cls_name = "numpy"

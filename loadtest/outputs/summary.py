@@ -1,6 +1,7 @@
 """The end of a run: the summary (summary.json), the per-second time series, and the table a person reads.
 
-`summary.json` carries at least: `target`, `subprotocol` {`offered`, `negotiated`}, `duration_s`,
+`summary.json` carries at least: `target`, `transport` (`websocket`, `grpc` or `http`, from the
+target's scheme), `subprotocol` {`offered`, `negotiated`}, `duration_s`,
 `requests` {`sent`, `ok`, `failed`, `timeout`, `dropped`, `unanswered`, `transport_failed`}, `rate`
 {`target_rps`, `achieved_rps` (sent per second of the measured window), `ok_rps`}, `docs` {`sent`,
 `received`}, `latency_ms` (from the intended send time) and `service_time_ms` (from the actual
@@ -37,6 +38,7 @@ def build_summary(result: RunResult) -> dict[str, Any]:
     rate = base["rate"]
     return {
         "target": cfg.target,
+        "transport": cfg.transport,
         "subprotocol": {"offered": cfg.offer, "negotiated": result.negotiated, "codec": cfg.mode},
         "model": "closed" if cfg.concurrency else "open",
         "arrival": None if cfg.concurrency else cfg.arrival,
@@ -108,8 +110,12 @@ def format_table(summary: dict[str, Any]) -> str:
     sp = summary["subprotocol"]
     req = summary["requests"]
     rate = summary["rate"]
-    lines.append(f"target      {summary['target']}  (offered {sp['offered'] or 'none'}, "
-                 f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
+    transport = summary.get("transport", "websocket")
+    if transport == "websocket":
+        lines.append(f"target      {summary['target']}  (offered {sp['offered'] or 'none'}, "
+                     f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
+    else:
+        lines.append(f"target      {summary['target']}  ({transport}, codec {sp['codec']})")
     model = (f"closed, {summary['concurrency']} in flight" if summary["model"] == "closed"
              else f"open, {summary['arrival']} arrivals")
     lines.append(f"model       {model}; {summary['connections']} connection(s), {summary['procs']} process(es)")

@@ -1,0 +1,15 @@
+"""`flowrelay ingest`: a user's Documents, read from files, delivered to a Flow once, to the end, resumably.
+
+Load tests send synthetic traffic; ingestion sends real data and must never lose a Document. The rooms:
+
+* `readers`: inputs (JSON Lines, CSV/TSV, a folder, stdin; gzip/zstd) -> numbered Records, streamed;
+* `progress`: which input positions are settled (a watermark and the ranges above it);
+* `checkpoint`: that record on disk, written atomically and durably by a thread, and the input's identity;
+* `deadletter`: the JSON Lines file of Documents set aside, with their reasons;
+* `ledger`: settles positions (acknowledged or dead-lettered) and tells when that is durable;
+* `delivery`: batches over persistent sessions (loadtest.session), bounded in flight, retried, paced;
+* `report`: the progress line and the summary;
+* `run`: puts them together and decides the exit code; `cli`: the flags.
+
+Imports relay.wire, relay.units and loadtest.session/payloads; nothing imports this package but the CLI.
+"""

@@ -1,0 +1,219 @@
+"""One gRPC channel to a Flow's gateway, driving one streaming `jina.JinaRPC/Call` with many requests in flight.
+
+The gRPC twin of loadtest.session.Session, with the same interface and the same promises: the engine
+hands `send` a pre-encoded `DataRequestProto` (the bytes-mode frame, sent as is: the channel has no
+serializer), answers are matched by `header.request_id` (a Jina gateway keeps the client's id), and
+every request leaves the table through exactly one of `on_answer`, `on_failure`.
+
+Requests reach the stream through a queue that grpc.aio's own writer drains one message at a time (a
+call takes one write at a time); when the gateway stops reading (its prefetch is full), HTTP/2 flow
+control holds that writer back and the queue, bounded by `max_inflight` entries in the table, waits.
+When the stream fails (the Flow died: `grpc UNAVAILABLE`, or any other status), everything in flight
+fails with that status as the reason and the session opens a new stream with backoff. At the end it
+half-closes the stream (gRPC's end of stream) and waits a bounded grace for the last answers.
+
+Each session owns its channel and its TCP connection; the reader and reconnect tasks are cancelled by
+`close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending
+from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_details, rpc_reason, wait_ready
+from relay.wire import proto_codec
+from relay.wire.errors import WireError
+
+log = logging.getLogger("flowrelay.load")
+
+STREAM_ENDED = "grpc stream ended by the server"
+
+
+class GrpcSession:
+    """One channel and one `Call` stream of a load run; same interface as loadtest.session.Session."""
+
+    def __init__(
+        self,
+        url: str,
+        max_inflight: int,
+        clock: Callable[[], float],
+        on_answer: AnswerCallback,
+        on_failure: FailureCallback,
+        index: int = 0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.max_inflight = max_inflight
+        self.clock = clock
+        self.on_answer = on_answer
+        self.on_failure = on_failure
+        self.index = index
+        self.connect_timeout_s = connect_timeout_s
+        self.pending: dict[str, Pending] = {}
+        self.negotiated: str | None = None  # gRPC has no subprotocol
+        self.connected = False
+        self.closing = False
+        self.reconnects = 0
+        self.late_answers = 0
+        self.unknown_answers = 0
+        self.last_reason = "grpc not connected"
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._outbox: asyncio.Queue[bytes | None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+
+    @property
+    def can_send(self) -> bool:
+        return self.connected and len(self.pending) < self.max_inflight
+
+    async def connect(self) -> None:
+        """Open the channel (once) and a new `Call` stream; raises ConnectError with the cause."""
+        if self._channel is None:
+            try:
+                self._channel = await open_ready_channel(self.url, self.connect_timeout_s)
+            except ChannelError as exc:
+                raise ConnectError(str(exc)) from None
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        method = self._channel.stream_stream(CALL)  # no serializers: raw DataRequestProto bytes both ways
+        call = method(_drain(outbox))
+        self._outbox, self._call = outbox, call
+        self.connected = True
+        self._reader = asyncio.create_task(self._read_loop(call))
+
+    async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None:
+        entry = Pending(rid, due_s, self.clock(), docs, warmup)
+        if not self.connected or self._outbox is None:
+            # The stream ended between the dispatcher's pick and now: this request fails like the others.
+            self.on_failure(entry, self.last_reason, entry.sent_s)
+            return
+        self.pending[rid] = entry
+        self._outbox.put_nowait(frame)
+
+    async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        decode = proto_codec.decode_response_envelope
+        pending = self.pending
+        clock = self.clock
+        reason = STREAM_ENDED
+        try:
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    code = await call.code()
+                    if code != grpc.StatusCode.OK:
+                        reason = f"grpc {code.name}"
+                    break
+                now = clock()
+                try:
+                    resp, docs = decode(message)  # type: ignore[arg-type]
+                except WireError as err:
+                    log.warning("grpc session %d: unreadable answer: %s", self.index, err)
+                    self.unknown_answers += 1
+                    continue
+                entry = pending.pop(resp.request_id, None)
+                if entry is None:
+                    self.late_answers += 1  # already timed out, or not ours
+                    continue
+                self.on_answer(entry, resp, docs, now)
+                if self.closing and not pending:
+                    self._drained.set()
+        except grpc.aio.AioRpcError as err:
+            reason = rpc_reason(err)
+            if not self.closing:
+                log.warning("grpc session %d: %s", self.index, rpc_details(err))
+        except Exception as other:  # a broken transport must not lose the requests in flight
+            reason = rpc_reason(other)
+        finally:
+            self.connected = False
+            self.last_reason = reason
+            # At the end of a run a stream that ended cleanly leaves what is still in flight to finish(),
+            # which reports it as unanswered; any other end fails it with the stream's status.
+            if self.pending and not (self.closing and reason == STREAM_ENDED):
+                self._fail_all(reason)
+            self._drained.set()
+            if not self.closing:
+                self._reconnector = asyncio.create_task(self._reconnect())
+
+    def _fail_all(self, reason: str) -> None:
+        now = self.clock()
+        failed = list(self.pending.values())
+        self.pending.clear()
+        for entry in failed:
+            self.on_failure(entry, reason, now)
+
+    def expire(self, older_than_s: float) -> list[Pending]:
+        """Remove and return requests sent before `older_than_s` (run clock): they timed out."""
+        expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
+        for p in expired:
+            del self.pending[p.rid]
+        if self.closing and not self.pending:
+            self._drained.set()
+        return expired
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        while not self.closing:
+            await asyncio.sleep(delay)
+            if self.closing:
+                return
+            try:
+                if self._channel is not None:
+                    # The channel reconnects by itself; wait until it has, then open a new stream.
+                    await wait_ready(self._channel, self.url, self.connect_timeout_s)
+                await self.connect()
+            except (ConnectError, ChannelError) as exc:
+                log.debug("grpc session %d reconnect failed: %s", self.index, exc)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.reconnects += 1
+            self._drained = asyncio.Event()
+            log.info("grpc session %d reconnected", self.index)
+            return
+
+    async def finish(self, grace_s: float) -> list[Pending]:
+        """End of run: half-close the stream, wait up to `grace_s` for answers, close.
+        Returns the requests still unanswered."""
+        self.closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        if self.connected and self._outbox is not None:
+            self._outbox.put_nowait(None)
+            if self.pending:
+                self._drained.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), grace_s)
+        left = list(self.pending.values())
+        self.pending.clear()
+        await self.close()
+        return left
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        if self._call is not None:
+            self._call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._channel.close(grace=None), 2.0)
+            self._channel = None
+
+
+async def _drain(outbox: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    """The stream's requests, as `send` queues them; None half-closes the stream."""
+    while True:
+        frame = await outbox.get()
+        if frame is None:
+            return
+        yield frame

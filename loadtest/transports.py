@@ -1,0 +1,117 @@
+"""The protocol a load target speaks, chosen once from its URL scheme, and the session kind that speaks it.
+
+    ws://  wss://     WebSocket, json or bytes subprotocol   loadtest.session.Session
+    grpc:// grpcs://  the streaming `jina.JinaRPC/Call`       loadtest.session_grpc.GrpcSession
+    http:// https://  `POST /post`, Jina's JSON model          loadtest.session_http.HttpSession
+
+Every session kind offers the interface the engine drives (`LoadSession`): `connect`, `can_send`,
+`send(rid, frame, due_s, docs, warmup)` with a pre-encoded frame, `pending`, `expire`, `finish`,
+`close`, `negotiated`, and the callbacks `on_answer(entry, resp, docs, now)` / `on_failure(entry,
+reason, now)`. So models, measurement, per-hop spans (from routes), outputs and thresholds are the same
+whatever the protocol. The scheme also decides the frames: gRPC carries protobuf (the bytes-mode
+frame), HTTP carries JSON (the json-mode frame); `--subprotocol` is a WebSocket matter.
+
+The gRPC and HTTP sessions are imported only when used, so a WebSocket run loads neither library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
+
+from loadtest.session import AnswerCallback, FailureCallback, Pending, Session
+
+if TYPE_CHECKING:
+    from loadtest.engine import LoadConfig
+
+WEBSOCKET = "websocket"
+GRPC = "grpc"
+HTTP = "http"
+
+SCHEMES = {"ws": WEBSOCKET, "wss": WEBSOCKET, "grpc": GRPC, "grpcs": GRPC, "http": HTTP, "https": HTTP}
+
+
+class LoadSession(Protocol):
+    """What the engine needs of a session, whatever the protocol under it."""
+
+    pending: dict[str, Pending]
+    connected: bool
+    negotiated: str | None
+    reconnects: int
+    late_answers: int
+
+    @property
+    def can_send(self) -> bool: ...
+    async def connect(self) -> None: ...
+    async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None: ...
+    def expire(self, older_than_s: float) -> list[Pending]: ...
+    async def finish(self, grace_s: float) -> list[Pending]: ...
+    async def close(self) -> None: ...
+
+
+def transport_of(url: str) -> str:
+    """`websocket`, `grpc` or `http`, from the URL's scheme. Raises ValueError for any other."""
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        return SCHEMES[scheme]
+    except KeyError:
+        raise ValueError(
+            f"target {url!r}: the scheme must be ws://, wss://, grpc://, grpcs://, http:// or https://"
+        ) from None
+
+
+def codec_mode(transport: str, subprotocol: str) -> str:
+    """The frames to build: `bytes` (DataRequestProto) or `json`."""
+    if transport == GRPC:
+        return "bytes"
+    if transport == HTTP:
+        return "json"
+    return "bytes" if subprotocol == "bytes" else "json"
+
+
+def subprotocol_offer(transport: str, subprotocol: str) -> str | None:
+    """What a WebSocket session offers in its handshake; nothing for the other protocols."""
+    if transport != WEBSOCKET or subprotocol == "none":
+        return None
+    return subprotocol
+
+
+def usage_problem(transport: str, subprotocol_given: bool, compression: bool, concurrency: int | None,
+                  connections: int) -> str | None:
+    """Options that do not apply to the target's protocol, as a message for the user (None: fine)."""
+    if transport == WEBSOCKET:
+        return None
+    carries = "protobuf (DataRequestProto)" if transport == GRPC else "JSON (POST /post)"
+    if subprotocol_given:
+        return f"--subprotocol is for ws:// targets; a {transport}:// target always carries {carries}"
+    if compression:
+        return f"--compression (permessage-deflate) is for ws:// targets, not {transport}://"
+    if transport == HTTP and concurrency and concurrency > connections:
+        return (f"over http:// a connection carries one request at a time: --concurrency {concurrency} needs "
+                f"--connections >= {concurrency} (got {connections})")
+    return None
+
+
+def open_session(
+    cfg: LoadConfig,
+    index: int,
+    clock: Callable[[], float],
+    on_answer: AnswerCallback,
+    on_failure: FailureCallback,
+) -> LoadSession:
+    """A session of the kind the target's scheme asks for (not yet connected)."""
+    transport = transport_of(cfg.target)
+    if transport == GRPC:
+        from loadtest.session_grpc import GrpcSession
+
+        return GrpcSession(cfg.target, cfg.max_inflight, clock, on_answer, on_failure, index=index,
+                           connect_timeout_s=cfg.connect_timeout_s)
+    if transport == HTTP:
+        from loadtest.session_http import HttpSession
+
+        return HttpSession(cfg.target, clock, on_answer, on_failure, index=index,
+                           connect_timeout_s=cfg.connect_timeout_s)
+    return Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, clock, on_answer, on_failure, index=index,
+                   connect_timeout_s=cfg.connect_timeout_s, compression=cfg.compression,
+                   ca_file=str(cfg.ca_file) if cfg.ca_file else None)
