@@ -14,14 +14,16 @@ keep-alive connections (`--connections 32`), enough for both models.
 
 How to read it: one row per (model, protocol) with the medians of the repetitions (min-max of req/s
 beside them). `gen req/s per core` is the load generator's efficiency: requests it completed (warm-up
-included) per CPU second of the whole `flowrelay load` process (user + system from wait4, start-up
-included), i.e. how many requests per second one core of generator would drive at this cost.
+included) per CPU second of the `flowrelay load` process (user + system from wait4), less its start-up
+(the CPU of a one-request run against the same Flow, measured in each repetition: imports, connecting,
+exiting), i.e. how many requests per second one core of generator would drive at this cost; the figure
+with start-up included is in the JSON (`gen_rps_per_core_raw`).
 `Flow CPU us/req` is the Flow's processes' CPU (gateway and Executor, from /proc) per request: where the
 time goes (a gateway near one core is the limit of the closed model). Repetitions are interleaved
 (rep -> model -> protocol, order rotated per rep).
 
     python bench/protocols.py [--quick] [--rate 200] [--concurrency 32]
-    # ~2.5 min full, ~1.5 min quick; writes bench/results/protocols.json
+    # ~2 min full, ~1 min quick (plus the Flows' start); writes bench/results/protocols.json
 """
 
 from __future__ import annotations
@@ -61,7 +63,15 @@ def load_args(protocol: str, model: str, rate: float, concurrency: int, duration
     return [*args, "--concurrency", str(concurrency)]
 
 
-def one_run(srv: c.Server, protocol: str, model: str, args: list[str], duration_s: float) -> dict[str, Any]:
+def startup_cpu_s(srv: c.Server, protocol: str) -> float:
+    """CPU seconds of a `flowrelay load` run that sends one request: the fixed cost of a run."""
+    args = ["--connections", str(HTTP_CONNECTIONS if protocol == "http" else 1), "--rate", "1", "--requests", "1"]
+    _, run = c.flowrelay_load([srv.url, *args], timeout_s=60)
+    return run.cpu_s
+
+
+def one_run(srv: c.Server, protocol: str, model: str, args: list[str], duration_s: float,
+            startup_s: float) -> dict[str, Any]:
     flow_cpu0 = c.proc_cpu_s(srv.pids())
     summary, run = c.flowrelay_load([srv.url, *args], timeout_s=duration_s + 90)
     flow_cpu = c.proc_cpu_s(srv.pids()) - flow_cpu0
@@ -82,7 +92,9 @@ def one_run(srv: c.Server, protocol: str, model: str, args: list[str], duration_
         "completed_incl_warmup": completed,
         "gen_cpu_s": run.cpu_s,
         "gen_wall_s": run.wall_s,
-        "gen_rps_per_core": completed / run.cpu_s if run.cpu_s > 0 else float("nan"),
+        "gen_startup_cpu_s": startup_s,
+        "gen_rps_per_core": completed / (run.cpu_s - startup_s) if run.cpu_s > startup_s else float("nan"),
+        "gen_rps_per_core_raw": completed / run.cpu_s if run.cpu_s > 0 else float("nan"),
         "flow_cpu_us_per_req": flow_cpu / completed * 1e6 if completed else float("nan"),
         "hops": list(summary["hops"]),
     }
@@ -106,10 +118,13 @@ def main() -> int:
         print("flows: " + ", ".join(f"{k} {s.url}" for k, s in flows.items()), flush=True)
         for rep in range(args.reps):
             order = PROTOCOLS[rep % 3 :] + PROTOCOLS[: rep % 3]
+            startup = {proto: startup_cpu_s(flows[proto], proto) for proto in order}
+            print("  rep {} start-up CPU: {}".format(
+                rep + 1, ", ".join(f"{k} {v:.2f} s" for k, v in startup.items())), flush=True)
             for model in MODELS:
                 for proto in order:
                     la = load_args(proto, model, args.rate, args.concurrency, duration_s, warmup_s)
-                    r = one_run(flows[proto], proto, model, la, duration_s + warmup_s)
+                    r = one_run(flows[proto], proto, model, la, duration_s + warmup_s, startup[proto])
                     r["rep"] = rep
                     runs.append(r)
                     print(f"  rep {rep + 1} {model:6} {proto:9} {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:8.3f} ms"
@@ -126,7 +141,8 @@ def main() -> int:
             rs = [r for r in runs if r["model"] == model and r["protocol"] == proto]
             rps = [r["rps"] for r in rs]
             m = {key: c.median([r[key] for r in rs])
-                 for key in ("rps", "p50_ms", "p99_ms", "gen_rps_per_core", "flow_cpu_us_per_req", "gen_cpu_s")}
+                 for key in ("rps", "p50_ms", "p99_ms", "gen_rps_per_core", "gen_rps_per_core_raw",
+                             "flow_cpu_us_per_req", "gen_cpu_s", "gen_startup_cpu_s")}
             m["not_ok"] = sum(r["not_ok"] for r in rs)
             m["dropped"] = sum(r["dropped"] for r in rs)
             medians[model][proto] = m

@@ -346,6 +346,7 @@ class _Connection:
         self._ids = server.ids
         self._idle = asyncio.Event()
         self._idle.set()
+        self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[tuple[int, str]] | None = None
         self.close_code_sent: int | None = None
@@ -462,7 +463,11 @@ class _Connection:
 
     async def _answer_async(self, req: DataRequest) -> None:
         await self.chain.run(req)
-        await self._send(req)
+        # One answer at a time is encoded and written: a client that does not read then holds at most one
+        # encoded frame beyond websockets' write buffer, not one per request in flight (a slow reader with
+        # 1000 answers of 256 KiB in flight measured +770 MB before this).
+        async with self._send_lock:
+            await self._send(req)
 
     async def _send(self, req: DataRequest) -> None:
         gateway = req.routes[0]

@@ -227,6 +227,16 @@ def test_load_over_grpc_closed_model(relay_with_grpc: tuple[RelayProcess, int]) 
     assert summary["model"] == "closed"
 
 
+def test_load_over_grpc_in_two_processes(relay_with_grpc: tuple[RelayProcess, int]) -> None:
+    _, port = relay_with_grpc
+    proc = run_load_cli(grpc_url(port), "--rate", "400", "--duration", "1s", "--procs", "2", "--connections", "2",
+                        "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = cli_summary(proc)
+    assert summary["requests"]["sent"] == summary["requests"]["ok"] == 400
+    assert summary["procs"] == 2 and summary["transport"] == "grpc"
+
+
 def test_grpc_target_that_dies_fails_in_flight_requests_as_unavailable() -> None:
     with run_relay("--grpc-port", "0", "-e", "sleeper=sleep:50ms") as relay:
         port = grpc_door_port(relay)

@@ -79,14 +79,15 @@ def test_retried_batches_get_through(failing_recorder: tuple[RelayProcess, Path]
     assert dead.read_bytes() == b""
 
 
+@pytest.mark.parametrize("reader", ["inline", "process"])
 def test_no_retries_dead_letters_the_failed_batches(failing_recorder: tuple[RelayProcess, Path],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, reader: str) -> None:
     relay, db = failing_recorder
     ids = write_docs(tmp_path / "docs.jsonl", 5000)
     dead = tmp_path / "dead.jsonl"
     ckpt = tmp_path / "docs.ckpt"
     code, s, stderr = ingest(str(tmp_path / "docs.jsonl"), relay.url, "--batch", "50", "--retries", "0",
-                             "--dead-letter", str(dead), "--checkpoint", str(ckpt))
+                             "--dead-letter", str(dead), "--checkpoint", str(ckpt), "--reader", reader)
     assert code == 3, stderr  # complete, with dead letters
     assert s["complete"] is True and "dead-lettered" in s["outcome"]
     b, d = s["batches"], s["documents"]
@@ -165,7 +166,7 @@ def test_a_relay_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     ids = write_docs(tmp_path / "docs.jsonl", 20_000)
     port = free_port()
     cmd = [*flowrelay_command(), "ingest", str(tmp_path / "docs.jsonl"), f"ws://127.0.0.1:{port}", "--batch", "50",
-           "--connections", "2", "--max-inflight", "4", "--rate", "8000", "--quiet", "--json"]
+           "--connections", "2", "--max-inflight", "4", "--rate", "8000", "--reader", "process", "--quiet", "--json"]
     relay_args = ("--log-level", "WARNING", "--port", str(port), "-e", f"record:{db}")
     with run_relay(*relay_args) as first:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -58,6 +58,21 @@ def kill9(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(timeout=10)
 
 
+def processes_reading(path: Path) -> list[int]:
+    """Live processes whose command line names `path` (an ingest of it, or its reading process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(path).encode() in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def settled_in(ckpt: Path) -> int:
     """Positions the checkpoint counts as settled (0 before the first one is written)."""
     try:
@@ -93,13 +108,15 @@ def generate(path: Path, n: int, rng: random.Random) -> set[str]:
     return given_ids
 
 
-def test_kill_9_and_resume_delivers_everything(recorder: tuple[RelayProcess, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["inline", "process"])
+def test_kill_9_and_resume_delivers_everything(recorder: tuple[RelayProcess, Path], tmp_path: Path,
+                                               reader: str) -> None:
     relay, db = recorder
     rng = random.Random(SEED)
     docs = tmp_path / "docs.jsonl"
     given_ids = generate(docs, N_DOCS, rng)
     ckpt, dead = tmp_path / "docs.ckpt", tmp_path / "dead.jsonl"
-    cmd = ingest_cmd(docs, relay.url, ckpt, dead)
+    cmd = ingest_cmd(docs, relay.url, ckpt, dead, "--reader", reader)
     kills = 0
     progress = [0]
 
@@ -127,6 +144,9 @@ def test_kill_9_and_resume_delivers_everything(recorder: tuple[RelayProcess, Pat
 
     assert progress[1] <= progress[2] < progress[3] < progress[4] < N_DOCS, (
         f"each resumed run goes on from the last checkpoint: {progress}")
+    # No process outlives its kill: the reading process (a fork, with the same command line) dies with it.
+    time.sleep(0.2)
+    assert not processes_reading(docs), "a reading process survived the kill of its sender"
 
     # The same command again, to the end.
     final = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S, check=False)

@@ -18,12 +18,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from jina_peer import RunningFlow, run_flow
+from jina_peer import RunningFlow, require_peer, run_flow
 from relay_process import LOOPBACK, RelayProcess, flowrelay_command, http_get, stop_process
 from websockets.asyncio.client import ClientConnection
 
@@ -52,15 +52,6 @@ def relay_status(relay: RelayProcess | int) -> dict[str, Any]:
     code, body = http_get(port, "/status")
     assert code == 200, f"/status answered HTTP {code}: {body}"
     return body
-
-
-def http_text(port: int, path: str) -> str:
-    """GET a text resource (such as /metrics) from 127.0.0.1 without any proxy."""
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{LOOPBACK}:{port}{path}", timeout=20) as resp:
-        return resp.read().decode()
 
 
 def rss_mb(pid: int) -> float:
@@ -150,6 +141,7 @@ class RestartableFlow:
         cm.__exit__(None, None, None)
 
     def __enter__(self) -> RestartableFlow:
+        require_peer(self.flavour)  # skip locally, fail under CI, when the peer venv is missing
         self.start()
         return self
 
@@ -212,11 +204,3 @@ def assert_adds_up(summary: dict[str, Any]) -> None:
     ended = r["ok"] + r["failed"] + r["transport_failed"] + r["timeout"] + r["unanswered"]
     assert r["sent"] == ended, f"requests do not add up: {r}"
 
-
-@contextlib.contextmanager
-def killed_on_exit(relay: RelayProcess) -> Iterator[RelayProcess]:
-    """For a relay a test kills itself: make sure it is gone on the way out."""
-    try:
-        yield relay
-    finally:
-        stop_process(relay.proc)

@@ -64,6 +64,10 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offline-limit", default="60s",
                    help="stop (resumably, exit 1) after this long without any connection (default 60s)")
     g.add_argument("--grace", default="10s", help="when stopping early, how long to wait for answers in flight")
+    g.add_argument("--reader", choices=["auto", "process", "inline"], default="auto",
+                   help="read, parse and encode in a process of its own, ahead of the sender, or inline in the "
+                   "sending loop; auto (default): a process when there are cores to spare (4 or more, or 2 "
+                   "when the Flow is on another host)")
     g = p.add_argument_group("durability and output")
     g.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="record progress here (durably) and resume from it when it exists")
@@ -132,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         checkpoint=args.checkpoint,
         dead_letter=args.dead_letter,
         progress=not args.quiet,
+        read_in=args.reader,
     )
 
 

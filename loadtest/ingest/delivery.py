@@ -238,9 +238,10 @@ class Delivery:
                 if batch is None and not self.eof and self.outstanding < window:
                     batch = self._next_batch()
             if batch is not None and self.stop_kind is None:
-                await self._pace(batch.item.size)
-                if self.stop_kind is not None:
-                    return
+                if self.cfg.rate:
+                    await self._pace(batch.item.size)
+                    if self.stop_kind is not None:
+                        return
                 if not session.connected:  # dropped while we were pacing: try another
                     session = self._pick_session()
                 if session is None:

@@ -72,7 +72,8 @@ class Ledger:
     # ---- settling ------------------------------------------------------------------------------
 
     def acknowledge(self, positions: list[int], on_durable: Durable) -> None:
-        self.settled.mark_positions(positions)
+        """A batch the Flow answered with success; `positions` ascending (as a batch holds them)."""
+        self.settled.mark_positions(positions, ascending=True)
         self.acknowledged += len(positions)
         self._changed(on_durable)
 

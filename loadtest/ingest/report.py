@@ -73,7 +73,7 @@ class ProgressLine:
         c = delivery.counters
         now = time.monotonic()
         settled = c.docs_acknowledged + c.docs_dead_lettered
-        read_bytes = self.inp.bytes_read()
+        read_bytes = delivery.bytes_read
         samples = self._samples
         samples.append((now, settled, read_bytes))
         while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_S:

@@ -21,18 +21,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from loadtest.ingest import checkpoint as ckpt
 from loadtest.ingest.deadletter import DeadLetterFile
 from loadtest.ingest.delivery import Delivery, DeliveryConfig
 from loadtest.ingest.ledger import Ledger
+from loadtest.ingest.prepare import Item, RequestShape, prepare_items
 from loadtest.ingest.progress import Settled
 from loadtest.ingest.readers import Input, InputError, ReaderOptions, Record, open_input
 from loadtest.ingest.report import ProgressLine
+from loadtest.ingest.sources import InlineSource, ProcessSource, can_fork, process_pays
 from loadtest.session import ConnectError
 
 EXIT_OK = 0
@@ -54,6 +57,7 @@ class IngestConfig:
     checkpoint: Path | None = None
     dead_letter: Path | None = None
     progress: bool = True
+    read_in: str = "auto"  # process: read and encode in a forked process; inline: in the sending loop
 
 
 @dataclass
@@ -149,7 +153,25 @@ def _install_loop() -> None:
     install_uvloop()
 
 
-async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine) -> tuple[Delivery, str | None]:
+def _source(cfg: IngestConfig, p: _Prepared) -> InlineSource | ProcessSource:
+    """The prepared batches: from a forked reading process, or inline. Call before any event loop exists."""
+    d = cfg.delivery
+    shape = RequestShape(d.mode, d.endpoint, d.target_executor, dict(d.parameters))
+    settled = p.ledger.settled
+
+    def items() -> Iterator[Item]:
+        # Only what earlier runs settled can be skipped: positions this run settles lie behind the reader.
+        records = p.inp.records(skip=settled.is_settled, skip_below=settled.high())
+        return prepare_items(p.inp, records, d.batch, shape)
+
+    wanted = cfg.read_in == "process" or (cfg.read_in == "auto" and process_pays(urlsplit(d.target).hostname))
+    if wanted and can_fork():
+        return ProcessSource(items, high=max(64, 2 * d.window))
+    return InlineSource(items())
+
+
+async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine,
+                   source: InlineSource | ProcessSource) -> tuple[Delivery, str | None]:
     loop = asyncio.get_running_loop()
     ledger = p.ledger
     ledger.start(loop)
@@ -157,9 +179,7 @@ async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine) -> t
     def malformed(rec: Record) -> None:
         progress.warn(f"flowrelay ingest: {rec.where()}: {rec.error} (dead-lettered)")
 
-    # Only what earlier runs settled can be skipped: positions this run settles lie behind the reader.
-    records = p.inp.records(skip=ledger.settled.is_settled, skip_below=ledger.settled.high())
-    delivery = Delivery(cfg.delivery, records, ledger, on_progress=progress, on_malformed=malformed)
+    delivery = Delivery(cfg.delivery, source, ledger, p.inp.display, on_progress=progress, on_malformed=malformed)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, delivery.interrupt)
     connect_error = None
@@ -170,14 +190,15 @@ async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine) -> t
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        complete = _complete(delivery, p.inp, ledger) and connect_error is None
-        await ledger.close(complete, p.inp.count if complete else None)
+        complete = _complete(delivery, ledger) and connect_error is None
+        await ledger.close(complete, delivery.input_records if complete else None)
     return delivery, connect_error
 
 
-def _complete(delivery: Delivery, inp: Input, ledger: Ledger) -> bool:
+def _complete(delivery: Delivery, ledger: Ledger) -> bool:
     s = ledger.settled
-    return delivery.eof and delivery.stop_kind is None and s.watermark == inp.count and not s.ranges
+    return (delivery.eof and delivery.stop_kind is None and delivery.input_records is not None
+            and s.watermark == delivery.input_records and not s.ranges)
 
 
 def run_ingest(cfg: IngestConfig, stream: TextIO | None = None,
@@ -192,8 +213,9 @@ def run_ingest(cfg: IngestConfig, stream: TextIO | None = None,
         if p.already_complete is not None:
             return _already_complete(cfg, p)
         progress = ProgressLine(p.inp, stream, enabled=cfg.progress)
+        source = _source(cfg, p)
         _install_loop()
-        delivery, connect_error = asyncio.run(_deliver(cfg, p, progress))
+        delivery, connect_error = asyncio.run(_deliver(cfg, p, progress, source))
         if cfg.progress:
             progress(delivery)
         progress.done()
@@ -215,7 +237,7 @@ def _outcome(cfg: IngestConfig, p: _Prepared, delivery: Delivery | None,
         resume = "; run the same command to resume" if cfg.checkpoint is not None else ""
         code = EXIT_MALFORMED if delivery.stop_kind == "malformed" else EXIT_INCOMPLETE
         return False, f"stopped: {delivery.stop_message}{resume}", code
-    if delivery is not None and not _complete(delivery, p.inp, ledger):
+    if delivery is not None and not _complete(delivery, ledger):
         return False, "stopped before the end of the input", EXIT_INCOMPLETE
     if ledger.dead_lettered:
         where = f" (see {cfg.dead_letter})" if cfg.dead_letter else ""
@@ -297,7 +319,7 @@ def _result(cfg: IngestConfig, p: _Prepared, delivery: Delivery, connect_error: 
         "docs_per_s": round(c.docs_acknowledged / duration, 1) if duration > 0 else 0.0,
         "resumed": {"settled_before": p.settled_before} if p.resumed else None,
         "totals": {
-            "records": p.inp.count if complete else None,
+            "records": delivery.input_records if complete else None,
             "acknowledged": ledger.acknowledged,
             "dead_lettered": ledger.dead_lettered,
         },

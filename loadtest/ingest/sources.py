@@ -1,14 +1,15 @@
 """Where the delivery takes its prepared batches from: inline, or a reading process ahead of it.
 
-Reading, parsing, deriving ids and encoding cost more CPU per Document than sending does, so by default
-they run in a process of their own (forked before the event loop starts), which streams `prepare`
-items to the sender through a pipe: a 4-byte length and a pickle per item. The sender reads the pipe in
-its event loop and stops reading while it holds `high` items, so the reading process blocks on a full
-pipe: memory stays bounded, and the reader never runs more than a pipe's worth ahead. The child ignores
-SIGINT (the sender decides how to stop), dies with its parent (PR_SET_PDEATHSIG on Linux, a broken pipe
-elsewhere) and is killed by its pid when the run stops early.
+Reading, parsing, deriving ids and encoding cost more CPU per Document than sending does, so they can
+run in a process of their own (forked before the event loop starts), which streams `prepare` items to
+the sender through a pipe: a 4-byte length and a pickle per item. The sender reads the pipe in its event
+loop (a reader callback) and stops reading while it holds `high` items, so the reading process blocks on
+a full pipe: memory stays bounded, and the reader never runs more than a pipe's worth ahead. The child
+ignores SIGINT (the sender decides how to stop), dies with its parent (PR_SET_PDEATHSIG on Linux, a
+broken pipe elsewhere) and is killed by its pid when the run stops early.
 
-`InlineSource` does the same work in the event loop's thread, on demand (no fork, or one core).
+`InlineSource` does the same work in the event loop's thread, on demand: where there is no fork, or no
+core to spare for it (`process_pays`).
 Both offer `take()`: the next item, or None when none is ready yet (then `wake` is called when one is).
 Imports the standard library and the prepare room.
 """
@@ -24,7 +25,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from loadtest.ingest.prepare import End, Failed, Item
 
@@ -33,7 +33,16 @@ PIPE_SIZE = 1 << 20  # asked of the kernel for the pipe (Linux); the default 64 
 
 
 def can_fork() -> bool:
-    return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
+    return hasattr(os, "fork")
+
+
+def process_pays(target_host: str | None) -> bool:
+    """Whether a reading process of its own is worth it: when there are cores for it besides the sender's
+    and the Flow's. Measured on 2 cores with the Flow on the same machine, three busy processes lose to
+    two (bench/ingest.py); with the Flow elsewhere, or 4 cores or more, reading and sending overlap."""
+    cores = os.cpu_count() or 1
+    local = target_host is None or target_host in ("localhost", "::1") or target_host.startswith("127.")
+    return cores >= 4 or (cores >= 2 and not local)
 
 
 class InlineSource:
@@ -59,8 +68,9 @@ class ProcessSource:
         self.high = max(2, high)
         self.low = self.high // 2
         self._items: deque[Item] = deque()
-        self._transport: asyncio.ReadTransport | None = None
-        self._paused = False
+        self._buf = bytearray()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False
         self._ended = False  # End or Failed taken
         self._eof = False
         self._wake: Callable[[], None] = lambda: None
@@ -77,12 +87,26 @@ class ProcessSource:
             _child(write_fd, make_items, parent)
         os.close(write_fd)
         self.pid = pid
-        self._read_fd = read_fd
+        self._fd: int | None = read_fd
 
     def start(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        # A reader callback on the bare descriptor, not a pipe transport: uvloop closes a pipe transport's
+        # descriptor twice (libuv, then the file object), which can close a number another thread reused.
+        assert self._fd is not None
+        self._loop = loop
         self._wake = wake
-        pipe = os.fdopen(self._read_fd, "rb", buffering=0)
-        loop.create_task(loop.connect_read_pipe(lambda: _PipeReader(self), pipe))
+        os.set_blocking(self._fd, False)
+        self._resume()
+
+    def _resume(self) -> None:
+        if not self._reading and self._loop is not None and self._fd is not None and not self._eof:
+            self._loop.add_reader(self._fd, self._readable)
+            self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None and self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
 
     def take(self) -> Item | None:
         items = self._items
@@ -90,25 +114,51 @@ class ProcessSource:
             item = items.popleft()
             if isinstance(item, End | Failed):
                 self._ended = True
-            if self._paused and len(items) <= self.low and self._transport is not None:
-                self._paused = False
-                self._transport.resume_reading()
+            if not self._reading and len(items) <= self.low:
+                self._resume()
             return item
         if self._eof and not self._ended:
             self._ended = True
             return Failed("the reading process ended before the end of the input")
         return None
 
-    def _received(self, item: Item) -> None:
-        self._items.append(item)
-        if not self._paused and len(self._items) >= self.high and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, PIPE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._eof = True
+            self._pause()
+            self._wake()
+            return
+        buf = self._buf
+        buf += data
+        at, size = 0, len(buf)
+        view = memoryview(buf)
+        try:
+            while size - at >= _LEN:
+                n = int.from_bytes(view[at : at + _LEN], "little")
+                if size - at - _LEN < n:
+                    break
+                self._items.append(pickle.loads(view[at + _LEN : at + _LEN + n]))
+                at += _LEN + n
+        finally:
+            view.release()
+        del buf[:at]
+        if len(self._items) >= self.high:
+            self._pause()  # the child blocks on a full pipe: memory stays bounded
+        self._wake()
 
     async def close(self) -> None:
         """Stop the child (at once, if it is still reading) and reap it."""
-        if self._transport is not None:
-            self._transport.close()
+        self._pause()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         deadline = time.monotonic() + (0.5 if self._ended else 0.0)
         while True:
             try:
@@ -124,41 +174,6 @@ class ProcessSource:
                     os.waitpid(self.pid, 0)
                 return
             await asyncio.sleep(0.01)
-
-
-class _PipeReader(asyncio.Protocol):
-    def __init__(self, source: ProcessSource) -> None:
-        self.source = source
-        self.buf = bytearray()
-
-    def connection_made(self, transport: Any) -> None:
-        self.source._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        at, size = 0, len(buf)
-        view = memoryview(buf)
-        try:
-            while size - at >= _LEN:
-                n = int.from_bytes(view[at : at + _LEN], "little")
-                if size - at - _LEN < n:
-                    break
-                self.source._received(pickle.loads(view[at + _LEN : at + _LEN + n]))
-                at += _LEN + n
-        finally:
-            view.release()
-        del buf[:at]
-        self.source._wake()
-
-    def eof_received(self) -> bool:
-        self.source._eof = True
-        self.source._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.source._eof = True
-        self.source._wake()
 
 
 def _child(fd: int, make_items: Callable[[], Iterator[Item]], parent: int) -> None:  # pragma: no cover
@@ -180,8 +195,7 @@ def _child(fd: int, make_items: Callable[[], Iterator[Item]], parent: int) -> No
             payload = pickle.dumps(Failed(f"reading failed: {type(exc).__name__}: {exc}"), protocol=5)
             _write_all(fd, len(payload).to_bytes(_LEN, "little") + payload)
     finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
+        # Straight out: no atexit handlers, no flushing of buffers inherited from the sender.
         os._exit(code)
 
 

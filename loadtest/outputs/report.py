@@ -754,7 +754,8 @@ def _run_description(s: dict[str, Any]) -> str:
         f"<code>{_esc(s['target'])}</code>",
         _esc(model),
         f"{_esc(s.get('connections', '?'))} connection(s), {_esc(s.get('procs', 1))} process(es)",
-        f"subprotocol {_esc(sp.get('negotiated') or sp.get('offered') or 'none')}",
+        f"subprotocol {_esc(sp.get('negotiated') or sp.get('offered') or 'none')}"
+        if s.get("transport", "websocket") == "websocket" else _esc(s["transport"]),
     ]
     if s.get("started_at"):
         parts.append(f"started {_esc(s['started_at'])}")
