@@ -24,7 +24,7 @@ from loadtest.outputs.prometheus import PrometheusExporter
 from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_results
 from loadtest.payloads import DocSpec
 from loadtest.session import ConnectError
-from loadtest.transports import transport_of, usage_problem
+from loadtest.transports import codec_mode, transport_of, usage_problem
 from relay.units import parse_duration
 
 EXIT_OK = 0
@@ -65,6 +65,9 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tags", help="JSON object put in every document's tags")
     p.add_argument("--blob-bytes", type=int)
     p.add_argument("--data", type=Path, help="JSON Lines file of Documents, cycled")
+    p.add_argument("--docarray", choices=["v1", "v2"],
+                   help="the target's documents in bytes mode: v1 = docarray < 0.30 (default), v2 = docarray >= 0.30 "
+                   "(DocProto maps with TextDoc's fields, what a docarray >= 0.30 Flow reads)")
     p.add_argument("--timeout", help="a request unanswered this long counts as timed out (default 30s)")
     p.add_argument("--grace", help="at the end, how long to wait for answers in flight (default 10s)")
     p.add_argument("--threshold", action="append", metavar="EXPR",
@@ -91,6 +94,7 @@ _SCENARIO_KEYS = {
     "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
     "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
     "log_requests", "procs", "compression", "metrics_port", "metrics_host", "metrics_linger", "ca_file",
+    "docarray",
 }
 
 
@@ -235,6 +239,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         data = Path(data)
         if not data.is_file():
             raise UsageError(f"--data {data}: no such file")
+    docarray = _pick(args, scenario, "docarray", "v1")
+    if docarray not in ("v1", "v2"):
+        raise UsageError(f"docarray must be v1 or v2, not {docarray!r}")
+    if docarray == "v2" and codec_mode(transport_of(target), subprotocol) != "bytes":
+        raise UsageError("--docarray v2 is for protobuf requests: a ws:// target with --subprotocol bytes, or "
+                         "grpc:// (a docarray >= 0.30 gateway speaks nothing else)")
     docs = DocSpec(
         docs_per_request=int(_pick(args, scenario, "docs_per_request", 1)),
         text_bytes=int(_pick(args, scenario, "text_bytes", 16)),
@@ -242,6 +252,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         tags=tags or {},
         blob_bytes=int(_pick(args, scenario, "blob_bytes", 0)),
         data_file=data,
+        docarray=docarray,
     )
     if docs.docs_per_request < 0:
         raise UsageError("--docs-per-request must be >= 0")

@@ -7,7 +7,9 @@ the request id (the gateway makes one), so it travels as `parameters.flowrelay_r
 echoes back. Ids have a fixed width so the protobuf length prefixes stay right.
 
 Documents come from `--docs-per-request`, `--text-bytes`, `--embedding-dim`, `--tags`, `--blob-bytes`,
-or from a JSON Lines file (`--data`), cycled. Imports relay.wire only.
+or from a JSON Lines file (`--data`), cycled. In bytes mode `--docarray` picks the document encoding:
+docarray < 0.30 `DocumentProto`s (v1) or, for a docarray >= 0.30 Flow, `DocProto` maps (v2,
+relay.wire.proto_v2_codec). Imports relay.wire only.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from relay.wire import json_codec, proto_codec
+from relay.wire import json_codec
+from relay.wire.codecs import bytes_codec
 from relay.wire.documents import Document, NdArray
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest
@@ -42,6 +45,7 @@ class DocSpec:
     tags: dict[str, Any] = field(default_factory=dict)
     blob_bytes: int = 0
     data_file: Path | None = None
+    docarray: str = "v1"  # bytes mode: v1 = docarray < 0.30 DocumentProto, v2 = docarray >= 0.30 DocProto
 
 
 @dataclass
@@ -118,7 +122,7 @@ def build_templates(
         if mode == "bytes":
             req.request_id = _PLACEHOLDER
             req.parameters = params or None
-            frame = proto_codec.encode_request(req)
+            frame = bytes_codec(spec.docarray).encode_request(req)
         else:
             params[CORRELATION_KEY] = _PLACEHOLDER
             req.parameters = params

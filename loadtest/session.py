@@ -26,7 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from loadtest.payloads import CORRELATION_KEY
-from relay.wire import json_codec, proto_codec
+from relay.wire import json_codec
+from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest
 
@@ -81,6 +82,7 @@ class Session:
         connect_timeout_s: float = 10.0,
         compression: bool = False,
         ca_file: str | None = None,
+        docarray: str = "v1",
     ) -> None:
         self.url = url
         self.mode = mode
@@ -106,9 +108,11 @@ class Session:
         self._reconnector: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         is_bytes = mode == "bytes"
-        self._decode = proto_codec.decode_response_envelope if is_bytes else json_codec.decode_response_envelope
+        # bytes mode: the answers' documents are docarray < 0.30 (v1) or >= 0.30 (v2) messages.
+        codec = bytes_codec(docarray) if is_bytes else json_codec
+        self._decode = codec.decode_response_envelope
         self._text = not is_bytes
-        self._eos = proto_codec.END_OF_STREAM_FRAME if is_bytes else json_codec.END_OF_STREAM_FRAME
+        self._eos = codec.END_OF_STREAM_FRAME
 
     @property
     def can_send(self) -> bool:

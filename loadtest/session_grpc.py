@@ -27,7 +27,7 @@ import grpc
 
 from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending
 from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_details, rpc_reason, wait_ready
-from relay.wire import proto_codec
+from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
 
 log = logging.getLogger("flowrelay.load")
@@ -47,8 +47,10 @@ class GrpcSession:
         on_failure: FailureCallback,
         index: int = 0,
         connect_timeout_s: float = 10.0,
+        docarray: str = "v1",
     ) -> None:
         self.url = url
+        self.docarray = docarray  # the answers' documents: docarray < 0.30 (v1) or >= 0.30 (v2)
         self.max_inflight = max_inflight
         self.clock = clock
         self.on_answer = on_answer
@@ -98,7 +100,7 @@ class GrpcSession:
         self._outbox.put_nowait(frame)
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
-        decode = proto_codec.decode_response_envelope
+        decode = bytes_codec(self.docarray).decode_response_envelope
         pending = self.pending
         clock = self.clock
         reason = STREAM_ENDED

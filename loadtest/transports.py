@@ -106,7 +106,7 @@ def open_session(
         from loadtest.session_grpc import GrpcSession
 
         return GrpcSession(cfg.target, cfg.max_inflight, clock, on_answer, on_failure, index=index,
-                           connect_timeout_s=cfg.connect_timeout_s)
+                           connect_timeout_s=cfg.connect_timeout_s, docarray=cfg.docs.docarray)
     if transport == HTTP:
         from loadtest.session_http import HttpSession
 
@@ -114,4 +114,4 @@ def open_session(
                            connect_timeout_s=cfg.connect_timeout_s)
     return Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, clock, on_answer, on_failure, index=index,
                    connect_timeout_s=cfg.connect_timeout_s, compression=cfg.compression,
-                   ca_file=str(cfg.ca_file) if cfg.ca_file else None)
+                   ca_file=str(cfg.ca_file) if cfg.ca_file else None, docarray=cfg.docs.docarray)

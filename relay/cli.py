@@ -92,6 +92,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "a grpc:// upstream always gets protobuf",
     )
     p.add_argument(
+        "--upstream-docarray",
+        choices=["v1", "v2"],
+        default="v1",
+        help="the upstream Flow's documents: v1 = docarray < 0.30 (default), v2 = docarray >= 0.30 "
+        "(DocProto maps, TextDoc fields; its gateway speaks only bytes). Clients speak v1 to the relay either way",
+    )
+    p.add_argument(
         "--upstream-connections",
         type=int,
         default=2,
@@ -134,6 +141,9 @@ def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
         raise ValueError("choose --executor (built-in Executors) or --upstream (a real Flow), not both")
     if args.upstream_connections < 1:
         raise ValueError("--upstream-connections must be >= 1")
+    if args.upstream_docarray == "v2" and args.upstream_subprotocol == "json":
+        raise ValueError("--upstream-docarray v2 needs --upstream-subprotocol bytes: docarray >= 0.30 gateways "
+                         "speak nothing else")
     timeout_s = parse_duration(args.upstream_timeout)
     max_size = parse_size(args.max_message_size) * 4 or None
 
@@ -141,6 +151,7 @@ def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
         cfg = UpstreamConfig(
             url=url,
             subprotocol=args.upstream_subprotocol,
+            docarray=args.upstream_docarray,
             connections=args.upstream_connections,
             max_inflight=args.prefetch or 1000,
             request_timeout_s=timeout_s,

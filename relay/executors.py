@@ -6,6 +6,13 @@ does). The chain stamps routes with the meaning of JINA-WIRE.md §7: one entry p
 start before it runs, end after; an Executor that `targetExecutor` does not match gets a start and
 no end; after a failure the rest are skipped and get no entry.
 
+Documents: an Executor says whether it reads or changes them (`uses_docs`). A bytes request arrives with
+its documents still in protobuf form (relay.wire.proto_codec.decode_request); the chain converts them
+to `Document`s just before the first Executor that needs them as such, so a chain of Executors that
+leave them alone (echo, sleep, fail) or work on the protobuf form directly (`process_proto`: upper,
+embed, record) sends them back out without converting them either way. Executors always see either
+`req.docs` as Documents or, in `process_proto`, the protobuf documents; never a request half in each.
+
 Specs on the command line: `[name=]kind[:arg[:arg...]]`, for example `upper`, `sleeper=sleep:2ms`,
 `sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`, `record:/tmp/ids.sqlite`. Imports only
 relay.wire, relay.units and the standard library.
@@ -23,11 +30,18 @@ import sqlite3
 import struct
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay.units import parse_duration
 from relay.wire.documents import NdArray
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
+
+if TYPE_CHECKING:
+    from collections.abc import MutableSequence
+
+    from relay.wire.proto.docarray_pb2 import DocumentProto
+
+    ProtoDocs = MutableSequence[DocumentProto]
 
 
 class ExecutorSpecError(ValueError):
@@ -35,10 +49,23 @@ class ExecutorSpecError(ValueError):
 
 
 class Executor:
-    """Base class. `process` changes `req.docs` in place; raising marks the request failed."""
+    """Base class. `process` changes `req.docs` in place; raising marks the request failed.
+
+    `uses_docs`: whether `process` reads or changes `req.docs`. When it does (the default, the safe
+    choice), the chain makes sure `req.docs` holds Documents before calling it. An Executor that never
+    looks at the documents sets it False and spares bytes requests the conversion.
+
+    `proto_docs`: whether `process_proto` (`process_proto_async` for an asynchronous Executor) does the
+    work of `process` on documents still in protobuf form: `docs` is the list of `DocumentProto`s, to
+    read and change in place, with what a DocumentProto writes for what `process` does to a Document
+    (a field the Document model leaves None is absent, "" for a string). The chain calls it instead
+    of converting the documents, and the answer must be the same bytes either way (tests/test_wire_lazy.py).
+    """
 
     kind = "Executor"
     is_async = False
+    uses_docs = True
+    proto_docs = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -49,6 +76,12 @@ class Executor:
     async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
         self.process(req, params)
 
+    def process_proto(self, req: DataRequest, docs: ProtoDocs, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def process_proto_async(self, req: DataRequest, docs: ProtoDocs, params: dict[str, Any]) -> None:
+        self.process_proto(req, docs, params)
+
     def describe(self) -> str:
         return self.kind
 
@@ -57,6 +90,7 @@ class EchoExecutor(Executor):
     """Returns the documents unchanged."""
 
     kind = "EchoExecutor"
+    uses_docs = False
 
     def process(self, req: DataRequest, params: dict[str, Any]) -> None:
         return None
@@ -66,11 +100,19 @@ class UpperExecutor(Executor):
     """Upper-cases each document's text."""
 
     kind = "UpperExecutor"
+    proto_docs = True
 
     def process(self, req: DataRequest, params: dict[str, Any]) -> None:
         for doc in req.docs or ():
             if doc.text is not None:
                 doc.text = doc.text.upper()
+
+    def process_proto(self, req: DataRequest, docs: ProtoDocs, params: dict[str, Any]) -> None:
+        for d in docs:
+            # Unset text reads as "", and "" needs no change: no HasField needed.
+            text = d.text
+            if text:
+                d.text = text.upper()
 
 
 class SleepExecutor(Executor):
@@ -82,6 +124,7 @@ class SleepExecutor(Executor):
 
     kind = "SleepExecutor"
     is_async = True
+    uses_docs = False
 
     def __init__(
         self, name: str, median_s: float, distribution: str = "fixed", sigma: float = 0.5, seed: int | None = None
@@ -119,6 +162,7 @@ class FailExecutor(Executor):
     """Raises ValueError on a fraction of requests (deterministic: every k-th), or on one endpoint."""
 
     kind = "FailExecutor"
+    uses_docs = False
 
     def __init__(self, name: str, fraction: float = 0.0, endpoint: str | None = None) -> None:
         super().__init__(name)
@@ -150,6 +194,7 @@ class EmbedExecutor(Executor):
     """Writes a deterministic float32 embedding of `dim` values, derived from the text (or id)."""
 
     kind = "EmbedExecutor"
+    proto_docs = True
 
     def __init__(self, name: str, dim: int = 128) -> None:
         super().__init__(name)
@@ -162,6 +207,19 @@ class EmbedExecutor(Executor):
             seed = (doc.text if doc.text is not None else doc.id or "").encode("utf-8")
             # cls_name "numpy", as docarray writes a numpy array: a docarray < 0.30 reader drops arrays without one.
             doc.embedding = NdArray(_deterministic_floats(seed, self.dim), (self.dim,), "<f4", "numpy")
+
+    def process_proto(self, req: DataRequest, docs: ProtoDocs, params: dict[str, Any]) -> None:
+        dim = self.dim
+        for d in docs:
+            seed = (d.text if d.HasField("text") else d.id).encode("utf-8")
+            emb = d.embedding
+            # Replaced whole, as assigning a new NdArray does: nothing of a client's embedding is left.
+            emb.Clear()
+            dense = emb.dense
+            dense.buffer = _deterministic_floats(seed, dim)
+            dense.shape.append(dim)
+            dense.dtype = "<f4"
+            emb.cls_name = "numpy"
 
     def describe(self) -> str:
         return f"{self.kind}(dim {self.dim})"
@@ -176,6 +234,7 @@ class RecordExecutor(Executor):
 
     kind = "RecordExecutor"
     is_async = True
+    proto_docs = True
 
     def __init__(self, name: str, path: str) -> None:
         super().__init__(name)
@@ -204,6 +263,11 @@ class RecordExecutor(Executor):
 
     async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
         ids = [(doc.id or "",) for doc in req.docs or ()]
+        if ids:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, ids)
+
+    async def process_proto_async(self, req: DataRequest, docs: ProtoDocs, params: dict[str, Any]) -> None:
+        ids = [(d.id,) for d in docs]
         if ids:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._write, ids)
 
@@ -377,7 +441,17 @@ class Chain:
             if selected is not None and not selected[i]:
                 continue
             try:
-                ex.process(req, params_for(ex.name, parameters) if parameters else _NO_PARAMS)
+                params = params_for(ex.name, parameters) if parameters else _NO_PARAMS
+                docs_pb = None
+                if req.raw is not None and ex.uses_docs:
+                    docs_pb = req.docs_proto if ex.proto_docs else None
+                    if docs_pb is None:
+                        # Converted here, so that a document the model cannot hold fails this Executor's request.
+                        req.load_docs()
+                if docs_pb is not None:
+                    ex.process_proto(req, docs_pb, params)
+                else:
+                    ex.process(req, params)
             except Exception as exc:
                 route.end_ns = clock()
                 route.status = req.status = _error_status(exc, ex)
@@ -398,7 +472,18 @@ class Chain:
                 continue
             try:
                 params = params_for(ex.name, req.parameters)
-                if ex.is_async:
+                docs_pb = None
+                if req.raw is not None and ex.uses_docs:
+                    docs_pb = req.docs_proto if ex.proto_docs else None
+                    if docs_pb is None:
+                        # Converted here, so that a document the model cannot hold fails this Executor's request.
+                        req.load_docs()
+                if docs_pb is not None:
+                    if ex.is_async:
+                        await ex.process_proto_async(req, docs_pb, params)
+                    else:
+                        ex.process_proto(req, docs_pb, params)
+                elif ex.is_async:
                     await ex.process_async(req, params)
                 else:
                     ex.process(req, params)

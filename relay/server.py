@@ -18,6 +18,7 @@ gateway does. I/O lives here; frames are turned into requests by relay.wire.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import itertools
@@ -29,18 +30,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from relay.executors import Chain
+from relay.http_types import HttpRequest, HttpResponse
+from relay.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession
 
 if TYPE_CHECKING:
     from relay.upstream import UpstreamBackend
@@ -48,6 +45,7 @@ from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import choose_subprotocol
 from relay.wire.errors import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     FrameTooLarge,
     WireError,
@@ -61,9 +59,6 @@ log = logging.getLogger("flowrelay.relay")
 DEFAULT_PORT = 12345
 DEFAULT_PREFETCH = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-# Messages between max_message_size and this multiple of it are read and then refused politely
-# (in-flight requests answered first); beyond it the transport refuses at once to protect memory.
-TRANSPORT_SIZE_FACTOR = 4
 WS_PATHS = ("/", "/dry_run")
 
 
@@ -112,7 +107,7 @@ class Observer:
 
 
 class RelayServer:
-    """One relay: a chain of Executors behind a WebSocket gateway."""
+    """One relay: a chain of Executors (or an upstream Flow) behind a gateway on one port."""
 
     def __init__(self, config: RelayConfig, chain: Chain | UpstreamBackend, observer: Observer | None = None) -> None:
         self.config = config
@@ -120,12 +115,21 @@ class RelayServer:
         self.chain = chain
         self.stats = RelayStats()
         self.observer = observer or Observer()
-        self._server: Server | None = None
-        self._stopping = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._stopping = False
         self._connections: set[_Connection] = set()
+        self._transports: set[RelayProtocol] = set()
+        self._keepalive: asyncio.Task[None] | None = None
         self.ids = IdSource()
         self.port = config.port
         self.extra_http: dict[str, Callable[[], tuple[int, str, bytes]]] = {}
+        # Other HTTP requests (POST /post, /openapi.json, ...) go to the HTTP door when it is installed.
+        self.http_door: Any = None
+        # What the listener reads (ListenerHost).
+        self.server_header = f"flowrelay Python/{sys.version_info.major}.{sys.version_info.minor}"
+        self.max_message_size = config.max_message_size
+        self.handshake_timeout_s = config.handshake_timeout_s
+        self.compression = config.compression
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -138,23 +142,14 @@ class RelayServer:
         if cfg.certfile:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_context.load_cert_chain(cfg.certfile, cfg.keyfile)
-        self._server = await serve(
-            self._handle,
-            cfg.host,
-            cfg.port,
-            ssl=ssl_context,
-            open_timeout=cfg.handshake_timeout_s,
-            process_request=self._process_request,
-            select_subprotocol=lambda conn, offered: choose_subprotocol(offered),
-            compression="deflate" if cfg.compression else None,
-            max_size=cfg.max_message_size * TRANSPORT_SIZE_FACTOR if cfg.max_message_size else None,
-            ping_interval=cfg.ping_interval_s,
-            server_header=f"flowrelay Python/{sys.version_info.major}.{sys.version_info.minor}",
-        )
-        sock = next(iter(self._server.sockets))
-        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: RelayProtocol(self), cfg.host, cfg.port, ssl=ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if cfg.ping_interval_s:
+            self._keepalive = asyncio.create_task(self._ping_loop(cfg.ping_interval_s))
         log.info(
-            "relay listening on ws://%s:%d/ with %s",
+            "relay listening on %s://%s:%d/ with %s",
+            "wss" if ssl_context else "ws",
             cfg.host,
             self.port,
             self.chain.describe(),
@@ -164,14 +159,18 @@ class RelayServer:
         """Stop accepting, let every connection answer what it has in flight (bounded), close 1001."""
         if self._server is None:
             return
-        self._stopping.set()
-        self._server.close(close_connections=False)
+        self._stopping = True
+        self._server.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         for conn in list(self._connections):
             conn.begin_shutdown()
         pending = [c.done for c in self._connections]
         if pending:
-            await asyncio.wait(pending, timeout=self.config.drain_timeout_s + 1.0)
-        self._server.close(close_connections=True)
+            await asyncio.wait(pending, timeout=self.config.drain_timeout_s + CLOSE_TIMEOUT_S)
+        for proto in list(self._transports):
+            if proto.transport is not None:
+                proto.transport.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
         backend_close = getattr(self.chain, "close", None)
@@ -183,12 +182,112 @@ class RelayServer:
         await stop.wait()
         await self.stop()
 
-    # ---- plain HTTP ----------------------------------------------------------------------------
+    async def _ping_loop(self, interval_s: float) -> None:
+        """Keepalive, as uvicorn under a Jina gateway does: a ping every interval; a connection that did not
+        answer the previous one is closed 1011."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for proto in list(self._transports):
+                session = proto.session
+                if session is None or not session.is_open:
+                    continue
+                if not proto.last_pong_seen:
+                    session.close(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+                    continue
+                proto.last_pong_seen = False
+                session.ping(b"")
 
-    def _json_response(self, conn: ServerConnection, status: int, body: Any) -> Response:
-        payload = orjson.dumps(body)
-        headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-        return Response(status, HTTPStatus(status).phrase, headers, payload)
+    # ---- ListenerHost --------------------------------------------------------------------------
+
+    def connection_made(self, proto: RelayProtocol) -> None:
+        self._transports.add(proto)
+
+    def connection_lost(self, proto: RelayProtocol) -> None:
+        self._transports.discard(proto)
+
+    def select_subprotocol(self, offered: list[str]) -> str | None:
+        return choose_subprotocol(offered)
+
+    def _authorized(self, request: HttpRequest) -> bool:
+        token = self.config.auth_token
+        if not token:
+            return True
+        header = request.header("authorization", "") or ""
+        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
+            return True
+        # Browsers cannot set headers on a WebSocket handshake: accept the token as a query parameter too.
+        return any(hmac.compare_digest(t, token) for t in parse_qs(request.query).get("token", []))
+
+    def _unauthorized(self) -> HttpResponse:
+        return HttpResponse.json(
+            401,
+            {"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"},
+            [("www-authenticate", "Bearer")],
+        )
+
+    def check_upgrade(self, request: HttpRequest) -> HttpResponse | None:
+        """Refuse a WebSocket handshake (an HTTP response) or let it through (None)."""
+        cfg = self.config
+        if not self._authorized(request):
+            return self._unauthorized()
+        origin = request.header("origin")
+        if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
+            return HttpResponse.json(403, {"detail": f"origin {origin!r} is not allowed"})
+        if request.path not in WS_PATHS:
+            return HttpResponse(403, [("content-type", "text/plain")], b"")  # as a Jina gateway answers
+        if self._stopping:
+            return HttpResponse.json(503, {"detail": "the relay is shutting down"})
+        if cfg.max_connections and self.stats.connections_open >= cfg.max_connections:
+            return HttpResponse.json(
+                503, {"detail": f"connection limit reached ({cfg.max_connections}); try again later"}
+            )
+        return None
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse:
+        """Plain HTTP on the gateway's port: `/` (health), `/status`, `/dry_run`, `/metrics`, the HTTP door."""
+        path = request.path
+        if path == "/" and request.method in ("GET", "HEAD"):
+            return HttpResponse.json(200, {})  # health check: always open
+        if not self._authorized(request):
+            return self._unauthorized()
+        if request.method in ("GET", "HEAD"):
+            if path == "/status":
+                return HttpResponse.json(200, self.status_body())
+            if path == "/dry_run":
+                # As Jina's HTTP dry run: 200 either way, the status in the body.
+                status = await self.chain.dry_run()
+                body = json_codec.status_dict(status)
+                return HttpResponse.json(
+                    200, {"code": status.code, "description": status.description, "exception": body.get("exception")}
+                )
+            extra = self.extra_http.get(path)
+            if extra is not None:
+                code, content_type, payload = extra()
+                return HttpResponse(code, [("content-type", content_type)], payload)
+        if self.http_door is not None:
+            response = await self.http_door.handle(request)
+            if response is not None:
+                return response
+        return HttpResponse.json(404, {"detail": "Not Found"})
+
+    def open_session(self, session: WebSocketSession) -> MessageSink:
+        mode = session.subprotocol or "json"
+        if session.path == "/dry_run":
+            return _DryRun(self, session, mode)
+        conn = _Connection(self, session, mode)
+        self._connections.add(conn)
+        self.stats.connections_open += 1
+        self.stats.connections_total += 1
+        self.observer.connection_opened(mode)
+        return conn
+
+    def _connection_done(self, conn: _Connection, code_received: int | None) -> None:
+        self._connections.discard(conn)
+        self.stats.connections_open -= 1
+        code_sent = conn.session.close_code_sent
+        self.observer.connection_closed(conn.mode, code_sent, code_received)
+        if code_sent is not None:
+            self.stats.closes_sent[code_sent] = self.stats.closes_sent.get(code_sent, 0) + 1
 
     def status_body(self) -> dict[str, Any]:
         s = self.stats
@@ -206,104 +305,38 @@ class RelayServer:
             **(self.chain.status() if hasattr(self.chain, "status") else {}),
         }
 
-    def _authorized(self, request: Request) -> bool:
-        token = self.config.auth_token
-        if not token:
-            return True
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
-            return True
-        # Browsers cannot set headers on a WebSocket handshake: accept the token as a query parameter too.
-        query = parse_qs(urlsplit(request.path).query)
-        return any(hmac.compare_digest(t, token) for t in query.get("token", []))
 
-    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        cfg = self.config
-        if path == "/" and not upgrade:
-            return self._json_response(conn, 200, {})  # health check: always open
-        if not self._authorized(request):
-            response = self._json_response(
-                conn, 401, {"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"}
-            )
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        if upgrade:
-            origin = request.headers.get("Origin")
-            if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
-                return self._json_response(conn, 403, {"detail": f"origin {origin!r} is not allowed"})
-            if path not in WS_PATHS:
-                return Response(
-                    403, "Forbidden", Headers([("Content-Length", "0"), ("Content-Type", "text/plain")]), b""
-                )
-            if self._stopping.is_set():
-                return self._json_response(conn, 503, {"detail": "the relay is shutting down"})
-            # Connections past their handshake; handshakes still in progress are not counted, so a burst
-            # of simultaneous handshakes can pass the limit by that many.
-            if (
-                cfg.max_connections
-                and self._server is not None
-                and (len(self._server.all_connections) >= cfg.max_connections)
-            ):
-                return self._json_response(
-                    conn, 503, {"detail": f"connection limit reached ({cfg.max_connections}); try again later"}
-                )
-            return None
-        if path == "/status":
-            return self._json_response(conn, 200, self.status_body())
-        if path == "/dry_run":
-            # As Jina's HTTP dry run: 200 either way, the status in the body.
-            status = await self.chain.dry_run()
-            body = json_codec.status_dict(status)
-            return self._json_response(
-                conn, 200, {"code": status.code, "description": status.description, "exception": body.get("exception")}
-            )
-        extra = self.extra_http.get(path)
-        if extra is not None:
-            status, content_type, body = extra()
-            headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-            return Response(status, HTTPStatus(status).phrase, headers, body)
-        return self._json_response(conn, 404, {"detail": "Not Found"})
+class _DryRun:
+    """`/dry_run` over WebSocket: push an empty request through the whole Flow, answer its status, close 1000.
+    Nothing the client sends is read (a Jina client sends one empty frame)."""
 
-    # ---- WebSocket -----------------------------------------------------------------------------
+    def __init__(self, server: RelayServer, session: WebSocketSession, mode: str) -> None:
+        self.session = session
+        self.mode = mode
+        self._task = asyncio.create_task(self._run(server))
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        mode = ws.subprotocol or "json"
-        path = ws.request.path.split("?", 1)[0] if ws.request else "/"
-        if path == "/dry_run":
-            await self._dry_run(ws, mode)
-            return
-        conn = _Connection(self, ws, mode)
-        self._connections.add(conn)
-        self.stats.connections_open += 1
-        self.stats.connections_total += 1
-        self.observer.connection_opened(mode)
-        try:
-            await conn.run()
-        finally:
-            self._connections.discard(conn)
-            self.stats.connections_open -= 1
-            close_rcvd = ws.protocol.close_rcvd
-            code_received = close_rcvd.code if close_rcvd else None
-            self.observer.connection_closed(mode, conn.close_code_sent, code_received)
-            if conn.close_code_sent is not None:
-                self.stats.closes_sent[conn.close_code_sent] = self.stats.closes_sent.get(conn.close_code_sent, 0) + 1
+    async def _run(self, server: RelayServer) -> None:
+        status = await server.chain.dry_run()
+        if self.mode == "bytes":
+            pb = jina_pb2.StatusProto()
+            if status.is_error:
+                proto_codec.status_to_proto(status, pb)
+            self.session.send(pb.SerializeToString(), text=False)
+        else:
+            self.session.send(orjson.dumps(json_codec.status_dict(status)), text=True)
+        self.session.close(CLOSE_NORMAL)
 
-    async def _dry_run(self, ws: ServerConnection, mode: str) -> None:
-        """Push an empty request through the whole Flow, answer its status, close 1000."""
-        status = await self.chain.dry_run()
-        try:
-            if mode == "bytes":
-                pb = jina_pb2.StatusProto()
-                if status.is_error:
-                    proto_codec.status_to_proto(status, pb)
-                await ws.send(pb.SerializeToString())
-            else:
-                await ws.send(orjson.dumps(json_codec.status_dict(status)), text=True)
-            await ws.close(CLOSE_NORMAL)
-        except ConnectionClosed:
-            pass
+    def has_room(self) -> bool:
+        return True
+
+    def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:
+        return None
+
+    def on_closed(self, code_received: int | None) -> None:
+        return None
+
+    def on_writable(self) -> None:
+        return None
 
 
 class IdSource:
@@ -328,121 +361,92 @@ def _version() -> str:
 
 
 class _Connection:
-    """One client connection: a reader that admits requests, tasks that answer them, one close."""
+    """One client connection's gateway logic: admit requests while there is room, answer each when it is
+    ready, and close once, after everything in flight is answered."""
 
-    def __init__(self, server: RelayServer, ws: ServerConnection, mode: str) -> None:
+    def __init__(self, server: RelayServer, session: WebSocketSession, mode: str) -> None:
         self.server = server
-        self.ws = ws
+        self.session = session
         self.mode = mode
         self.is_bytes = mode == "bytes"
         self.codec = proto_codec if self.is_bytes else json_codec
+        self.decode = self.codec.decode_request
         self.chain = server.chain
         self.config = server.config
+        self.limit = server.config.max_message_size
         self.in_flight = 0
         self.prefetch = self.config.prefetch
-        # Set while there is room for one more request in flight; reading waits on it.
-        self._room = asyncio.Event()
-        self._room.set()
         self._ids = server.ids
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reader: asyncio.Task[tuple[int, str]] | None = None
-        self.close_code_sent: int | None = None
+        # Answers ready while the client is not reading (the transport's buffer is full): kept unencoded, so
+        # a slow reader holds at most the prefetch window of answers, not their encoded frames as well.
+        self._backlog: collections.deque[DataRequest] = collections.deque()
+        self._closing: tuple[int, str] | None = None  # the close to send once nothing is in flight
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def begin_shutdown(self) -> None:
-        """Stop reading (the reader is cancelled safely between messages); run() then drains."""
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
+    # ---- MessageSink ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    def has_room(self) -> bool:
+        # After end of stream or bad input nothing more is read: the messages are dropped, not held.
+        if self._closing is not None:
+            return True
+        # While the client is not reading its answers, admit nothing: the requests wait as small raw frames
+        # in the listener (and reading stops), not as answers that may be far larger.
+        if self.session.writing_paused:
+            return False
+        return not self.prefetch or self.in_flight < self.prefetch
+
+    def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:
+        if self._closing is not None:
+            return  # after end of stream (or an error) requests are ignored, as on a Jina gateway
         try:
-            self._reader = asyncio.create_task(self._read_loop())
-            try:
-                code, reason = await self._reader
-            except asyncio.CancelledError:
-                if self.server._stopping.is_set():
-                    code, reason = CLOSE_GOING_AWAY, "the relay is shutting down"
-                else:
-                    raise
-            await self._drain(self.config.drain_timeout_s if code == CLOSE_GOING_AWAY else None)
-            if code and self.ws.protocol.close_rcvd is None:
-                self.close_code_sent = code
-                with contextlib.suppress(ConnectionClosed):
-                    await self.ws.close(code, reason)
-        finally:
-            for t in self._tasks:
-                t.cancel()
-            if not self.done.done():
-                self.done.set_result(None)
-
-    async def _drain(self, timeout: float | None) -> None:
-        if self.in_flight == 0:
+            if self.is_bytes == is_text:
+                raise WrongFrameType(
+                    f"{'text' if is_text else 'binary'} frame on a {self.mode} connection; "
+                    f"send {'binary' if self.is_bytes else 'text'} frames"
+                )
+            if self.limit and size > self.limit:
+                raise FrameTooLarge(f"message of {size} bytes exceeds the limit of {self.limit}")
+            self.server.observer.bytes_in(size)
+            req = self.decode(data)
+        except WireError as err:
+            log.info("closing %s connection: %s", self.mode, err.reason)
+            self._finish(err.close_code, err.reason)
             return
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            log.warning("gave up waiting for %d requests in flight", self.in_flight)
-
-    async def _read_loop(self) -> tuple[int, str]:
-        """Admit requests until end of stream, bad input, or the client leaving.
-        Returns the close code and reason to send once everything in flight is answered."""
-        ws = self.ws
-        prefetch = self.prefetch
-        room = self._room
-        limit = self.config.max_message_size
-        is_bytes = self.is_bytes
-        decode = self.codec.decode_request
-        chain = self.chain
-        observer = self.server.observer
+        if isinstance(req, EndOfStream):
+            self._finish(CLOSE_NORMAL, "")
+            return
+        self._admit(req)
         stats = self.server.stats
-        while True:
-            if prefetch and self.in_flight >= prefetch:
-                # As a Jina gateway's prefetch: stop reading, so that TCP pushes back on the client.
-                room.clear()
-                await room.wait()
-            try:
-                message = await ws.recv()
-            except ConnectionClosed:
-                return 0, ""
-            if ws.protocol.state is not State.OPEN:
-                # The client closed or dropped the connection: websockets still hands out what it had read
-                # ahead (up to a whole TCP read of requests), but no answer can reach the client any more.
-                return 0, ""
-            try:
-                if is_bytes != isinstance(message, bytes):
-                    raise WrongFrameType(
-                        f"{'text' if is_bytes else 'binary'} frame on a {self.mode} connection; "
-                        f"send {'binary' if is_bytes else 'text'} frames"
-                    )
-                size = len(message)
-                if limit and size > limit // 4 and not is_bytes:
-                    # The limit is in bytes and a text message arrives decoded: up to 4 bytes a character.
-                    size = len(message.encode())  # type: ignore[union-attr]
-                if limit and size > limit:
-                    raise FrameTooLarge(f"message of {size} bytes exceeds the limit of {limit}")
-                observer.bytes_in(size)
-                req = decode(message)
-            except WireError as err:
-                log.info("closing %s connection: %s", self.mode, err.reason)
-                return err.close_code, err.reason
-            if isinstance(req, EndOfStream):
-                return CLOSE_NORMAL, ""
-            self._admit(req)
-            stats.requests_total += 1
-            stats.in_flight += 1
-            self.in_flight += 1
-            self._idle.clear()
-            observer.request_started(req.exec_endpoint or "/")
-            if chain.is_async:
-                task = asyncio.create_task(self._answer_async(req))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                chain.run_sync(req)
-                await self._send(req)
+        stats.requests_total += 1
+        stats.in_flight += 1
+        self.in_flight += 1
+        self.server.observer.request_started(req.exec_endpoint or "/")
+        if self.chain.is_async:
+            task = asyncio.create_task(self._answer_async(req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.chain.run_sync(req)
+            self._respond(req)
+
+    def on_writable(self) -> None:
+        backlog = self._backlog
+        while backlog and not self.session.writing_paused:
+            self._send(backlog.popleft())
+        self._after_answer()
+
+    def on_closed(self, code_received: int | None) -> None:
+        # The requests still running go on to their end, as on a Jina gateway; their answers are dropped.
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._backlog.clear()
+        self.server._connection_done(self, code_received)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # ---- requests ------------------------------------------------------------------------------
 
     def _admit(self, req: DataRequest) -> None:
         ids = self._ids
@@ -450,48 +454,76 @@ class _Connection:
             # A json client cannot choose the id: the gateway makes one, as Jina does.
             req.request_id = ids.next()
         # Route entries a client sent are dropped, as a Jina gateway drops the ones it did not write.
-        req.routes = []
-        req.routes.append(Route(self.config.name, now_ns()))
+        req.routes = [Route(self.config.name, now_ns())]
         if req.exec_endpoint is None:
             req.exec_endpoint = "/"
         if req.parameters is None:
             # A Jina gateway always answers with `parameters`, empty if none were sent (`12 00` in bytes).
             req.parameters = {}
-        for doc in req.docs or ():
-            if doc.id is None:
-                doc.id = ids.next()
+        # In Documents, or in the protobuf documents of a bytes request (left unconverted, see proto_codec).
+        req.fill_doc_ids(ids.next)
 
     async def _answer_async(self, req: DataRequest) -> None:
         await self.chain.run(req)
-        # One answer at a time is encoded and written: a client that does not read then holds at most one
-        # encoded frame beyond websockets' write buffer, not one per request in flight (a slow reader with
-        # 1000 answers of 256 KiB in flight measured +770 MB before this).
-        async with self._send_lock:
-            await self._send(req)
+        self._respond(req)
 
-    async def _send(self, req: DataRequest) -> None:
+    def _respond(self, req: DataRequest) -> None:
+        if self.session.writing_paused or self._backlog:
+            self._backlog.append(req)  # encoded when the client reads again, in order of completion
+            return
+        self._send(req)
+        self._after_answer()
+
+    def _send(self, req: DataRequest) -> None:
         gateway = req.routes[0]
         req.target_executor = ""
         if self.is_bytes and req.docs:
             _mark_numpy(req)
         gateway.end_ns = now_ns()
-        try:
+        if self.session.is_open:
             payload = self.codec.encode_response(req)
-            await self.ws.send(payload, text=not self.is_bytes)
+            self.session.send(payload, text=not self.is_bytes)
             self.server.observer.bytes_out(len(payload))
-        except ConnectionClosed:
-            pass  # the client left; the request still ran, as on a Jina gateway
-        finally:
-            stats = self.server.stats
-            stats.in_flight -= 1
-            if req.is_error:
-                stats.requests_failed += 1
-            self.server.observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
-            self.in_flight -= 1
+        stats = self.server.stats
+        stats.in_flight -= 1
+        if req.is_error:
+            stats.requests_failed += 1
+        self.server.observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
+        self.in_flight -= 1
+
+    def _after_answer(self) -> None:
+        if self._closing is not None:
             if self.in_flight == 0:
-                self._idle.set()
-            if not self._room.is_set() and self.in_flight < self.prefetch:
-                self._room.set()
+                self._close_now()
+        elif self.has_room():
+            self.session.room_available()
+
+    # ---- closing -------------------------------------------------------------------------------
+
+    def _finish(self, code: int, reason: str) -> None:
+        """Stop reading; close with `code` once everything in flight is answered."""
+        if self._closing is None:
+            self._closing = (code, reason)
+        if self.in_flight == 0:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        assert self._closing is not None
+        self.session.close(*self._closing)
+
+    def begin_shutdown(self) -> None:
+        """Graceful stop: read nothing more, answer what is in flight (bounded), then close 1001."""
+        self._closing = (CLOSE_GOING_AWAY, "the relay is shutting down")
+        if self.in_flight == 0:
+            self._close_now()
+        else:
+            self._drain_timer = asyncio.get_running_loop().call_later(self.config.drain_timeout_s, self._give_up)
+
+    def _give_up(self) -> None:
+        log.warning("gave up waiting for %d requests in flight", self.in_flight)
+        self._close_now()
 
 
 def install_uvloop() -> bool:

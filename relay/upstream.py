@@ -10,6 +10,13 @@ A Jina gateway strips route entries it did not write, so the relay rebuilds them
 `gateway` entry first, then the upstream's entries, with the upstream gateway's own entry renamed
 `upstream`. A load test through the relay thus sees every hop and the relay's own cost.
 
+Documents: in bytes mode the pool speaks the upstream's docarray generation (`--upstream-docarray`):
+docarray < 0.30 `DocumentProto`s (v1, the default) or docarray >= 0.30 `DocProto` maps (v2,
+relay.wire.proto_v2_codec). Clients are unaffected: they keep speaking v1 bytes or json to the relay.
+When a bytes client's request goes to a v1 bytes (or gRPC) upstream, its documents are never converted to
+`Document`s: they travel in protobuf form both ways (relay.wire.proto_codec's fast path), and the answer
+goes back to the client from the upstream's own message. Anything else converts them where needed.
+
 Backpressure: each upstream session carries at most `max_inflight` requests; when every session is full,
 forwarding waits, the client connections' prefetch windows fill, and the relay stops reading clients.
 Failure: when an upstream session drops (the Flow died, closed 1011, timed out), every request in flight on
@@ -34,6 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from relay.wire import json_codec, proto_codec
+from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status
 from relay.wire.proto import jina_pb2
@@ -53,6 +61,7 @@ class UpstreamError(Exception):
 class UpstreamConfig:
     url: str
     subprotocol: str = "bytes"
+    docarray: str = "v1"  # the upstream's document generation in bytes mode: v1 (< 0.30) or v2 (>= 0.30)
     connections: int = 2
     max_inflight: int = 1000
     connect_timeout_s: float = 5.0
@@ -121,7 +130,7 @@ class _Link:
         assert ws is not None
         fut: asyncio.Future[DataRequest] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
-        frame = proto_codec.encode_request(req) if self.is_bytes else json_codec.encode_request(req)
+        frame = self.pool.codec.encode_request(req)
         self.stats.forwarded += 1
         # On a closed link the reader fails everything in flight, this one included.
         with contextlib.suppress(ConnectionClosed):
@@ -129,7 +138,7 @@ class _Link:
         return fut
 
     async def _read_loop(self, ws: ClientConnection) -> None:
-        decode = proto_codec.decode_response if self.is_bytes else json_codec.decode_response
+        decode = self.pool.decode_answer
         exc: BaseException | None = None
         try:
             async for message in ws:
@@ -199,6 +208,10 @@ class UpstreamPool:
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
+        # The codec of every link: json, or bytes with the upstream's docarray generation.
+        self.codec = json_codec if cfg.subprotocol == "json" else bytes_codec(cfg.docarray)
+        # Answers read with their documents left in protobuf form where the codec can (see UpstreamBackend.run).
+        self.decode_answer = proto_codec.decode_lazy if self.codec is proto_codec else self.codec.decode_response
         self.links = [_Link(self, i) for i in range(max(1, cfg.connections))]
         self._room = asyncio.Event()
         self._prefix = os.urandom(6).hex()
@@ -240,6 +253,7 @@ class UpstreamPool:
         return {
             "url": self.cfg.url,
             "subprotocol": self.cfg.subprotocol,
+            "docarray": self.cfg.docarray,
             "healthy": self.healthy,
             "connected_links": self.connected_links,
             "links": len(self.links),
@@ -292,13 +306,23 @@ class UpstreamPool:
         params = dict(req.parameters) if req.parameters else {}
         if not link.is_bytes:
             params[CORRELATION_KEY] = rid
+        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf, in a
+        # message of the copy's own (the encoder writes the envelope into it); otherwise they are converted.
+        raw = proto_codec.copy_for_forwarding(req) if self.codec is proto_codec else None
+        docs = req.docs
+        if raw is None and req.raw is not None:
+            try:
+                docs = req.load_docs()
+            except WireError as exc:
+                raise UpstreamError(f"cannot forward the documents to {self.cfg.url}: {exc.reason}") from None
         out = DataRequest(
             request_id=rid,
             exec_endpoint=req.exec_endpoint,
             target_executor=req.target_executor,
             parameters=params if (params or req.parameters is not None) else None,
-            docs=req.docs,
+            docs=docs,
             docs_bytes=req.docs_bytes,
+            raw=raw,
         )
         fut = await link.send(rid, out)
         try:
@@ -364,7 +388,8 @@ class UpstreamBackend:
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def describe(self) -> str:
-        text = f"upstream {self.primary.cfg.url} ({self.primary.cfg.subprotocol}, {len(self.primary.links)} links)"
+        cfg = self.primary.cfg
+        text = f"upstream {cfg.url} ({cfg.subprotocol}, docarray {cfg.docarray}, {len(self.primary.links)} links)"
         if self.mirror is not None:
             text += f", mirrored to {self.mirror.cfg.url}"
         return text
@@ -393,6 +418,8 @@ class UpstreamBackend:
 
     async def run(self, req: DataRequest) -> None:
         """Forward `req`, then fill it in with the upstream's answer (docs, status, parameters, routes)."""
+        # Documents in protobuf form come from a bytes client, which can be answered in that form too.
+        answer_in_proto = req.raw is not None
         if self.mirror is not None:
             # Built now, before the answer replaces req.docs: the shadow gets what the client sent.
             shadow = DataRequest(
@@ -400,6 +427,7 @@ class UpstreamBackend:
                 target_executor=req.target_executor,
                 parameters=dict(req.parameters) if req.parameters else None,
                 docs=req.docs,
+                raw=req.raw,
             )
             task = asyncio.create_task(self._shadow(shadow))
             self._shadow_tasks.add(task)
@@ -409,8 +437,17 @@ class UpstreamBackend:
         except UpstreamError as exc:
             req.status = _error_status(str(exc), "UpstreamError")
             return
+        if resp.raw is not None and not answer_in_proto:
+            try:
+                resp.load_docs()
+            except WireError as exc:
+                req.status = _error_status(f"upstream {self.primary.cfg.url} answered: {exc.reason}", "UpstreamError")
+                return
         req.docs = resp.docs
         req.docs_bytes = resp.docs_bytes
+        # The answer's message, if its documents are still in it; the parameters dict read from it with it.
+        req.raw = resp.raw
+        req.raw_parameters = resp.raw_parameters
         req.status = resp.status
         if resp.parameters is not None:
             req.parameters = resp.parameters

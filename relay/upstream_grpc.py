@@ -91,7 +91,7 @@ class _GrpcLink:
         self.stats.forwarded += 1
         assert self._outbox is not None
         # On a stream that has just ended the reader fails everything in flight, this one included.
-        self._outbox.put_nowait(proto_codec.encode_request(req))
+        self._outbox.put_nowait(self.pool.codec.encode_request(req))
         return fut
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
@@ -105,7 +105,7 @@ class _GrpcLink:
                         reason = f"grpc {code.name}: {await call.details()}"
                     break
                 try:
-                    resp = proto_codec.decode_response(message)  # type: ignore[arg-type]
+                    resp = self.pool.decode_answer(message)  # type: ignore[arg-type]
                 except WireError as err:
                     log.warning("upstream link %d: unreadable answer: %s", self.index, err)
                     continue

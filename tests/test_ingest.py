@@ -183,13 +183,18 @@ def test_compressed_inputs_read_like_plain(tmp_path: Path, compress: str) -> Non
     assert got == expected
 
 
-def test_truncated_gzip_is_a_read_error(tmp_path: Path) -> None:
+def test_truncated_or_corrupt_gzip_is_a_read_error(tmp_path: Path) -> None:
     from loadtest.ingest.readers import InputReadError
 
     data = gzip.compress(b"".join(orjson.dumps({"text": f"t{i}"}) + b"\n" for i in range(2000)))
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputReadError, match=r"cut\.jsonl\.gz"):
+        read_all(path)
+    corrupt = bytearray(data)
+    corrupt[200:260] = bytes(b ^ 0xFF for b in corrupt[200:260])
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(InputReadError, match="reading stopped"):
         read_all(path)
 
 

@@ -280,3 +280,19 @@ def test_dead_letters_written_after_the_last_checkpoint_are_adopted(recorder: tu
     assert summary["documents"]["sent"] == 70
     assert recorded(db) == {f"d{i}": 1 for i in range(30, 100)}, "neither settled stretch is sent again"
     assert dead.read_bytes() == b"".join(lines), "no duplicate, no partial line"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 200), unique=True, max_size=120), st.randoms(use_true_random=False))
+def test_settling_batches_of_positions(positions: list[int], rnd: random.Random) -> None:
+    settled = Settled()
+    rest = list(positions)
+    while rest:
+        k = rnd.randint(1, 12)
+        chunk, rest = rest[:k], rest[k:]
+        if rnd.random() < 0.5:
+            settled.mark_positions(sorted(chunk), ascending=True)  # how a batch is acknowledged
+        else:
+            settled.mark_positions(iter(chunk))  # any order (dead letters, adopted records)
+    assert [p for p in range(220) if settled.is_settled(p)] == sorted(positions)
+    assert settled.count() == len(positions)

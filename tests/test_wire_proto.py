@@ -129,7 +129,10 @@ def test_spec_minimal_vector_decodes() -> None:
     req = proto_codec.decode_request(SPEC_VECTOR)
     assert isinstance(req, DataRequest)
     assert (req.request_id, req.exec_endpoint, req.target_executor, req.parameters) == ("rid-1", "/", None, None)
-    assert req.docs == [Document(id="rid-1-doc0", text="hello")]
+    # A request's documents stay protobuf until asked for (tests/test_wire_lazy.py has the rest).
+    assert req.docs is None and [d.text for d in req.docs_proto] == ["hello"]
+    assert req.load_docs() == [Document(id="rid-1-doc0", text="hello")]
+    assert req.docs == [Document(id="rid-1-doc0", text="hello")] and req.raw is None
     assert req.routes == [] and req.status is None and req.docs_bytes is None
 
 
@@ -221,6 +224,7 @@ def test_header_strings_are_proto3_optional_and_content_is_a_oneof() -> None:
 def _decode(frame: Frame) -> DataRequest:
     req = proto_codec.decode_request(frame.raw) if frame.sent_by_client else proto_codec.decode_response(frame.raw)
     assert isinstance(req, DataRequest)
+    req.load_docs()  # decode_request leaves them protobuf (tests/test_wire_lazy.py checks that form)
     return req
 
 

@@ -3,6 +3,8 @@
 Load tests send synthetic traffic; ingestion sends real data and must never lose a Document. The rooms:
 
 * `readers`: inputs (JSON Lines, CSV/TSV, a folder, stdin; gzip/zstd) -> numbered Records, streamed;
+* `prepare`: Records -> batches encoded once, with a slot for the request id;
+* `sources`: where the batches are prepared: inline, or in a forked reading process ahead of the sender;
 * `progress`: which input positions are settled (a watermark and the ranges above it);
 * `checkpoint`: that record on disk, written atomically and durably by a thread, and the input's identity;
 * `deadletter`: the JSON Lines file of Documents set aside, with their reasons;

@@ -1,22 +1,24 @@
-"""Delivery: records -> batches -> persistent sessions -> acknowledged, retried, or dead-lettered.
+"""Delivery: prepared batches -> persistent sessions -> acknowledged, retried, or dead-lettered.
 
-Batches of `batch` Documents go out over `connections` persistent sessions (loadtest.session: answers
-matched by request id, reconnect with backoff), at most `max_inflight` requests per connection. A batch
-holds its slot in the window (connections x max_inflight) from the moment it is read until the ledger
-says its settlement is durable, so in-flight batches, batches waiting for a retry and batches answered but
-not yet checkpointed together never exceed the window: that bounds both memory and what a crash can
-make us send twice. Optional pacing in Documents per second (retries count).
+Batches (encoded by `prepare`, taken from a `sources` source) go out over `connections` persistent
+sessions (loadtest.session: answers matched by request id, reconnect with backoff), at most
+`max_inflight` requests per connection. A batch holds its slot in the window (connections x
+max_inflight) from the moment it is taken until the ledger says its settlement is durable, so in-flight
+batches, batches waiting for a retry and batches answered but not yet checkpointed together never
+exceed the window: that bounds both memory and what a crash can make us send twice. Optional pacing in
+Documents per second (retries count).
 
 A batch is acknowledged only by an answer without an error status. An error status, a dropped connection
-or no answer within `timeout_s` fails the attempt; it is sent again (a fresh request id, the same
-Documents and ids) after a backoff, up to `retries` times, then its Documents go to the dead-letter file
-and the run goes on. Attempts are spent only by sending: while no connection is up nothing is sent, and a
-run that stays offline past `offline_limit_s` stops (resumably). A malformed record goes to the
-dead-letter file without being sent, or, with `strict` (or no dead-letter file), stops the run at once.
+or no answer within `timeout_s` fails the attempt; it is sent again (a fresh request id stamped into the
+same frame: the same Documents and ids) after a backoff, up to `retries` times, then its Documents go to
+the dead-letter file and the run goes on. Attempts are spent only by sending: while no connection is up
+nothing is sent, and a run that stays offline past `offline_limit_s` stops (resumably). A malformed
+record goes to the dead-letter file without being sent, or, with `strict` (or no dead-letter file),
+stops the run at once.
 
 Stopping (interrupt, strict, nowhere to put a failed batch, offline, input error, checkpoint failure):
 nothing new is sent, answers in flight are awaited for a bounded grace, and what was not settled is left
-for the next run. Imports loadtest.session/payloads, relay.wire and the ingest rooms.
+for the next run. Imports loadtest.session/payloads, relay.units and the ingest rooms.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import heapq
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -46,7 +49,7 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 10.0
 MAX_REASONS = 20  # distinct failure reasons kept by name; the rest are counted as "other"
 REASON_CHARS = 300
-SENDS_PER_YIELD = 16  # let answers in between sends when the window refills in a burst
+SENDS_PER_YIELD = int(__import__("os").environ.get("SPY", "16"))
 
 
 @dataclass
@@ -123,6 +126,23 @@ def status_reason(status: Status) -> str:
     else:
         reason = status.description or f"error status {status.code}"
     return reason[:REASON_CHARS]
+
+
+_CORK = getattr(socket, "TCP_CORK", None)  # Linux
+
+
+def _cork(session: Session, on: bool) -> None:
+    ws = session.ws
+    sock = ws.transport.get_extra_info("socket") if ws is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
+
+
+def _uncork(corked: list[Session]) -> None:
+    for session in corked:
+        _cork(session, False)
+    corked.clear()
 
 
 class Delivery:
@@ -228,38 +248,50 @@ class Delivery:
     async def _dispatch(self) -> None:
         window = self.cfg.window
         sends = 0
-        while self.stop_kind is None:
-            if self.eof and self.outstanding == 0:
-                return
-            session = self._pick_session()
-            batch: Batch | None = None
-            if session is not None:
-                batch = self._due_retry()
-                if batch is None and not self.eof and self.outstanding < window:
-                    batch = self._next_batch()
-            if batch is not None and self.stop_kind is None:
-                if self.cfg.rate:
-                    await self._pace(batch.item.size)
-                    if self.stop_kind is not None:
-                        return
-                if not session.connected:  # dropped while we were pacing: try another
-                    session = self._pick_session()
-                if session is None:
-                    self._schedule_retry(batch, 0.0)
+        # While a burst of batches goes out, the sockets are corked: the frames leave in full segments and
+        # the Flow is woken once per burst, not once per frame (less CPU on both sides). Not when paced.
+        cork = _CORK is not None and not self.cfg.rate
+        corked: list[Session] = []
+        try:
+            while self.stop_kind is None:
+                if self.eof and self.outstanding == 0:
+                    return
+                session = self._pick_session()
+                batch: Batch | None = None
+                if session is not None:
+                    batch = self._due_retry()
+                    if batch is None and not self.eof and self.outstanding < window:
+                        batch = self._next_batch()
+                if batch is not None and self.stop_kind is None:
+                    if self.cfg.rate:
+                        await self._pace(batch.item.size)
+                        if self.stop_kind is not None:
+                            return
+                    if not session.connected:  # dropped while we were pacing: try another
+                        session = self._pick_session()
+                    if session is None:
+                        self._schedule_retry(batch, 0.0)
+                        continue
+                    if cork and session not in corked:
+                        _cork(session, True)
+                        corked.append(session)
+                    await self._send(session, batch)
+                    sends += 1
+                    if sends >= SENDS_PER_YIELD:
+                        sends = 0
+                        _uncork(corked)
+                        await asyncio.sleep(0)
                     continue
-                await self._send(session, batch)
-                sends += 1
-                if sends >= SENDS_PER_YIELD:
-                    sends = 0
-                    await asyncio.sleep(0)
-                continue
-            sends = 0
-            self._wake.clear()
-            timeout = TICK_S
-            if self._retry_heap:
-                timeout = min(timeout, max(0.0, self._retry_heap[0][0] - self.clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                sends = 0
+                _uncork(corked)
+                self._wake.clear()
+                timeout = TICK_S
+                if self._retry_heap:
+                    timeout = min(timeout, max(0.0, self._retry_heap[0][0] - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            _uncork(corked)
 
     async def _drain(self) -> None:
         """After a stop: wait (bounded) for the answers in flight; failures are no longer retried."""

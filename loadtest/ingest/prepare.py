@@ -15,8 +15,8 @@ they were sent. Imports relay.wire, loadtest.payloads and the readers.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +78,12 @@ class Failed:
 Item = Prepared | Malformed | End | Failed
 
 
+_rng = random.Random()
+
+
 def _placeholder() -> str:
-    return secrets.token_hex(ID_WIDTH // 2)[:ID_WIDTH]
+    # Not secret, only unlikely: a Document holding it is caught by the check below, and another is drawn.
+    return f"{_rng.getrandbits(4 * ID_WIDTH):0{ID_WIDTH}x}"
 
 
 def encode_batch(docs: list[Document], shape: RequestShape) -> tuple[bytes, bytes]:
@@ -112,37 +116,28 @@ def prepare_items(inp: Input, records: Iterator[Record], batch: int, shape: Requ
     """The items of the run, in input order: batches of `batch` Documents, malformed records as they come."""
     is_folder = inp.format == "folder"
     while True:
-        docs: list[Document] = []
-        positions: list[int] = []
-        lines: list[int | None] = []
-        sources: list[str] | None = [] if is_folder else None
+        chunk: list[Record] = []
         try:
             for rec in records:
                 if rec.doc is None:
                     yield Malformed(rec, inp.count, inp.bytes_read())
                     continue
-                docs.append(rec.doc)
-                positions.append(rec.position)
-                lines.append(rec.line)
-                if sources is not None:
-                    sources.append(rec.source)
-                if len(docs) >= batch:
+                chunk.append(rec)
+                if len(chunk) >= batch:
                     break
             else:
-                if docs:
-                    yield _prepared(docs, positions, lines, sources, shape, inp)
+                if chunk:
+                    yield _prepared(chunk, is_folder, shape, inp)
                 yield End(inp.count, inp.bytes_read())
                 return
         except InputReadError as exc:
             yield Failed(str(exc), inp.count, inp.bytes_read())
             return
-        yield _prepared(docs, positions, lines, sources, shape, inp)
+        yield _prepared(chunk, is_folder, shape, inp)
 
 
-def _prepared(docs: list[Document], positions: list[int], lines: list[int | None], sources: list[str] | None,
-              shape: RequestShape, inp: Input) -> Prepared:
-    prefix, suffix = encode_batch(docs, shape)
-    return Prepared(positions, lines, prefix, suffix, sources, inp.count, inp.bytes_read())
+def _prepared(chunk: list[Record], is_folder: bool, shape: RequestShape, inp: Input) -> Prepared:
+    prefix, suffix = encode_batch([r.doc for r in chunk], shape)  # type: ignore[misc]
+    return Prepared([r.position for r in chunk], [r.line for r in chunk], prefix, suffix,
+                    [r.source for r in chunk] if is_folder else None, inp.count, inp.bytes_read())
 
-
-SkipFn = Callable[[int], bool]

@@ -26,6 +26,7 @@ import io
 import mimetypes
 import os
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,7 @@ class _CountingRaw(io.RawIOBase):
 
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (OSError, EOFError)
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)  # zlib: a corrupt gzip body
     zstd = sys.modules.get("zstandard")
     if zstd is not None:
         errors += (zstd.ZstdError,)

@@ -2,15 +2,23 @@
 
 One `DataRequest` class serves both directions: a response is the request after the Flow has
 processed it (same id and endpoint, routes and status filled in), exactly as a Jina gateway
-answers with the `DataRequestProto` it was sent. Timestamps are integer nanoseconds since the Unix
-epoch (UTC), the resolution of `google.protobuf.Timestamp`; `format_timestamp` and
-`parse_timestamp` convert to and from the RFC 3339 text of the json subprotocol.
+answers with the `DataRequestProto` it was sent.
+
+A request read from a bytes frame by `proto_codec.decode_request` may keep its documents in the
+protobuf message it arrived in (`raw`) until something needs them as `Document`s: `load_docs()`
+converts them, `docs_proto` hands out the protobuf documents while they are still there. Executors
+that never look at the documents (echo, sleep, fail) thus cost no conversion either way.
+
+Timestamps are integer nanoseconds since the Unix epoch (UTC), the resolution of
+`google.protobuf.Timestamp`; `format_timestamp` and `parse_timestamp` convert to and from the
+RFC 3339 text of the json subprotocol.
 """
 
 from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +67,15 @@ class DataRequest:
 
     `docs` None means `"data": null` (no documents); `parameters` None means none were given.
     `docs_bytes` carries `DataContentProto.docs_bytes` through untouched (opaque docarray bytes).
+
+    Documents still in protobuf form: while `raw` is set (and `docs` is None), the documents are the
+    `data.docs` of that `jina.DataRequestProto` and nowhere else; `load_docs()` moves them into `docs`
+    (and drops `raw`), `docs_proto` is the protobuf list while they are there. Code that reads or
+    changes `docs` of a request that came from `proto_codec.decode_request` calls `load_docs()` first.
+    `raw_parameters` is the dict that `parameters` was read into from `raw`: as long as `parameters` is
+    that very object, the encoder writes the message's own `parameters` back. So parameters are changed
+    by assigning a new dict, never in place (Executors get copies, see relay.executors.params_for).
+    Neither field is part of the request's value: both are left out of `==` and `repr`.
     """
 
     request_id: str = ""
@@ -69,10 +86,48 @@ class DataRequest:
     routes: list[Route] = field(default_factory=list)
     status: Status | None = None
     docs_bytes: bytes | None = None
+    raw: Any = field(default=None, compare=False, repr=False)
+    raw_parameters: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_error(self) -> bool:
         return self.status is not None and self.status.is_error
+
+    @property
+    def docs_proto(self) -> Any:
+        """The documents as the protobuf list they arrived in (`DocumentProto`s, changeable in place),
+        or None when they are not (or no longer) in protobuf form."""
+        raw = self.raw
+        if raw is None or self.docs is not None:
+            return None
+        return raw.data.docs.docs
+
+    def load_docs(self) -> list[Document] | None:
+        """`docs`, converted from the protobuf form first if they are still in it. Raises BadRequest
+        for what the Document model cannot hold (a sparse array)."""
+        raw = self.raw
+        if raw is not None:
+            if self.docs is None:
+                self.docs = [Document.from_proto(d) for d in raw.data.docs.docs]
+            # From here on the Documents are the documents: the message's copy is stale.
+            self.raw = None
+            self.raw_parameters = None
+        return self.docs
+
+    def fill_doc_ids(self, new_id: Callable[[], str]) -> None:
+        """Give each top-level document without an id one, in whichever form the documents are."""
+        docs = self.docs
+        if docs is not None:
+            for doc in docs:
+                if doc.id is None:
+                    doc.id = new_id()
+            return
+        raw = self.raw
+        if raw is not None:
+            # An id absent from a DocumentProto reads as "", which from_proto leaves as None.
+            for d in raw.data.docs.docs:
+                if not d.id:
+                    d.id = new_id()
 
 
 class EndOfStream:

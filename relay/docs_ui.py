@@ -1,0 +1,142 @@
+"""Interactive API docs without the network: Swagger UI at `/docs`, Redoc at `/redoc`, assets from a package.
+
+A Jina (FastAPI) gateway's `/docs` and `/redoc` pages load Swagger UI and Redoc from a CDN, which a relay on an
+offline machine cannot reach. These pages have the same look and content, but every script, style sheet and
+icon comes from `/docs-assets/...`, served from the files of the `drf-spectacular-sidecar` package (a
+self-contained distribution of `swagger-ui-dist` and Redoc, released with each of their versions; its
+`__init__` imports Django, so it is located, never imported). Only the files listed in `ASSETS` are served.
+
+Pages send a Content-Security-Policy that allows nothing but this origin (plus inline styles and `data:`/`blob:`
+URLs, which both UIs use), so a page cannot fetch anything from elsewhere even by mistake.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+ASSETS_PACKAGE = "drf_spectacular_sidecar"
+ASSET_PREFIX = "/docs-assets/"
+
+_JS = "application/javascript; charset=utf-8"
+_CSS = "text/css; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
+
+# URL under /docs-assets/ -> (file under the package's static/drf_spectacular_sidecar/, content type)
+ASSETS: dict[str, tuple[str, str]] = {
+    "swagger-ui/swagger-ui-bundle.js": ("swagger-ui-dist/swagger-ui-bundle.js", _JS),
+    "swagger-ui/swagger-ui-bundle.js.map": ("swagger-ui-dist/swagger-ui-bundle.js.map", _JSON),
+    "swagger-ui/swagger-ui.css": ("swagger-ui-dist/swagger-ui.css", _CSS),
+    "swagger-ui/swagger-ui.css.map": ("swagger-ui-dist/swagger-ui.css.map", _JSON),
+    "swagger-ui/favicon-32x32.png": ("swagger-ui-dist/favicon-32x32.png", "image/png"),
+    "swagger-ui/LICENSE": ("swagger-ui-dist/LICENSE", _TEXT),
+    "redoc/redoc.standalone.js": ("redoc/bundles/redoc.standalone.js", _JS),
+    "redoc/redoc.standalone.js.map": ("redoc/bundles/redoc.standalone.js.map", _JSON),
+    "redoc/LICENSE": ("redoc/LICENSE", _TEXT),
+}
+
+# Swagger UI's start-up, a file of its own so that the page needs no inline script. The spec URL is relative
+# to the page, so the docs also work behind a reverse proxy that adds a path prefix.
+SWAGGER_INIT_JS = b"""\
+window.ui = SwaggerUIBundle({
+  url: new URL("openapi.json", document.baseURI).href,
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis],
+});
+"""
+GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"swagger-ui/init.js": (SWAGGER_INIT_JS, _JS)}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
+    "frame-ancestors 'self'"
+)
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def static_root() -> Path | None:
+    """The package's static folder, found without importing the package (its __init__ imports Django)."""
+    spec = importlib.util.find_spec(ASSETS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "static" / ASSETS_PACKAGE
+    return root if root.is_dir() else None
+
+
+@functools.cache
+def asset(name: str) -> Asset | None:
+    """The asset served at ASSET_PREFIX + name, or None if there is no such asset (or it is not installed)."""
+    generated = GENERATED_ASSETS.get(name)
+    if generated is not None:
+        body, content_type = generated
+    else:
+        entry = ASSETS.get(name)
+        root = static_root()
+        if entry is None or root is None:
+            return None
+        try:
+            body = (root / entry[0]).read_bytes()
+        except OSError:
+            return None
+        content_type = entry[1]
+    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+def assets_installed() -> bool:
+    return static_root() is not None
+
+
+def swagger_ui_page(title: str) -> bytes:
+    t = html.escape(title)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t} - Swagger UI</title>
+<link rel="stylesheet" type="text/css" href="docs-assets/swagger-ui/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs-assets/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="docs-assets/swagger-ui/init.js"></script>
+</body>
+</html>
+""".encode()
+
+
+def redoc_page(title: str) -> bytes:
+    t = html.escape(title)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t} - ReDoc</title>
+<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
+<style>body {{ margin: 0; padding: 0; }}</style>
+</head>
+<body>
+<noscript>ReDoc requires Javascript to function. Please enable it to browse the documentation.</noscript>
+<redoc spec-url="openapi.json"></redoc>
+<script src="docs-assets/redoc/redoc.standalone.js"></script>
+</body>
+</html>
+""".encode()

@@ -1,0 +1,38 @@
+"""Plain HTTP requests and responses as the relay's listener hands them to handlers (no I/O here).
+
+The listener parses HTTP/1.1 with h11 and answers WebSocket upgrades itself; every other request becomes an
+`HttpRequest`, and a handler returns an `HttpResponse`. Header names are lower-case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str  # without the query string
+    query: str  # the raw query string, without '?'
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @classmethod
+    def json(cls, status: int, body: object, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+        return cls(status, [("content-type", "application/json"), *(headers or [])], orjson.dumps(body))

@@ -1,0 +1,221 @@
+"""The HTTP door's OpenAPI document (`GET /openapi.json`, relay/openapi.py), checked three ways.
+
+* It is a valid OpenAPI 3.1 document (openapi-spec-validator), with every route of JINA-WIRE.md §8.1 and the
+  listener's own GET routes, and it covers what the captured schema of a real Jina 3.34 HTTP gateway has: the same
+  paths and methods, the same properties in the request, response, header, route and document models.
+* It is generated from the same models that validate requests: the JSON Schema of a model is the model's, and its
+  examples pass both the schema and the door.
+* schemathesis drives the live relay (over a real socket) for every operation in the document, with up to 25
+  generated examples per operation and per phase, against relays whose Executors succeed, fail half the time,
+  and whose upstream is unreachable (the 503 path). No answer may be a server error other than the documented
+  503, and every answer must conform to the schema (status code, content type, headers, body). Schema-valid
+  requests must be accepted (positive data acceptance), and on the door's routes other methods must answer 405.
+  Left out: negative data rejection, because, like a Jina gateway (pydantic v1) and the WebSocket door, the door
+  takes a number where a string is expected (`"targetExecutor": 0`), which the schema does not advertise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+import requests
+import schemathesis
+from http_door_harness import HttpRelay, serve_http
+from hypothesis import HealthCheck, settings
+from jina_peer import free_port, shared_dir
+from openapi_spec_validator import validate as validate_openapi
+from schemathesis.checks import negative_data_rejection, unsupported_method
+
+from relay import openapi
+
+FLOW = ("-e", "upper", "-e", "sleeper=sleep:1ms")
+MAX_EXAMPLES = 25
+DOOR_PATHS = {op.path for op in openapi.DATA_OPERATIONS}
+EXPECTED_OPERATIONS = {
+    ("/post", "post"),
+    ("/index", "post"),
+    ("/search", "post"),
+    ("/update", "put"),
+    ("/delete", "delete"),
+    ("/", "get"),
+    ("/status", "get"),
+    ("/dry_run", "get"),
+    ("/metrics", "get"),
+}
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # never through a proxy: everything is on 127.0.0.1
+    return session
+
+
+def _get_json(relay: HttpRelay, path: str, **kwargs: Any) -> Any:
+    with _session() as session:
+        resp = session.get(relay.http_url + path, timeout=20, **kwargs)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[HttpRelay]:
+    with serve_http(*FLOW) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def document(relay: HttpRelay) -> dict[str, Any]:
+    return _get_json(relay, "/openapi.json")
+
+
+def _jina_schema() -> dict[str, Any]:
+    path = shared_dir() / "protocol" / "captures" / "a_legacy_http" / "get__openapi.json.body"
+    if not path.is_file():
+        reason = f"the captured Jina OpenAPI document is not at {path}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return orjson.loads(path.read_bytes())
+
+
+# ---- the document ---------------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate_openapi(document)  # raises on any error; picks the 3.1 validator from "openapi"
+    assert document["openapi"] == "3.1.0"
+    operations = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert operations == EXPECTED_OPERATIONS
+    for path in DOOR_PATHS:
+        (op,) = document["paths"][path].values()
+        assert op["requestBody"]["required"] is True
+        assert set(op["responses"]) == {"200", "413", "422", "503"}
+        assert "example" in op["requestBody"]["content"]["application/json"]
+    assert len({op["operationId"] for item in document["paths"].values() for op in item.values()}) == len(operations)
+
+
+def test_document_with_auth_token_is_valid() -> None:
+    with serve_http(*FLOW, "--auth-token", "t0ken") as relay:
+        document = _get_json(relay, "/openapi.json", headers={"Authorization": "Bearer t0ken"})
+    validate_openapi(document)
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert "security" not in document["paths"]["/"]["get"]  # the health check needs no token
+    for path in DOOR_PATHS:
+        (op,) = document["paths"][path].values()
+        assert op["security"] == [{"bearerAuth": []}]
+        assert "401" in op["responses"]
+
+
+def test_covers_the_jina_gateway_schema(document: dict[str, Any]) -> None:
+    jina = _jina_schema()
+    theirs = {(p, m) for p, item in jina["paths"].items() for m in item}
+    ours = {(p, m) for p, item in document["paths"].items() for m in item}
+    assert theirs <= ours
+    for path, method in theirs:
+        assert document["paths"][path][method]["operationId"] == jina["paths"][path][method]["operationId"]
+    ours_s, theirs_s = document["components"]["schemas"], jina["components"]["schemas"]
+    same_properties = {
+        "JinaEndpointRequestModel": "JinaEndpointRequestModel",
+        "JinaRequestModel": "JinaRequestModel",
+        "JinaResponseModel": "JinaResponseModel",
+        "RouteProto": "RouteProto",
+        "StatusProto": "StatusProto",
+        "ExceptionProto": "ExceptionProto",
+        "Document": "PydanticDocument",
+        "NamedScore": "_NamedScore",
+        "HTTPValidationError": "HTTPValidationError",
+        "ValidationError": "ValidationError",
+    }
+    for mine, jinas in same_properties.items():
+        assert list(ours_s[mine]["properties"]) == list(theirs_s[jinas]["properties"]), mine
+    # Jina's HeaderProto also lists `timeout`, which its answers never carry.
+    assert list(ours_s["HeaderProto"]["properties"]) == [
+        k for k in theirs_s["HeaderProto"]["properties"] if k != "timeout"
+    ]
+    assert ours_s["JinaEndpointRequestModel"]["properties"]["execEndpoint"]["default"] == "/"
+
+
+def _resolver(document: dict[str, Any]) -> Any:
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    return Registry().with_resource("urn:openapi", resource)
+
+
+def _validator(document: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"urn:openapi#/components/schemas/{name}"}, registry=_resolver(document)
+    )
+
+
+def test_schemas_come_from_the_models(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for model in openapi.used_models([*openapi.DATA_OPERATIONS, *openapi.LISTENER_OPERATIONS]):
+        assert schemas[model.name] == model.schema()
+    for model in (openapi.JINA_ENDPOINT_REQUEST, openapi.JINA_REQUEST):
+        example = model.example
+        _validator(document, model.name).validate(example)
+        cleaned, errors = openapi.validate(model, example)
+        assert errors == [] and cleaned is not None
+
+
+def test_answers_conform_to_the_response_model(relay: HttpRelay, document: dict[str, Any]) -> None:
+    response = _validator(document, "JinaResponseModel")
+    invalid = _validator(document, "HTTPValidationError")
+    with _session() as session:
+        for body in (
+            {"data": [{"text": "a", "tensor": [[1, 2]], "blob": "aGk=", "scores": {"s": {"value": 1}}}]},
+            {"data": {"docs": [{"chunks": [{"text": "c"}], "matches": [{"id": "m"}]}]}, "targetExecutor": "upper"},
+            {},
+        ):
+            resp = session.post(relay.http_url + "/post", json=body, timeout=20)
+            assert resp.status_code == 200
+            response.validate(resp.json())
+        bad = session.post(
+            relay.http_url + "/post", data=b"{x", headers={"content-type": "application/json"}, timeout=20
+        )
+        assert bad.status_code == 422
+        invalid.validate(bad.json())
+
+
+# ---- schemathesis against the live relay ----------------------------------------------------------
+
+RELAYS = {
+    "executors": FLOW,
+    "failing-executor": ("-e", "upper", "-e", "fail:0.5"),
+    "upstream-down": ("--upstream", "ws://127.0.0.1:{dead}", "--upstream-timeout", "2s"),
+}
+
+
+@pytest.fixture(scope="module", params=list(RELAYS))
+def live_schema(request: pytest.FixtureRequest) -> Iterator[Any]:
+    args = [a.replace("{dead}", str(free_port())) for a in RELAYS[request.param]]
+    with serve_http(*args) as relay:
+        schema = schemathesis.openapi.from_dict(_get_json(relay, "/openapi.json"))
+        schema.config.update(base_url=relay.http_url)
+        yield schema
+
+
+schema = schemathesis.pytest.from_fixture("live_schema")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+def test_schemathesis(case: schemathesis.Case) -> None:
+    excluded = [negative_data_rejection]
+    if case.path not in DOOR_PATHS:
+        # The listener's own GET routes (/, /status, /dry_run, /metrics) answer 404 to other methods.
+        excluded.append(unsupported_method)
+    with _session() as session:
+        case.call_and_validate(session=session, excluded_checks=excluded, timeout=20)
