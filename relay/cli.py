@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from relay.executors import Chain, ExecutorSpecError
+from relay.http_door import HttpDoor
 from relay.metrics import RelayMetrics
 from relay.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -61,6 +62,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--drain-timeout", default="10s", help="on SIGTERM, how long to answer requests in flight (default 10s)"
+    )
+    p.add_argument(
+        "--cors", action="store_true", help="answer CORS preflights and allow any origin on the HTTP door (off)"
     )
     p.add_argument("--compression", action="store_true", help="accept permessage-deflate (off: it costs throughput)")
     p.add_argument(
@@ -183,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | Ups
         max_message_size=parse_size(args.max_message_size),
         drain_timeout_s=parse_duration(args.drain_timeout),
         compression=args.compression,
+        cors=args.cors,
         max_connections=args.max_connections,
         handshake_timeout_s=parse_duration(args.handshake_timeout),
         auth_token=args.auth_token or os.environ.get("FLOWRELAY_AUTH_TOKEN") or None,
@@ -207,6 +212,8 @@ async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend, grpc_port:
     metrics = RelayMetrics()
     server = RelayServer(config, chain, observer=metrics)
     server.extra_http["/metrics"] = metrics.http_handler
+    # POST /post, /index, /search, PUT /update, DELETE /delete, /openapi.json, /docs, /redoc: Jina's HTTP door.
+    server.http_door = HttpDoor(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -80,6 +80,7 @@ class RelayConfig:
     allowed_origins: tuple[str, ...] = ()  # empty: any origin
     certfile: str | None = None
     keyfile: str | None = None
+    cors: bool = False
 
 
 @dataclass

@@ -156,34 +156,32 @@ scores = st.dictionaries(
 
 
 def documents(depth: int = 1) -> st.SearchStrategy[Document]:
-    kids = st.none() if depth == 0 else st.none() | st.lists(documents(depth - 1), min_size=1, max_size=2)
     content = st.one_of(
         st.fixed_dictionaries({}),
         st.fixed_dictionaries({"text": st.text(max_size=12)}),
         st.fixed_dictionaries({"blob": st.binary(max_size=8)}),
         st.fixed_dictionaries({"tensor": ndarrays()}),
     )
-    fields = st.fixed_dictionaries(
-        {},
-        optional={
-            "id": st.text(min_size=1, max_size=10),
-            "parent_id": names.filter(bool),
-            "granularity": st.integers(1, 2**32 - 1),
-            "adjacency": st.integers(1, 2**32 - 1),
-            "mime_type": names.filter(bool),
-            "weight": f32.filter(bool),
-            "uri": names.filter(bool),
-            "tags": structs.filter(bool),
-            "offset": f32.filter(bool),
-            "location": st.lists(f32, min_size=1, max_size=3),
-            "embedding": ndarrays(),
-            "modality": names.filter(bool),
-            "scores": scores.filter(bool),
-            "evaluations": scores.filter(bool),
-            "chunks": kids.filter(bool),
-            "matches": kids.filter(bool),
-        },
-    )
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "id": st.text(min_size=1, max_size=10),
+        "parent_id": names.filter(bool),
+        "granularity": st.integers(1, 2**32 - 1),
+        "adjacency": st.integers(1, 2**32 - 1),
+        "mime_type": names.filter(bool),
+        "weight": f32.filter(bool),
+        "uri": names.filter(bool),
+        "tags": structs.filter(bool),
+        "offset": f32.filter(bool),
+        "location": st.lists(f32, min_size=1, max_size=3),
+        "embedding": ndarrays(),
+        "modality": names.filter(bool),
+        "scores": scores.filter(bool),
+        "evaluations": scores.filter(bool),
+    }
+    if depth > 0:
+        optional["chunks"] = st.lists(documents(depth - 1), min_size=1, max_size=2)
+        optional["matches"] = st.lists(documents(depth - 1), min_size=1, max_size=2)
+    fields = st.fixed_dictionaries({}, optional=optional)
     return st.tuples(fields, content).map(lambda p: Document(**p[0], **p[1]))
 
 
@@ -203,7 +201,7 @@ chains = st.lists(st.sampled_from(SYNC_SPECS), max_size=4)
 # ---- the property -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests, chains)
 def test_lazy_and_document_paths_answer_the_same_bytes(req: DataRequest, specs: list[str]) -> None:
     frame = proto_codec.encode_request(req)
@@ -214,7 +212,7 @@ def test_lazy_and_document_paths_answer_the_same_bytes(req: DataRequest, specs: 
         assert done.docs is None and done.raw is not None
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests, st.lists(st.sampled_from([*SYNC_SPECS, "sleep:0", "record"]), min_size=1, max_size=3))
 def test_asynchronous_chains_too(req: DataRequest, specs: list[str]) -> None:
     import tempfile
