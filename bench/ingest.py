@@ -7,7 +7,9 @@ Two parts, against `flowrelay serve -e echo` on 127.0.0.1, bytes subprotocol:
               load run's concurrency), against `flowrelay load --concurrency 64 --docs-per-request 32` (the
               engine's own capacity: pre-encoded frames, nothing to read or encode). Repetitions interleave
               the two; the ratio of the medians is the figure (goal >= 0.8). `gen CPU %` is the client's CPU
-              over its wall time (start-up included), `target CPU %` the relay's over the same time.
+              over its wall time (start-up included), `target CPU %` the relay's over the same time; the
+              `us/doc` columns are CPU per Document (the client's less its start-up, measured once by a run
+              that sends nothing): unlike docs/s, they hardly move when other processes share the machine.
   memory      peak RSS while ingesting a large generated input (1 GB of JSON Lines in a temporary folder
               under /tmp, ~1 KB per Document; --quick: 256 MB), streamed, with --checkpoint and
               --dead-letter: RSS when sending starts, the peak (VmHWM), and at the end. Reading streams, the
@@ -74,25 +76,41 @@ def ingest_cmd(path: Path, url: str, *extra: str) -> list[str]:
             str(CONNECTIONS), "--max-inflight", str(CONCURRENCY // CONNECTIONS), "--json", "--quiet", *extra]
 
 
-def run_ingest(srv: c.Server, path: Path) -> dict[str, Any]:
+def run_ingest(srv: c.Server, path: Path, startup_cpu_s: float = 0.0) -> dict[str, Any]:
     cpu0 = c.proc_cpu_s(srv.pids())
     run = c.run_child(ingest_cmd(path, srv.url), timeout_s=300)
     target_cpu = c.proc_cpu_s(srv.pids()) - cpu0
     if run.returncode != 0:
         raise RuntimeError(f"flowrelay ingest failed (exit {run.returncode}): {run.stderr[-2000:]}")
     s = orjson.loads(run.stdout)
-    return {"docs_per_s": s["docs_per_s"], "docs": s["documents"]["acknowledged"], "duration_s": s["duration_s"],
-            "gen_cpu_pct": 100 * run.cpu_s / run.wall_s, "target_cpu_pct": 100 * target_cpu / run.wall_s}
+    docs = s["documents"]["acknowledged"]
+    return {"docs_per_s": s["docs_per_s"], "docs": docs, "duration_s": s["duration_s"],
+            "gen_cpu_pct": 100 * run.cpu_s / run.wall_s, "target_cpu_pct": 100 * target_cpu / run.wall_s,
+            "gen_cpu_us_per_doc": 1e6 * max(run.cpu_s - startup_cpu_s, 0.0) / max(docs, 1),
+            "target_cpu_us_per_doc": 1e6 * target_cpu / max(docs, 1)}
 
 
-def run_load(srv: c.Server, duration_s: float) -> dict[str, Any]:
+def run_load(srv: c.Server, duration_s: float, startup_cpu_s: float = 0.0) -> dict[str, Any]:
     cpu0 = c.proc_cpu_s(srv.pids())
     s, run = c.flowrelay_load([srv.url, "--concurrency", str(CONCURRENCY), "--docs-per-request", str(BATCH),
                                "--duration", f"{duration_s}s"], timeout_s=duration_s + 60)
     target_cpu = c.proc_cpu_s(srv.pids()) - cpu0
-    return {"docs_per_s": s["docs"]["received"] / s["measured_duration_s"], "docs": s["docs"]["received"],
+    docs = s["docs"]["received"]
+    return {"docs_per_s": docs / s["measured_duration_s"], "docs": docs,
             "ok_rps": s["rate"]["ok_rps"], "gen_cpu_pct": 100 * run.cpu_s / run.wall_s,
-            "target_cpu_pct": 100 * target_cpu / run.wall_s}
+            "target_cpu_pct": 100 * target_cpu / run.wall_s,
+            "gen_cpu_us_per_doc": 1e6 * max(run.cpu_s - startup_cpu_s, 0.0) / max(docs, 1),
+            "target_cpu_us_per_doc": 1e6 * target_cpu / max(docs, 1)}
+
+
+def startup_cpu(srv: c.Server, work: Path) -> dict[str, float]:
+    """CPU seconds of a run that sends (almost) nothing: start-up, imports, connecting; taken off the
+    per-Document CPU figures."""
+    empty = work / "empty.jsonl"
+    empty.write_bytes(b"")
+    ingest = c.run_child(ingest_cmd(empty, srv.url), timeout_s=60)
+    _, load = c.flowrelay_load([srv.url, "--concurrency", "1", "--requests", "1"], timeout_s=60)
+    return {"ingest": ingest.cpu_s, "load": load.cpu_s}
 
 
 def _status_kb(pid: int, key: str) -> int | None:
@@ -168,13 +186,18 @@ def main() -> int:
             srv = stack.enter_context(c.relay_server("echo"))
             print(f"target: {srv.name} {srv.url}; ingest input {n_small:,} docs ({small.stat().st_size / 1e6:.1f} MB)",
                   flush=True)
+            startup = startup_cpu(srv, work)
             for rep in range(args.reps):
                 out: dict[str, Any] = {"rep": rep}
                 for kind in (("load", "ingest") if rep % 2 == 0 else ("ingest", "load")):
-                    r = run_load(srv, load_s) if kind == "load" else run_ingest(srv, small)
+                    if kind == "load":
+                        r = run_load(srv, load_s, startup["load"])
+                    else:
+                        r = run_ingest(srv, small, startup["ingest"])
                     out[kind] = r
                     print(f"  rep {rep + 1} {kind:6}  {r['docs_per_s']:10,.0f} docs/s  (gen CPU "
-                          f"{r['gen_cpu_pct']:.0f} %, target CPU {r['target_cpu_pct']:.0f} %)", flush=True)
+                          f"{r['gen_cpu_pct']:.0f} %, {r['gen_cpu_us_per_doc']:.2f} us/doc; target CPU "
+                          f"{r['target_cpu_pct']:.0f} %, {r['target_cpu_us_per_doc']:.2f} us/doc)", flush=True)
                 reps.append(out)
             print(f"generating the large input ({large_mb} MB) ...", flush=True)
             large = work / "large.jsonl"
@@ -190,16 +213,20 @@ def main() -> int:
     load_rates = [r["load"]["docs_per_s"] for r in reps]
     m_ingest, m_load = c.median(ingest_rates), c.median(load_rates)
     ratio = m_ingest / m_load
+    def med(kind: str, key: str) -> float:
+        return c.median([r[kind][key] for r in reps])
+
     rows = [
         [f"flowrelay load --concurrency {CONCURRENCY} --docs-per-request {BATCH}", m_load, c.spread(load_rates),
-         c.median([r["load"]["gen_cpu_pct"] for r in reps]), c.median([r["load"]["target_cpu_pct"] for r in reps]),
-         1.0],
+         med("load", "gen_cpu_pct"), med("load", "gen_cpu_us_per_doc"), med("load", "target_cpu_pct"),
+         med("load", "target_cpu_us_per_doc"), 1.0],
         [f"flowrelay ingest --batch {BATCH} ({CONNECTIONS} x {CONCURRENCY // CONNECTIONS} in flight)", m_ingest,
-         c.spread(ingest_rates), c.median([r["ingest"]["gen_cpu_pct"] for r in reps]),
-         c.median([r["ingest"]["target_cpu_pct"] for r in reps]), ratio],
+         c.spread(ingest_rates), med("ingest", "gen_cpu_pct"), med("ingest", "gen_cpu_us_per_doc"),
+         med("ingest", "target_cpu_pct"), med("ingest", "target_cpu_us_per_doc"), ratio],
     ]
     print()
-    print(c.table(["client", "docs/s", "(min-max)", "gen CPU %", "target CPU %", "vs load"], rows))
+    print(c.table(["client", "docs/s", "(min-max)", "gen CPU %", "gen us/doc", "target CPU %", "target us/doc",
+                   "vs load"], rows))
     print(f"\nratio ingest/load {ratio:.2f} (goal >= {GOAL:g} {'ok' if ratio >= GOAL else 'MISSED'})")
     growth = rss["rss_end_mb"] - rss["rss_start_mb"]
     print(f"large input: {rss['input_bytes'] / 1e6:,.0f} MB, {rss['docs']:,} docs at {rss['docs_per_s']:,.0f} docs/s; "
@@ -218,7 +245,12 @@ def main() -> int:
         "other_processes": noise_r,
         "batch": BATCH,
         "concurrency": CONCURRENCY,
-        "medians": {"ingest_docs_per_s": m_ingest, "load_docs_per_s": m_load},
+        "medians": {"ingest_docs_per_s": m_ingest, "load_docs_per_s": m_load,
+                    "ingest_gen_cpu_us_per_doc": med("ingest", "gen_cpu_us_per_doc"),
+                    "load_gen_cpu_us_per_doc": med("load", "gen_cpu_us_per_doc"),
+                    "target_cpu_us_per_doc_ingest": med("ingest", "target_cpu_us_per_doc"),
+                    "target_cpu_us_per_doc_load": med("load", "target_cpu_us_per_doc")},
+        "startup_cpu_s": startup,
         "ratio": ratio,
         "goal": GOAL,
         "met": ratio >= GOAL,

@@ -7,7 +7,8 @@ self-contained distribution of `swagger-ui-dist` and Redoc, released with each o
 `__init__` imports Django, so it is located, never imported). Only the files listed in `ASSETS` are served.
 
 Pages send a Content-Security-Policy that allows nothing but this origin (plus inline styles and `data:`/`blob:`
-URLs, which both UIs use), so a page cannot fetch anything from elsewhere even by mistake.
+URLs, which both UIs use), so a page cannot fetch anything from elsewhere even by mistake. The one URL elsewhere
+that a bundle would load (Redoc's badge logo, from Redocly's CDN) is replaced as the bundle is read (`PATCHES`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ window.ui = SwaggerUIBundle({
 """
 GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"swagger-ui/init.js": (SWAGGER_INIT_JS, _JS)}
 
+# Byte replacements made when an asset is loaded. Redoc's "API docs by Redocly" badge loads its logo from a CDN
+# (the only resource either bundle fetches from elsewhere); it gets an inline blank image instead.
+_BLANK_SVG = b"data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/>"
+PATCHES: dict[str, tuple[tuple[bytes, bytes], ...]] = {
+    "redoc/redoc.standalone.js": ((b'"https://cdn.redoc.ly/redoc/logo-mini.svg"', b'"' + _BLANK_SVG + b'"'),),
+}
+
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
@@ -95,6 +103,8 @@ def asset(name: str) -> Asset | None:
         except OSError:
             return None
         content_type = entry[1]
+        for old, new in PATCHES.get(name, ()):
+            body = body.replace(old, new)
     return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 

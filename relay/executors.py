@@ -443,7 +443,7 @@ class Chain:
             try:
                 params = params_for(ex.name, parameters) if parameters else _NO_PARAMS
                 docs_pb = None
-                if req.raw is not None and ex.uses_docs:
+                if req.raw_docs is not None and ex.uses_docs:
                     docs_pb = req.docs_proto if ex.proto_docs else None
                     if docs_pb is None:
                         # Converted here, so that a document the model cannot hold fails this Executor's request.
@@ -473,7 +473,7 @@ class Chain:
             try:
                 params = params_for(ex.name, req.parameters)
                 docs_pb = None
-                if req.raw is not None and ex.uses_docs:
+                if req.raw_docs is not None and ex.uses_docs:
                     docs_pb = req.docs_proto if ex.proto_docs else None
                     if docs_pb is None:
                         # Converted here, so that a document the model cannot hold fails this Executor's request.

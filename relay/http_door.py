@@ -22,8 +22,9 @@ None for the others (the listener then answers 404):
   `--allowed-origins` restricts them). No credentials are allowed: the relay uses none.
 
 With `--auth-token`, the data routes want `Authorization: Bearer TOKEN` (or `?token=TOKEN`), as the listener's
-other routes do; the schema and the docs pages stay readable. Requests count in the relay's counters and
-Prometheus metrics like WebSocket ones.
+other routes do; `is_public` tells the listener which requests need no token (preflights, the docs pages, their
+assets, the schema). `with_cors` adds the CORS headers to the listener's own answers. Requests count in the
+relay's counters and Prometheus metrics like WebSocket ones.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ DESCRIPTION = (
 MAX_NESTING = 100
 UPSTREAM_ERROR = "UpstreamError"
 CORS_METHODS = ("DELETE", "GET", "OPTIONS", "POST", "PUT")
+PUBLIC_PATHS = ("/openapi.json", "/docs", "/redoc")
 CORS_MAX_AGE_S = 600
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -85,12 +87,27 @@ class HttpDoor:
     def cors(self) -> bool:
         return bool(getattr(self.server.config, "cors", False))
 
+    def _is_preflight(self, req: HttpRequest) -> bool:
+        return (
+            req.method.upper() == "OPTIONS"
+            and self.cors
+            and bool(req.header("origin"))
+            and bool(req.header("access-control-request-method"))
+        )
+
+    def is_public(self, req: HttpRequest) -> bool:
+        """Whether `req` is to reach the door even without the relay's token: CORS preflights (browsers send no
+        credentials with them) and the docs (the pages, their assets and the schema hold no secret, and a page
+        could not pass a token on to its own assets). The data routes check the token themselves."""
+        path = req.path
+        return self._is_preflight(req) or path in PUBLIC_PATHS or path.startswith(docs_ui.ASSET_PREFIX)
+
     # ---- dispatch ------------------------------------------------------------------------------
 
     async def handle(self, req: HttpRequest) -> HttpResponse | None:
         """The answer to `req`, or None when the path is not one of the door's."""
         method = req.method.upper()
-        if method == "OPTIONS" and self.cors and req.header("origin") and req.header("access-control-request-method"):
+        if self._is_preflight(req):
             return self._preflight(req)
         methods = self._routes.get(req.path)
         if methods is not None:
@@ -166,7 +183,10 @@ class HttpDoor:
     def _page(self, body: bytes) -> HttpResponse:
         if not docs_ui.assets_installed():
             return HttpResponse.json(
-                503, {"detail": f"the docs pages need the {docs_ui.ASSETS_PACKAGE} package: pip install flowrelay"}
+                503,
+                {
+                    "detail": "the docs pages need the drf-spectacular-sidecar package: pip install drf-spectacular-sidecar"
+                },
             )
         return HttpResponse(
             200,
@@ -309,7 +329,7 @@ def read_json_body(req: HttpRequest) -> tuple[Any, HttpResponse | None]:
     if content_type is not None and not _is_json_media_type(content_type):
         return None, _unprocessable([{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}])
     raw = req.body
-    if raw.strip():
+    if raw:
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

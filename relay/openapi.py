@@ -61,7 +61,9 @@ class Type:
         t = s.get("type")
         if isinstance(t, str):
             return {**s, "type": [t, "null"]}
-        if "$ref" in s or "anyOf" in s:
+        if "anyOf" in s:
+            return {**s, "anyOf": [*s["anyOf"], {"type": "null"}]}
+        if "$ref" in s:
             return {"anyOf": [s, {"type": "null"}]}
         return s  # already admits null (any value)
 

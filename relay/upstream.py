@@ -306,24 +306,20 @@ class UpstreamPool:
         params = dict(req.parameters) if req.parameters else {}
         if not link.is_bytes:
             params[CORRELATION_KEY] = rid
-        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf, in a
-        # message of the copy's own (the encoder writes the envelope into it); otherwise they are converted.
-        raw = proto_codec.copy_for_forwarding(req) if self.codec is proto_codec else None
-        docs = req.docs
-        if raw is None and req.raw is not None:
-            try:
-                docs = req.load_docs()
-            except WireError as exc:
-                raise UpstreamError(f"cannot forward the documents to {self.cfg.url}: {exc.reason}") from None
         out = DataRequest(
             request_id=rid,
             exec_endpoint=req.exec_endpoint,
             target_executor=req.target_executor,
             parameters=params if (params or req.parameters is not None) else None,
-            docs=docs,
             docs_bytes=req.docs_bytes,
-            raw=raw,
         )
+        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf;
+        # otherwise they are converted here.
+        if not (self.codec is proto_codec and proto_codec.copy_proto_docs(req, out)):
+            try:
+                out.docs = req.load_docs()
+            except WireError as exc:
+                raise UpstreamError(f"cannot forward the documents to {self.cfg.url}: {exc.reason}") from None
         fut = await link.send(rid, out)
         try:
             return await asyncio.wait_for(fut, self.cfg.request_timeout_s)
@@ -427,8 +423,9 @@ class UpstreamBackend:
                 target_executor=req.target_executor,
                 parameters=dict(req.parameters) if req.parameters else None,
                 docs=req.docs,
-                raw=req.raw,
             )
+            # Documents in protobuf form stay so: the shadow's copy for its Flow reads them, never writes.
+            shadow.raw, shadow.raw_docs = req.raw, req.raw_docs
             task = asyncio.create_task(self._shadow(shadow))
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
@@ -443,11 +440,7 @@ class UpstreamBackend:
             except WireError as exc:
                 req.status = _error_status(f"upstream {self.primary.cfg.url} answered: {exc.reason}", "UpstreamError")
                 return
-        req.docs = resp.docs
-        req.docs_bytes = resp.docs_bytes
-        # The answer's message, if its documents are still in it; the parameters dict read from it with it.
-        req.raw = resp.raw
-        req.raw_parameters = resp.raw_parameters
+        req.take_docs(resp)
         req.status = resp.status
         if resp.parameters is not None:
             req.parameters = resp.parameters

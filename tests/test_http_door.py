@@ -14,7 +14,7 @@
 Against a real Jina HTTP gateway (marked `jina`, needs the peer venv): the same requests to both, and the answers
 compared key by key.
 
-Everything is on 127.0.0.1. The relay is `flowrelay serve` (tests/http_door_harness.py says how).
+Everything is on 127.0.0.1; the relay is `flowrelay serve`, started by tests/http_door_harness.py.
 """
 
 from __future__ import annotations
@@ -343,6 +343,7 @@ def test_json_nested_too_deep_is_refused(relay: HttpRelay) -> None:
     ("raw", "pos", "error"),
     [
         (b'{"data": [}', 10, "Expecting value"),
+        (b"  ", 2, "Expecting value"),
         (b"[1,", 3, "Expecting value"),
         (b'{"a": 1,}', 8, "Expecting property name enclosed in double quotes"),
     ],
@@ -608,6 +609,21 @@ def test_handle_in_process() -> None:
     )
 
 
+def test_what_needs_no_token() -> None:
+    door = _door(auth_token="t", cors=True)
+    preflight = [("origin", "http://a.example"), ("access-control-request-method", "POST")]
+    public = [("GET", "/docs", []), ("GET", "/redoc", []), ("GET", "/openapi.json", []),
+              ("GET", "/docs-assets/swagger-ui/swagger-ui.css", []), ("OPTIONS", "/post", preflight),
+              ("OPTIONS", "/status", preflight)]  # fmt: skip
+    private = [("POST", "/post", []), ("PUT", "/update", []), ("GET", "/status", []), ("OPTIONS", "/post", [])]
+    for method, path, headers in public:
+        assert door.is_public(HttpRequest(method, path, "", headers)), (method, path)
+    for method, path, headers in private:
+        assert not door.is_public(HttpRequest(method, path, "", headers)), (method, path)
+    assert _handle(door, "POST", "/post", b"{}").status == 401  # the data routes check the token themselves
+    assert not _door(auth_token="t").is_public(HttpRequest("OPTIONS", "/post", "", preflight))  # CORS off
+
+
 def test_assets_answer_304_when_unchanged() -> None:
     door = _door()
     first = _handle(door, "GET", "/docs-assets/swagger-ui/swagger-ui.css")
@@ -667,7 +683,7 @@ SAME_422_AS_JINA = [{"parameters": 5}, {"execEndpoint": []}, [1], {"data": 5}]
 
 @pytest.mark.jina
 def test_same_answers_as_a_jina_http_gateway(jina_http: RunningFlow, relay: HttpRelay) -> None:
-    jina = HttpRelay(jina_http.port, "jina")
+    jina = HttpRelay(jina_http.port)
     for method, path, body in SAME_AS_JINA:
         ours, theirs = curl(relay, method, path, body), curl(jina, method, path, body)
         # Jina's Executors tag documents and its gateway writes a zone-less local time for a skipped route.

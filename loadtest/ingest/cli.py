@@ -66,8 +66,7 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grace", default="10s", help="when stopping early, how long to wait for answers in flight")
     g.add_argument("--reader", choices=["auto", "process", "inline"], default="auto",
                    help="read, parse and encode in a process of its own, ahead of the sender, or inline in the "
-                   "sending loop; auto (default): a process when there are cores to spare (4 or more, or 2 "
-                   "when the Flow is on another host)")
+                   "sending loop; auto (default): a process when the machine has a second core")
     g = p.add_argument_group("durability and output")
     g.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="record progress here (durably) and resume from it when it exists")

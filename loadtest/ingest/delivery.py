@@ -49,7 +49,7 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 10.0
 MAX_REASONS = 20  # distinct failure reasons kept by name; the rest are counted as "other"
 REASON_CHARS = 300
-SENDS_PER_YIELD = int(__import__("os").environ.get("SPY", "16"))
+SENDS_PER_YIELD = 16  # let answers in between sends when the window refills in a burst
 
 
 @dataclass
@@ -131,17 +131,27 @@ def status_reason(status: Status) -> str:
 _CORK = getattr(socket, "TCP_CORK", None)  # Linux
 
 
-def _cork(session: Session, on: bool) -> None:
+def _socket_of(session: Session, cache: dict[int, tuple[Any, Any]]) -> Any:
+    """The socket under a session's connection (cached: a session gets a new one when it reconnects)."""
     ws = session.ws
-    sock = ws.transport.get_extra_info("socket") if ws is not None else None
+    if ws is None:
+        return None
+    cached = cache.get(session.index)
+    if cached is None or cached[0] is not ws:
+        cached = cache[session.index] = (ws, ws.transport.get_extra_info("socket"))
+    return cached[1]
+
+
+def _cork(session: Session, on: bool, cache: dict[int, tuple[Any, Any]]) -> None:
+    sock = _socket_of(session, cache)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
 
 
-def _uncork(corked: list[Session]) -> None:
+def _uncork(corked: list[Session], cache: dict[int, tuple[Any, Any]]) -> None:
     for session in corked:
-        _cork(session, False)
+        _cork(session, False, cache)
     corked.clear()
 
 
@@ -252,6 +262,7 @@ class Delivery:
         # the Flow is woken once per burst, not once per frame (less CPU on both sides). Not when paced.
         cork = _CORK is not None and not self.cfg.rate
         corked: list[Session] = []
+        socks: dict[int, tuple[Any, Any]] = {}
         try:
             while self.stop_kind is None:
                 if self.eof and self.outstanding == 0:
@@ -273,17 +284,17 @@ class Delivery:
                         self._schedule_retry(batch, 0.0)
                         continue
                     if cork and session not in corked:
-                        _cork(session, True)
+                        _cork(session, True, socks)
                         corked.append(session)
                     await self._send(session, batch)
                     sends += 1
                     if sends >= SENDS_PER_YIELD:
                         sends = 0
-                        _uncork(corked)
+                        _uncork(corked, socks)
                         await asyncio.sleep(0)
                     continue
                 sends = 0
-                _uncork(corked)
+                _uncork(corked, socks)
                 self._wake.clear()
                 timeout = TICK_S
                 if self._retry_heap:
@@ -291,7 +302,7 @@ class Delivery:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            _uncork(corked)
+            _uncork(corked, socks)
 
     async def _drain(self) -> None:
         """After a stop: wait (bounded) for the answers in flight; failures are no longer retried."""

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from loadtest.ingest import checkpoint as ckpt
 from loadtest.ingest.deadletter import DeadLetterFile
@@ -164,7 +163,7 @@ def _source(cfg: IngestConfig, p: _Prepared) -> InlineSource | ProcessSource:
         records = p.inp.records(skip=settled.is_settled, skip_below=settled.high())
         return prepare_items(p.inp, records, d.batch, shape)
 
-    wanted = cfg.read_in == "process" or (cfg.read_in == "auto" and process_pays(urlsplit(d.target).hostname))
+    wanted = cfg.read_in == "process" or (cfg.read_in == "auto" and process_pays())
     if wanted and can_fork():
         return ProcessSource(items, high=max(64, 2 * d.window))
     return InlineSource(items())

@@ -9,7 +9,7 @@ ignores SIGINT (the sender decides how to stop), dies with its parent (PR_SET_PD
 broken pipe elsewhere) and is killed by its pid when the run stops early.
 
 `InlineSource` does the same work in the event loop's thread, on demand: where there is no fork, or no
-core to spare for it (`process_pays`).
+second core (`process_pays`).
 Both offer `take()`: the next item, or None when none is ready yet (then `wake` is called when one is).
 Imports the standard library and the prepare room.
 """
@@ -36,13 +36,11 @@ def can_fork() -> bool:
     return hasattr(os, "fork")
 
 
-def process_pays(target_host: str | None) -> bool:
-    """Whether a reading process of its own is worth it: when there are cores for it besides the sender's
-    and the Flow's. Measured on 2 cores with the Flow on the same machine, three busy processes lose to
-    two (bench/ingest.py); with the Flow elsewhere, or 4 cores or more, reading and sending overlap."""
-    cores = os.cpu_count() or 1
-    local = target_host is None or target_host in ("localhost", "::1") or target_host.startswith("127.")
-    return cores >= 4 or (cores >= 2 and not local)
+def process_pays() -> bool:
+    """Whether a reading process of its own is worth it: when there is a second core for it. Reading and
+    encoding (~3 us per small Document here) then overlap with sending (~2 us), which is what bounds a
+    fast Flow; one core would only take turns between the two, at the cost of the pipe (bench/ingest.py)."""
+    return (os.cpu_count() or 1) >= 2
 
 
 class InlineSource:

@@ -69,13 +69,15 @@ class DataRequest:
     `docs_bytes` carries `DataContentProto.docs_bytes` through untouched (opaque docarray bytes).
 
     Documents still in protobuf form: while `raw` is set (and `docs` is None), the documents are the
-    `data.docs` of that `jina.DataRequestProto` and nowhere else; `load_docs()` moves them into `docs`
-    (and drops `raw`), `docs_proto` is the protobuf list while they are there. Code that reads or
-    changes `docs` of a request that came from `proto_codec.decode_request` calls `load_docs()` first.
-    `raw_parameters` is the dict that `parameters` was read into from `raw`: as long as `parameters` is
-    that very object, the encoder writes the message's own `parameters` back. So parameters are changed
-    by assigning a new dict, never in place (Executors get copies, see relay.executors.params_for).
-    Neither field is part of the request's value: both are left out of `==` and `repr`.
+    `data.docs` of that `jina.DataRequestProto` and nowhere else; `raw_docs` is that list of
+    `DocumentProto`s (kept so as not to walk the message for it each time), `docs_proto` hands it out
+    while the documents are in that form, and `load_docs()` moves them into `docs` (dropping `raw`).
+    Code that reads or changes `docs` of a request from `proto_codec.decode_request` calls `load_docs()`
+    first; `docs` given directly win over the message. `raw_parameters` is the dict that `parameters`
+    was read into from `raw`: while `parameters` is that very object, the encoder writes the message's
+    own `parameters` back, so parameters are changed by assigning a new dict, never in place (Executors
+    get copies, see relay.executors.params_for). None of the three is part of the request's value: they
+    are left out of `==` and `repr`.
     """
 
     request_id: str = ""
@@ -87,6 +89,7 @@ class DataRequest:
     status: Status | None = None
     docs_bytes: bytes | None = None
     raw: Any = field(default=None, compare=False, repr=False)
+    raw_docs: Any = field(default=None, compare=False, repr=False)
     raw_parameters: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -97,22 +100,24 @@ class DataRequest:
     def docs_proto(self) -> Any:
         """The documents as the protobuf list they arrived in (`DocumentProto`s, changeable in place),
         or None when they are not (or no longer) in protobuf form."""
-        raw = self.raw
-        if raw is None or self.docs is not None:
-            return None
-        return raw.data.docs.docs
+        return self.raw_docs if self.docs is None else None
 
     def load_docs(self) -> list[Document] | None:
         """`docs`, converted from the protobuf form first if they are still in it. Raises BadRequest
         for what the Document model cannot hold (a sparse array)."""
-        raw = self.raw
-        if raw is not None:
+        raw_docs = self.raw_docs
+        if raw_docs is not None:
             if self.docs is None:
-                self.docs = [Document.from_proto(d) for d in raw.data.docs.docs]
+                self.docs = [Document.from_proto(d) for d in raw_docs]
             # From here on the Documents are the documents: the message's copy is stale.
-            self.raw = None
-            self.raw_parameters = None
+            self.raw = self.raw_docs = self.raw_parameters = None
         return self.docs
+
+    def take_docs(self, other: DataRequest) -> None:
+        """Take the documents of `other` (an answer's, replacing the request's), in whichever form."""
+        self.docs = other.docs
+        self.docs_bytes = other.docs_bytes
+        self.raw, self.raw_docs, self.raw_parameters = other.raw, other.raw_docs, other.raw_parameters
 
     def fill_doc_ids(self, new_id: Callable[[], str]) -> None:
         """Give each top-level document without an id one, in whichever form the documents are."""
@@ -122,10 +127,10 @@ class DataRequest:
                 if doc.id is None:
                     doc.id = new_id()
             return
-        raw = self.raw
-        if raw is not None:
+        raw_docs = self.raw_docs
+        if raw_docs is not None:
             # An id absent from a DocumentProto reads as "", which from_proto leaves as None.
-            for d in raw.data.docs.docs:
+            for d in raw_docs:
                 if not d.id:
                     d.id = new_id()
 

@@ -175,6 +175,7 @@ def decode_lazy(payload: bytes) -> DataRequest:
     which = pb.data.WhichOneof("documents")
     if which == "docs":
         req.raw = pb
+        req.raw_docs = pb.data.docs.docs
         req.raw_parameters = req.parameters
     elif which == "docs_bytes":
         req.docs_bytes = pb.data.docs_bytes
@@ -201,7 +202,7 @@ def encode_response(req: DataRequest) -> bytes:
     "numpy", as Jina 3.15+ gateways do in bytes mode (jina's own client reads an unmarked array as None)."""
     raw = req.raw
     if raw is not None and req.docs is None and req.docs_bytes is None:
-        _mark_numpy_proto(raw.data.docs.docs)
+        _mark_numpy_proto(req.raw_docs)
         return _encode_raw(req, raw)
     return to_proto(req).SerializeToString(deterministic=True)
 
@@ -224,8 +225,7 @@ def _encode_raw(req: DataRequest, pb: jina_pb2.DataRequestProto) -> bytes:
             if params:
                 pb.parameters.update(params)
         req.raw_parameters = params
-    if pb.routes:
-        pb.ClearField("routes")
+    pb.ClearField("routes")
     if req.routes:
         _routes_to_proto(req.routes, pb.routes)
     return pb.SerializeToString(deterministic=True)
@@ -243,16 +243,17 @@ def _mark_numpy_proto(docs: Any) -> None:
                 arr.cls_name = "numpy"
 
 
-def copy_for_forwarding(req: DataRequest) -> jina_pb2.DataRequestProto | None:
-    """A message of its own holding the documents of `req`, while they are still in protobuf form:
-    for a request built from `req` (an upstream's copy) without converting the documents, and without
-    sharing a message that the encoders write into. None when the documents are not in that form."""
-    docs = req.docs_proto
-    if docs is None:
-        return None
+def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
+    """Give `dst` (a request built from `src`, such as its copy for an upstream Flow) the documents of
+    `src` if they are still in protobuf form, without converting them: in a message of `dst`'s own, as
+    the encoders write into the message. False, and `dst` unchanged, when they are not in that form."""
+    if src.docs_proto is None:
+        return False
     pb = jina_pb2.DataRequestProto()
-    pb.data.docs.CopyFrom(req.raw.data.docs)
-    return pb
+    pb.data.docs.CopyFrom(src.raw.data.docs)
+    dst.docs = None
+    dst.raw, dst.raw_docs, dst.raw_parameters = pb, pb.data.docs.docs, None
+    return True
 
 
 def decode_request(payload: bytes) -> DataRequest | EndOfStream:
