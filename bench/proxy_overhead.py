@@ -6,6 +6,11 @@ capacity: a short closed-model run straight to it (`flowrelay load --concurrency
 Then, at half that capacity, an open-model run (`flowrelay load --rate R`, bytes subprotocol, 1 connection,
 1 doc per request, even arrivals, a warm-up left out of the figures) straight to the Flow ("direct") and
 the same run through the relay ("relay"), interleaved, 3 repetitions, the order swapped every repetition.
+Half the closed-model capacity can be more than the machine sustains in an open model (pipelined requests
+share reads, writes and wake-ups; evenly spaced ones do not, and the relay and the load generator take
+their share of the 2 cores), so a short calibration checks it first, direct and through the relay, and
+steps the rate down by 20 % until both hold (everything sent and answered, p50 under 10 ms); the rate
+used and its fraction of the capacity are printed and kept.
 
   added latency (end to end)  through-relay minus direct, `latency_ms` of summary.json (from the intended
                               send time), p50 and p99, paired within each repetition; the median of the
@@ -17,7 +22,9 @@ the same run through the relay ("relay"), interleaved, 3 repetitions, the order 
                               figure includes;
   relay CPU per request       the relay process's user+system CPU (/proc/PID/stat) over the through-relay
                               run divided by the requests it answered (warm-up included); the same
-                              process's CPU over the direct run (it idles then) is shown as its floor.
+                              process's CPU over the direct run (it idles then) is shown as its floor, and
+                              its CPU per request in a closed run through it (32 in flight, pipelined) as
+                              what the same work costs when requests share reads, writes and wake-ups.
 
 How to read it: the goal is p50 added under 200 us and p99 under 1 ms (end to end, median of the paired
 differences). A Flow's own latency at half capacity is milliseconds with a long tail on a busy 2-core
@@ -25,7 +32,7 @@ machine, so the p99 difference carries noise of that order: look at the per-repe
 hop figure, which is measured inside one run and does not depend on the Flow's tail. `Flow CPU us/req` is
 the Flow's processes (gateway and Executor): the relay's links should not make the Flow work harder.
 
-    python bench/proxy_overhead.py [--quick]     # ~3 min full, ~1.5 min quick; writes bench/results/proxy_overhead.json
+    python bench/proxy_overhead.py [--quick]     # ~4 min full, ~2 min quick; writes bench/results/proxy_overhead.json
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ GOAL_P50_US = 200.0
 GOAL_P99_US = 1000.0
 CAPACITY_CONCURRENCY = 32
 LOAD_FRACTION = 0.5
+HOLD_P50_MS = 10.0
+CALIBRATION_STEP = 0.8
+CALIBRATION_TRIES = 5
 
 
 def load_run(target: c.Server, relay: c.Server, flow: c.Server, args: list[str], duration_s: float,
@@ -78,6 +88,43 @@ def clean(run: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in bad.items())
 
 
+def holds(run: dict[str, Any], rate: float) -> str:
+    """Empty when an open-model run kept up with `rate` (sent it all, answered it all, no queue building up
+    in the Flow: p50 under HOLD_P50_MS), else why not."""
+    why = [clean(run)] if clean(run) else []
+    sent = run["rate"]["achieved_rps"] / rate
+    if sent < 0.995:
+        why.append(f"sent {sent:.3f} of the rate")
+    p50 = run["latency_ms"]["p50"]
+    if p50 is None or p50 >= HOLD_P50_MS:
+        why.append(f"p50 {p50} ms")
+    return ", ".join(why)
+
+
+def calibrate(targets: dict[str, c.Server], relay: c.Server, flow: c.Server, rate: float, duration_s: float,
+              warmup_s: float) -> tuple[float, list[dict[str, Any]]]:
+    """Half the closed-model capacity may be more than this machine sustains in an open model (evenly spaced
+    requests coalesce nothing, and the relay and the load generator share the 2 cores with the Flow): step
+    the rate down by CALIBRATION_STEP until a short run holds both direct and through the relay."""
+    steps: list[dict[str, Any]] = []
+    for _ in range(CALIBRATION_TRIES):
+        verdicts = {}
+        for name in ("direct", "relay"):
+            r = load_run(targets[name], relay, flow, ["--rate", str(rate)], duration_s, warmup_s)
+            verdicts[name] = holds(r, rate)
+            steps.append({"rate": rate, "target": name, "why_not": verdicts[name], "latency_ms": r["latency_ms"],
+                          "achieved_rps": r["rate"]["achieved_rps"]})
+        if not any(verdicts.values()):
+            print(f"  calibration: {rate:,.0f}/s holds direct and through the relay", flush=True)
+            return rate, steps
+        why = "; ".join(f"{k}: {v}" for k, v in verdicts.items() if v)
+        nxt = max(10.0, round(rate * CALIBRATION_STEP, -1))
+        print(f"  calibration: {rate:,.0f}/s does not hold ({why}) -> {nxt:,.0f}/s", flush=True)
+        rate = nxt
+    print(f"  calibration: giving up stepping down, measuring at {rate:,.0f}/s", flush=True)
+    return rate, steps
+
+
 def hop_diff(run: dict[str, Any], q: str) -> float:
     hops = run["hops_ms"]
     try:
@@ -93,6 +140,7 @@ def main() -> int:
     c.install_sigterm_as_interrupt()
     cap_s, cap_warm = (4.0, 1.0) if args.quick else (8.0, 2.0)
     run_s, run_warm = (8.0, 2.0) if args.quick else (20.0, 3.0)
+    cal_s, cal_warm = (4.0, 1.0) if args.quick else (6.0, 1.0)
     load_before = c.header(f"proxy_overhead: a real Jina Flow, direct vs through `flowrelay serve --upstream`, bytes, "
                            f"1 connection, {args.reps} reps{' (quick)' if args.quick else ''}", args.wait_quiet)
     started = time.monotonic()
@@ -115,6 +163,19 @@ def main() -> int:
             rate = max(10.0, round(cap["rate"]["ok_rps"] * LOAD_FRACTION, -1))
             print(f"  Flow capacity (closed, {CAPACITY_CONCURRENCY} in flight): {cap['rate']['ok_rps']:,.0f} ok/s, "
                   f"p50 {cap['latency_ms']['p50']} ms -> open-model rate {rate:,.0f}/s", flush=True)
+            # The same closed run through the relay: the capacity it leaves, and its CPU per request when
+            # requests come pipelined (reads, writes and wake-ups shared by many of them).
+            capr = load_run(relay, relay, flow, ["--concurrency", str(CAPACITY_CONCURRENCY)], cap_s, cap_warm)
+            capacity["through_relay"] = {"ok_rps": capr["rate"]["ok_rps"], "latency_ms": capr["latency_ms"],
+                                         "requests": capr["summary_requests"],
+                                         "relay_cpu_us_per_req": capr["relay_cpu_us_per_req"]}
+            print(f"  through the relay (closed, {CAPACITY_CONCURRENCY} in flight): "
+                  f"{capr['rate']['ok_rps']:,.0f} ok/s, p50 {capr['latency_ms']['p50']} ms, "
+                  f"relay CPU {capr['relay_cpu_us_per_req']:.0f} us/req", flush=True)
+            rate, steps = calibrate(targets, relay, flow, rate, cal_s, cal_warm)
+            capacity["calibration"] = steps
+            capacity["rate_used"] = rate
+            capacity["rate_used_over_capacity"] = rate / cap["rate"]["ok_rps"]
         for rep in range(args.reps):
             order = ("direct", "relay") if rep % 2 == 0 else ("relay", "direct")
             for name in order:
@@ -182,8 +243,12 @@ def main() -> int:
         ["hops (relay gateway span - upstream span)", medians["hop_p50_us"], c.spread(hop50),
          medians["hop_p99_us"], c.spread(hop99)],
     ]))
-    print(f"\nrelay CPU per request: {medians['relay_cpu_us_per_req']:.0f} us (min-max {c.spread(relay_cpu)}); "
-          f"while idle during the direct runs: {medians['relay_cpu_us_per_req_while_idle']:.1f} us per direct request")
+    pipelined = capacity.get("through_relay", {}).get("relay_cpu_us_per_req")
+    medians["relay_cpu_us_per_req_pipelined"] = pipelined
+    print(f"\nrelay CPU per request: {medians['relay_cpu_us_per_req']:.0f} us at {rate:,.0f}/s (min-max "
+          f"{c.spread(relay_cpu)}); while idle during the direct runs: "
+          f"{medians['relay_cpu_us_per_req_while_idle']:.1f} us per direct request"
+          + (f"; pipelined ({CAPACITY_CONCURRENCY} in flight): {pipelined:.0f} us" if pipelined else ""))
     problems = [f"rep {r['rep'] + 1} {r['target']}: {r['problems']}" for r in runs if r["problems"]]
     if problems:
         print("PROBLEMS: " + "; ".join(problems))

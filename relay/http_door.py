@@ -182,12 +182,8 @@ class HttpDoor:
 
     def _page(self, body: bytes) -> HttpResponse:
         if not docs_ui.assets_installed():
-            return HttpResponse.json(
-                503,
-                {
-                    "detail": "the docs pages need the drf-spectacular-sidecar package: pip install drf-spectacular-sidecar"
-                },
-            )
+            detail = "the docs pages need the drf-spectacular-sidecar package (pip install drf-spectacular-sidecar)"
+            return HttpResponse.json(503, {"detail": detail})
         return HttpResponse(
             200,
             [

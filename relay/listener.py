@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Protocol as TypingProtocol
 
 import h11
@@ -34,6 +36,7 @@ from relay.http_types import HttpRequest, HttpResponse
 log = logging.getLogger("flowrelay.listener")
 
 CLOSE_TIMEOUT_S = 10.0
+_STATUSES = {s.value for s in HTTPStatus}
 # Answers at least this large are written immediately; smaller ones are coalesced within a loop turn.
 FLUSH_NOW_BYTES = 16 * 1024
 
@@ -209,7 +212,8 @@ class RelayProtocol(asyncio.Protocol):
                 self._http_body = []
             elif isinstance(event, h11.Data):
                 self._http_body.append(bytes(event.data))
-                if sum(len(b) for b in self._http_body) > self.host.max_message_size:
+                limit = self.host.max_message_size
+                if limit and sum(len(b) for b in self._http_body) > limit:
                     self._http_error(413, "request body too large")
                     return
             elif isinstance(event, h11.EndOfMessage):
@@ -246,8 +250,10 @@ class RelayProtocol(asyncio.Protocol):
         if "content-length" not in names:
             headers.append((b"content-length", str(len(response.body)).encode()))
         headers.append((b"server", self.host.server_header.encode("latin-1")))
+        headers.append((b"date", email.utils.formatdate(usegmt=True).encode("ascii")))
         try:
-            out = self._h11.send(h11.Response(status_code=response.status, headers=headers))
+            reason = HTTPStatus(response.status).phrase.encode("ascii") if response.status in _STATUSES else b""
+            out = self._h11.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
             if response.body and not head_only:
                 out += self._h11.send(h11.Data(data=response.body))
             out += self._h11.send(h11.EndOfMessage())

@@ -246,9 +246,19 @@ class RelayServer:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Plain HTTP on the gateway's port: `/` (health), `/status`, `/dry_run`, `/metrics`, the HTTP door."""
+        response = await self._handle_http(request)
+        if self.http_door is not None:
+            response = self.http_door.with_cors(request, response)
+        return response
+
+    async def _handle_http(self, request: HttpRequest) -> HttpResponse:
         path = request.path
         if path == "/" and request.method in ("GET", "HEAD"):
             return HttpResponse.json(200, {})  # health check: always open
+        door = self.http_door
+        if door is not None and door.is_public(request):
+            # CORS preflights and the docs pages: a browser sends no token with them.
+            return await door.handle(request)
         if not self._authorized(request):
             return self._unauthorized()
         if request.method in ("GET", "HEAD"):

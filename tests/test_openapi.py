@@ -237,7 +237,10 @@ def _schemathesis(relay: HttpRelay, part: str, excluded: list[str], report: Path
     env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
     env["SCHEMATHESIS_HOOKS"] = "schemathesis_hooks"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=ST_TIMEOUT_S, env=env, check=False)
+    # In the report's folder: the CLI keeps a cache of its findings (.schemathesis/) in its working directory.
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=ST_TIMEOUT_S, env=env, check=False, cwd=report.parent
+    )
 
 
 def _summary(report: Path) -> dict[str, dict[str, Counter[Any]]]:
@@ -260,6 +263,7 @@ def _summary(report: Path) -> dict[str, dict[str, Counter[Any]]]:
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
+@pytest.mark.timeout(ST_TIMEOUT_S + 60)
 @pytest.mark.parametrize("relay_kind", list(RELAYS))
 @pytest.mark.parametrize("part", ["door", "listener"])
 def test_schemathesis(relay_kind: str, part: str, document: dict[str, Any], tmp_path: Path) -> None:

@@ -79,12 +79,12 @@ def decode_request(payload: str | bytes) -> DataRequest | EndOfStream:
         if not isinstance(params, dict):
             raise BadRequest("'parameters' must be an object")
         params = as_struct_values(params)
-    return DataRequest(
-        exec_endpoint=endpoint,
-        target_executor=target,
-        parameters=params,
-        docs=_read_docs(obj.get("data")),
-    )
+    try:
+        docs = _read_docs(obj.get("data"))
+    except RecursionError:
+        # chunks/matches nested hundreds deep: refuse them rather than let the recursion escape.
+        raise BadRequest("documents are nested too deeply") from None
+    return DataRequest(exec_endpoint=endpoint, target_executor=target, parameters=params, docs=docs)
 
 
 def status_dict(status: Status) -> dict[str, Any]:
