@@ -20,9 +20,10 @@ What it measures, for each N in `--sizes` (default 1000,10000), on a fresh `flow
 Then, once, a burst: the largest N opened with every handshake of a client process at once (no pacing), to
 show what the listener's accept backlog (asyncio's default, 100) does to a burst of connections.
 
-The script raises RLIMIT_NOFILE (soft and hard, `resource.setrlimit`; it needs root or CAP_SYS_RESOURCE to go
-above the hard limit) for itself, so that the relay and the client processes inherit it, and checks the relay's
-limit with `resource.prlimit` (raising it there too if it is lower). Kernel socket memory is not in RSS: the
+The script raises RLIMIT_NOFILE to N + 4096 for itself (`resource.setrlimit`), so that the relay and the client
+processes inherit it, and checks the relay's limit with `resource.prlimit` (raising it there too if it is lower).
+Above the hard limit only a process with CAP_SYS_RESOURCE may go: without it the soft limit is raised to the
+hard one, and a warning says when that is below N. Kernel socket memory is not in RSS: the
 TCP `mem` pages of /proc/net/sockstat (machine-wide, both ends of every connection) are shown beside it.
 
 How to read it: one row per N with the medians of the repetitions (min-max beside the memory figure); goals:
@@ -217,19 +218,25 @@ def relay_status(url: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
-def raise_nofile(want: int) -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want or hard < want:
-        new_hard = max(hard, want)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), new_hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def ensure_relay_nofile(pid: int, want: int) -> tuple[int, int]:
-    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    if soft < want:
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (want, max(hard, want)))
-    return resource.prlimit(pid, resource.RLIMIT_NOFILE)
+def raise_nofile(want: int, pid: int = 0) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE of `pid` (0: this process) to `want`: the hard limit too when allowed
+    (CAP_SYS_RESOURCE), else the soft limit up to the hard one. Returns the limits in force."""
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE) if pid else resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft, hard
+    try:
+        new = (want, max(hard, want))
+        if pid:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, new)
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, new)
+    except (ValueError, PermissionError):  # no CAP_SYS_RESOURCE: the hard limit stays
+        new = (min(want, hard), hard)
+        if pid:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, new)
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, new)
+    return resource.prlimit(pid, resource.RLIMIT_NOFILE) if pid else resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 # ---- the client processes, from the main script ------------------------------------------------------
@@ -318,7 +325,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                            "label": label}
     with c.relay_server("echo") as relay:
         pid = relay.pids()[0]
-        out["relay_nofile"] = list(ensure_relay_nofile(pid, n + FD_HEADROOM))
+        out["relay_nofile"] = list(raise_nofile(n + FD_HEADROOM, pid))
         # One warm-up session with one request, then RSS with no session.
         warm = ClientProc(relay.url, 1, 1, 120, work / "warm.err")
         try:
@@ -457,10 +464,13 @@ def main() -> int:
     args.active = args.active or (6.0 if args.quick else 15.0)
     sizes = [int(x) for x in args.sizes.split(",") if x]
     c.install_sigterm_as_interrupt()
-    nofile = raise_nofile(2 * max(sizes) + FD_HEADROOM)
+    nofile = raise_nofile(max(sizes) + FD_HEADROOM)
     load_before = c.header(f"sessions: {', '.join(f'{n:,}' for n in sizes)} WebSocket sessions on `flowrelay serve -e "
                            f"echo`, hold {args.hold:g} s, active {args.active:g} s at 1 request/{args.interval:g} s "
                            f"per session, {args.reps} reps{' (quick)' if args.quick else ''}", args.wait_quiet)
+    if nofile[0] < max(sizes) + 64:
+        print(f"WARNING: RLIMIT_NOFILE {nofile[0]:,}/{nofile[1]:,} is below {max(sizes):,} sessions and cannot be "
+              "raised here (raising the hard limit needs CAP_SYS_RESOURCE)", flush=True)
     print(f"RLIMIT_NOFILE of this script (inherited by the relay and the clients): {nofile[0]:,}/{nofile[1]:,}; "
           f"net.core.somaxconn {Path('/proc/sys/net/core/somaxconn').read_text().strip()}, "
           f"tcp_max_syn_backlog {Path('/proc/sys/net/ipv4/tcp_max_syn_backlog').read_text().strip()}", flush=True)

@@ -143,6 +143,8 @@ class HttpDoor:
         listener may pass its own answers (`/status`, `/dry_run`) through this too."""
         origin = req.header("origin")
         if self.cors and origin and self._origin_allowed(origin):
+            if any(k.lower() == "access-control-allow-origin" for k, _ in resp.headers):
+                return resp  # already decorated (the door's own answers): a browser refuses the header twice
             resp.headers.extend(self._allow_origin_headers(origin))
         return resp
 
