@@ -158,6 +158,10 @@ def main() -> int:
           f"{time.monotonic() - started:.0f} s")
     print(c.noise_line(noise_r))
     r_closed, r_open = m_closed / m_base, m_open / m_base
+    per_rep = [{"closed": r["closed"]["rps"] / r["baseline"]["rps"],
+                "open": (r["open_capacity"] or float("nan")) / r["baseline"]["rps"]} for r in reps]
+    print("per repetition (closed, open)/bare: " + ", ".join(f"{x['closed']:.2f} {x['open']:.2f}" for x in per_rep)
+          + "  (a repetition whose baseline had both cores to itself is the fairest)")
     print(f"ratios: closed/bare {r_closed:.2f} (goal >= {GOAL:g} {'ok' if r_closed >= GOAL else 'MISSED'}); "
           f"open/bare {r_open:.2f} (goal >= {GOAL:g} {'ok' if r_open >= GOAL else 'MISSED'})")
     path = c.write_results("load_capacity", {
@@ -177,7 +181,7 @@ def main() -> int:
                            "latency_p99_limit_ms": LATENCY_P99_LIMIT_MS, "sent_ratio_min": 0.995,
                            "dropped_max_fraction": 0.001},
         "medians": {"baseline_rps": m_base, "closed_rps": m_closed, "open_capacity_rps": m_open},
-        "ratios": {"closed_over_baseline": r_closed, "open_over_baseline": r_open},
+        "ratios": {"closed_over_baseline": r_closed, "open_over_baseline": r_open, "per_rep": per_rep},
         "goal": GOAL,
         "met": {"closed": r_closed >= GOAL, "open": r_open >= GOAL},
         "reps": reps,

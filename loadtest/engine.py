@@ -156,7 +156,7 @@ def _share(total: int, worker: int, n: int) -> int:
 @dataclass
 class WorkerResult:
     snapshot: dict[str, Any]
-    intervals: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the time series (small rows: histograms are not kept per second)
     negotiated: str | None
     docs_sent: int
     docs_received: int
@@ -193,7 +193,9 @@ class Worker:
         )
         self.on_interval = on_interval
         self.sessions: list[LoadSession] = []
-        self.intervals: list[dict[str, Any]] = []
+        # Only each second's row is kept, never its histograms, so that a run of hours stays flat in memory.
+        self.rows: list[dict[str, Any]] = []
+        self._last_interval: Interval | None = None
         self.docs_sent = 0
         self.docs_received = 0
         self.dropped_by_reason: dict[str, int] = {}
@@ -309,12 +311,12 @@ class Worker:
         elapsed = self.clock()
         last = self.recorder.intervals.close(elapsed)
         if last.sent or last.answered or last.errors or last.dropped:
-            if self.intervals and last.end_s - last.start_s < INTERVAL_S / 2:
+            previous = self._last_interval
+            if self.n_workers == 1 and previous is not None and last.end_s - last.start_s < INTERVAL_S / 2:
                 # A sliver after the last full second (the final answers) joins the second before it, so
                 # that rates in the time series are not computed over a few milliseconds.
-                merged = Interval.from_plain(self.intervals[-1])
-                merged.merge(last)
-                self.intervals[-1] = merged.to_plain()
+                previous.merge(last)
+                self.rows[-1] = previous.to_row()
             else:
                 self._emit_interval(last)
         if self.sink is not None:
@@ -322,7 +324,7 @@ class Worker:
         self._flush_log(final=True)
         return WorkerResult(
             snapshot=self.recorder.snapshot(),
-            intervals=self.intervals,
+            rows=self.rows,
             negotiated=self.sessions[0].negotiated if self.sessions else None,
             docs_sent=self.docs_sent,
             docs_received=self.docs_received,
@@ -444,12 +446,13 @@ class Worker:
 
     def _emit_interval(self, interval: Interval) -> None:
         interval.inflight = sum(len(s.pending) for s in self.sessions)
-        plain = interval.to_plain()
-        self.intervals.append(plain)
+        row = interval.to_row()
+        self.rows.append(row)
+        self._last_interval = interval
         if self.sink is not None:
             self._meter_interval(interval)
         if self.on_interval is not None:
-            self.on_interval(self.index, plain)
+            self.on_interval(self.index, interval, row)
 
     def _meter_interval(self, interval: Interval, ended: bool = False) -> None:
         """The once-a-second gauges: this worker's share of the target rate, and the rate it sent at."""
@@ -502,11 +505,13 @@ class RunResult:
         return max(planned - cfg.warmup_s, 1e-9)
 
 
-def merge_results(cfg: LoadConfig, results: list[WorkerResult]) -> RunResult:
+def merge_results(cfg: LoadConfig, results: list[WorkerResult], rows: list[dict[str, Any]] | None = None) -> RunResult:
+    """One RunResult from every worker's; `rows` is the merged time series (one worker's own when None)."""
     recorder = Recorder.from_snapshot(results[0].snapshot)
     for r in results[1:]:
         recorder.merge(Recorder.from_snapshot(r.snapshot))
-    rows = merge_intervals([r.intervals for r in results])
+    if rows is None:
+        rows = results[0].rows
     dropped: dict[str, int] = {}
     for r in results:
         for k, v in r.dropped_by_reason.items():
@@ -556,8 +561,8 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
     _install_loop()
     sink = make_sink(index) if make_sink is not None else None
 
-    def on_interval(worker: int, plain: dict[str, Any]) -> None:
-        out.put(("interval", worker, plain))
+    def on_interval(worker: int, interval: Interval, row: dict[str, Any]) -> None:
+        out.put(("interval", worker, interval.to_plain()))
 
     def publish() -> None:
         # Four times a second, so that a scraper's rate() over the workers is not a second stale.
@@ -569,6 +574,7 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
         result = asyncio.run(worker.run())
         if sink is not None:
             out.put(("metrics", index, sink.state()))  # the final counts, before the result
+        result.rows = []  # the parent merged the seconds as they came
         out.put(("result", index, result.to_plain()))
     except ConnectError as exc:
         out.put(("error", index, str(exc)))
@@ -589,9 +595,9 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
             sink = metrics.sink(0)
             metrics.start()
 
-        def on_interval(_worker: int, plain: dict[str, Any]) -> None:
+        def on_interval(_worker: int, _interval: Interval, row: dict[str, Any]) -> None:
             if on_row is not None:
-                on_row(Interval.from_plain(plain).to_row())
+                on_row(row)
 
         result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval, sink).run())
         return merge_results(cfg, [result])
@@ -634,6 +640,8 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
     results: dict[int, WorkerResult] = {}
     errors: list[str] = []
     pending_rows: dict[int, dict[int, dict[str, Any]]] = {}
+    rows: list[dict[str, Any]] = []
+    next_k = 0
     counts = [0] * cfg.procs
     limit = (cfg.duration_s or 0) + sum(d for d, _ in cfg.stages or []) + cfg.grace_s + cfg.connect_timeout_s + 60
     deadline = time.monotonic() + (limit if (cfg.duration_s or cfg.stages) else 24 * 3600)
@@ -648,11 +656,14 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
             k = counts[worker]
             counts[worker] += 1
             pending_rows.setdefault(k, {})[worker] = payload
-            # A second is shown once every worker has reported it.
-            ready = pending_rows.get(k, {})
-            if len(ready) == cfg.procs and on_row is not None:
-                merged = merge_intervals([[ready[w]] for w in sorted(ready)])
-                on_row(merged[0])
+            # A second is merged (and shown) once every worker has reported it, then forgotten.
+            while next_k in pending_rows and len(pending_rows[next_k]) == cfg.procs:
+                ready = pending_rows.pop(next_k)
+                row = merge_intervals([[ready[w]] for w in sorted(ready)])[0]
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+                next_k += 1
         elif kind == "metrics":
             metrics.update(worker, payload)  # type: ignore[union-attr]
         elif kind == "result":
@@ -663,4 +674,8 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
         raise ConnectError("; ".join(sorted(set(errors))))
     if len(results) < cfg.procs:
         raise RuntimeError(f"only {len(results)} of {cfg.procs} workers reported a result")
-    return merge_results(cfg, [results[i] for i in sorted(results)])
+    # Seconds that not every worker reached (a worker's last sliver): merged from those that did.
+    for k in sorted(pending_rows):
+        ready = pending_rows[k]
+        rows.append(merge_intervals([[ready[w]] for w in sorted(ready)])[0])
+    return merge_results(cfg, [results[i] for i in sorted(results)], rows)
