@@ -14,11 +14,16 @@ What it measures, for each N in `--sizes` (default 1000,10000), on a fresh `flow
           (the median of the samples taken during the hold; RSS with 0 is taken after one warm-up session);
   active  every session sends a 1-doc request every `--interval` seconds (1 s: N requests/s in all, each
           session starting at a random offset) for `--active` seconds and waits for each answer: requests sent
-          and answered (goal: all), answer latency p50/p99, and the relay's requests_total agreeing;
+          and answered (goal: all), answer latency p50/p99, the relay's requests_total agreeing, and the CPU
+          of the relay and of the client processes over the phase (a relay near 1.0 core is saturated: the
+          sessions then send less often than asked, since each waits for its answer). Answers slower than
+          100 ms are counted by the second of the relay's uptime in which they were sent: this shows whether
+          they line up with the relay's keepalive pings (every 20 s from its start, to every session at once);
   close   every session closed by its client; the relay's connections_open back to 0.
 
 Then, once, a burst: the largest N opened with every handshake of a client process at once (no pacing), to
-show what the listener's accept backlog (asyncio's default, 100) does to a burst of connections.
+show what the listener's accept backlog (asyncio's default, 100) does to a burst of connections: handshakes
+over 10 s would have failed with a 10 s open timeout (websockets' default), which the clients here raise to 30 s.
 
 The script raises RLIMIT_NOFILE to N + 4096 for itself (`resource.setrlimit`), so that the relay and the client
 processes inherit it, and checks the relay's limit with `resource.prlimit` (raising it there too if it is lower).
@@ -67,6 +72,7 @@ PER_PROCESS = 2_500
 OPEN_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 30.0
 FD_HEADROOM = 4096
+SLOW_S = 0.1
 
 
 # ---- the client process ------------------------------------------------------------------------
@@ -111,7 +117,8 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
     opened = [ws for ws in await asyncio.gather(*(open_one() for _ in range(sessions))) if ws is not None]
     _emit({"phase": "open", "opened": len(opened), "failed": sessions - len(opened), "errors": dict(errors),
            "open_s": perf() - t0, "handshake": _pcts(open_times),
-           "handshakes_over_1s": sum(1 for x in open_times if x > 1.0)})
+           "handshakes_over_1s": sum(1 for x in open_times if x > 1.0),
+           "handshakes_over_10s": sum(1 for x in open_times if x > 10.0)})
 
     def status() -> dict[str, Any]:
         codes: collections.Counter[str] = collections.Counter()
@@ -124,6 +131,7 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
     async def active(seconds: float, interval: float) -> dict[str, Any]:
         counts: collections.Counter[str] = collections.Counter()
         latencies: list[float] = []
+        slow: collections.Counter[int] = collections.Counter()  # answers over SLOW_S, by wall-clock second sent
         until = loop.time() + seconds
 
         async def one(k: int, ws: ClientConnection) -> None:
@@ -144,7 +152,10 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
                 except ConnectionClosed:
                     counts["closed"] += 1
                     return
-                latencies.append(perf() - t)
+                took = perf() - t
+                latencies.append(took)
+                if took > SLOW_S:
+                    slow[int(time.time() - took)] += 1
                 counts["answered" if rid in msg else "wrong_answer"] += 1
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -152,7 +163,7 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
         t1 = perf()
         await asyncio.gather(*(one(k, ws) for k, ws in enumerate(opened) if ws.state is State.OPEN))
         return {"phase": "active", "seconds": perf() - t1, "sessions": len(opened), **dict(counts),
-                "latency": _pcts(latencies)}
+                "latency": _pcts(latencies), "slow_by_second": {str(k): v for k, v in slow.items()}}
 
     reader = loop.run_in_executor(None, sys.stdin.readline)
     while True:
@@ -324,6 +335,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
     out: dict[str, Any] = {"sessions": n, "client_processes": procs, "open_concurrency_per_process": open_concurrency,
                            "label": label}
     with c.relay_server("echo") as relay:
+        relay_t0 = time.time()  # its keepalive loop starts with it: pings at +20 s, +40 s, ...
         pid = relay.pids()[0]
         out["relay_nofile"] = list(raise_nofile(n + FD_HEADROOM, pid))
         # One warm-up session with one request, then RSS with no session.
@@ -348,6 +360,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
         clients: list[ClientProc] = []
         try:
             t0 = time.monotonic()
+            cpu_open0 = c.proc_cpu_s([pid])
             clients = [ClientProc(relay.url, k, open_concurrency, lifetime, work / f"client-{i}.err")
                        for i, k in enumerate(shares)]
             opens = all_expect(clients, "open", 60 + OPEN_TIMEOUT_S + n / 50)
@@ -360,6 +373,8 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
             out["open_errors"] = dict(errors)
             out["handshake"] = merge_pcts(opens, "handshake")
             out["handshakes_over_1s"] = sum(o["handshakes_over_1s"] for o in opens)
+            out["handshakes_over_10s"] = sum(o["handshakes_over_10s"] for o in opens)
+            out["open_relay_cpu_s"] = c.proc_cpu_s([pid]) - cpu_open0
             listen1 = listen_counters()
             out["listen_counters"] = {k: listen1[k] - listen0[k] for k in listen1}
             print(f"    {label} N={n:,}: opened {out['opened']:,} in {out['open_wall_s']:.1f} s "
@@ -395,9 +410,13 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                   f"{out['rss0_kb'] / 1024:.1f} -> {out['rss_idle_kb'] / 1024:.1f} MiB = {per:.1f} KB/session",
                   flush=True)
             if active:
+                client_pids = [cl.proc.pid for cl in clients]
+                cpu_r0, cpu_c0, t_a = c.proc_cpu_s([pid]), c.proc_cpu_s(client_pids), time.monotonic()
                 for cl in clients:
                     cl.send(f"active {args.active:g} {args.interval:g}")
                 acts = all_expect(clients, "active", args.active + ANSWER_TIMEOUT_S + 120)
+                wall_a = time.monotonic() - t_a
+                relay_cpu_a, client_cpu_a = c.proc_cpu_s([pid]) - cpu_r0, c.proc_cpu_s(client_pids) - cpu_c0
                 sent = sum(a.get("sent", 0) for a in acts)
                 answered = sum(a.get("answered", 0) for a in acts)
                 out["active"] = {
@@ -409,14 +428,27 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     "latency": merge_pcts(acts, "latency"),
                     "relay_requests": int(relay_status(relay.url)["envs"]["requests_total"]) - req0,
                     "rss_after_kb": rss_kb(pid) or 0,
+                    "relay_cpu_cores": relay_cpu_a / wall_a,
+                    "clients_cpu_cores": client_cpu_a / wall_a,
+                    "relay_cpu_us_per_req": 1e6 * relay_cpu_a / max(answered, 1),
                 }
+                slow: collections.Counter[int] = collections.Counter()
+                for act in acts:
+                    for sec, k in act.get("slow_by_second", {}).items():
+                        slow[int(sec) - int(relay_t0)] += k
+                out["active"]["slow_by_relay_second"] = dict(sorted(slow.items()))
                 a = out["active"]
                 a["rps"] = sent / a["seconds"] if a["seconds"] else float("nan")
                 a["all_answered"] = sent > 0 and answered == sent == a["relay_requests"]
                 print(f"    {label} N={n:,}: active {a['seconds']:.1f} s: sent {sent:,} ({a['rps']:,.0f}/s), answered "
                       f"{answered:,}, relay counted {a['relay_requests']:,}; latency p50 "
-                      f"{a['latency']['p50_ms']:.1f} ms, p99 {a['latency']['p99_ms']:.1f} ms; relay RSS "
-                      f"{a['rss_after_kb'] / 1024:.1f} MiB", flush=True)
+                      f"{a['latency']['p50_ms']:.1f} ms, p99 {a['latency']['p99_ms']:.1f} ms; relay CPU "
+                      f"{a['relay_cpu_cores']:.2f} cores ({a['relay_cpu_us_per_req']:.0f} us/req), clients "
+                      f"{a['clients_cpu_cores']:.2f} cores; relay RSS {a['rss_after_kb'] / 1024:.1f} MiB", flush=True)
+                if slow:
+                    print(f"    {label} N={n:,}: answers over {SLOW_S * 1e3:.0f} ms by the second of the relay's "
+                          "uptime they were sent in: " + ", ".join(f"{k} s: {v:,}" for k, v in sorted(slow.items())),
+                          flush=True)
             for cl in clients:
                 cl.send("close")
             all_expect(clients, "closed", 120)
@@ -517,33 +549,45 @@ def main() -> int:
             "open_wall_s": c.median([r["open_wall_s"] for r in rs]),
             "handshake_p99_ms": c.median([r["handshake"]["p99_ms"] for r in rs]),
             "listen_overflows": max(r["listen_counters"]["ListenOverflows"] for r in rs),
+            "handshakes_over_1s": max(r["handshakes_over_1s"] for r in rs),
             "active_rps": c.median([a["rps"] for a in act]),
             "active_sent": sum(a["sent"] for a in act),
             "active_answered": sum(a["answered"] for a in act),
             "all_answered": all(a["all_answered"] for a in act),
             "active_p50_ms": c.median([a["latency"]["p50_ms"] for a in act]),
             "active_p99_ms": c.median([a["latency"]["p99_ms"] for a in act]),
+            "active_relay_cpu_cores": c.median([a["relay_cpu_cores"] for a in act]),
+            "active_clients_cpu_cores": c.median([a["clients_cpu_cores"] for a in act]),
+            "active_relay_cpu_us_per_req": c.median([a["relay_cpu_us_per_req"] for a in act]),
             "rss0_mib": c.median([r["rss0_kb"] for r in rs]) / 1024,
             "rss_idle_mib": c.median([r["rss_idle_kb"] for r in rs]) / 1024,
             "sock_kb_per_connection": c.median([4 * r["sock_tcp_pages_delta"] / max(r["opened"], 1) for r in rs]),
         }
         summary[str(n)] = m
         rows.append([f"{n:,}", f"{m['held_after_idle']:,}", f"{m['relay_connections_open_idle']:,}",
-                     m["open_wall_s"], m["handshake_p99_ms"], m["rss0_mib"], m["rss_idle_mib"],
+                     m["open_wall_s"], m["handshake_p99_ms"], str(m["handshakes_over_1s"]), str(m["listen_overflows"]),
+                     m["rss0_mib"], m["rss_idle_mib"],
                      m["kb_per_idle_session"], c.spread(kb), m["active_rps"],
-                     f"{m['active_answered']:,}/{m['active_sent']:,}", m["active_p50_ms"], m["active_p99_ms"]])
+                     f"{m['active_answered']:,}/{m['active_sent']:,}", m["active_p50_ms"], m["active_p99_ms"],
+                     m["active_relay_cpu_cores"], m["active_clients_cpu_cores"]])
     print()
-    print(c.table(["sessions", "held (min)", "relay open", "open s", "handshake p99 ms", "RSS0 MiB", "RSS N MiB",
-                   "KB/session", "(min-max)", "active req/s", "answered/sent", "p50 ms", "p99 ms"], rows))
-    print("(latency p50: median of the client processes' p50s; p99: the worst process's p99; "
-          "kernel TCP memory is not in RSS)")
+    print(c.table(["sessions", "held (min)", "relay open", "open s", "handshake p99 ms", ">1 s", "overflows",
+                   "RSS0 MiB", "RSS N MiB",
+                   "KB/session", "(min-max)", "active req/s", "answered/sent", "p50 ms", "p99 ms", "relay cores",
+                   "client cores"], rows))
+    print("(>1 s: handshakes that took over 1 s, i.e. waited for a SYN retry, most in a rep; overflows: "
+          "TcpExtListenOverflows during the opening, most in a rep; latency p50: median of the client processes' "
+          "p50s, p99: the worst process's p99; cores: CPU over the active phase; kernel TCP memory is not in RSS, "
+          f"it grew {c.median([m['sock_kb_per_connection'] for m in summary.values()]):.1f} KB per connection, "
+          "both ends, machine-wide)")
     if burst is not None:
         print()
         print(c.table(["burst", "opened", "failed", "open s", "handshake p50 ms", "p99 ms", "max ms", "over 1 s",
-                       "ListenOverflows", "ListenDrops", "held after idle"],
+                       "over 10 s", "ListenOverflows", "ListenDrops", "held after idle"],
                       [[f"{burst['sessions']:,} at once", f"{burst['opened']:,}", str(burst["open_failed"]),
                         burst["open_wall_s"], burst["handshake"]["p50_ms"], burst["handshake"]["p99_ms"],
                         burst["handshake"]["max_ms"], str(burst["handshakes_over_1s"]),
+                        str(burst["handshakes_over_10s"]),
                         str(burst["listen_counters"]["ListenOverflows"]), str(burst["listen_counters"]["ListenDrops"]),
                         f"{burst['client_open_after_hold']:,}"]]))
         if burst["open_errors"]:
