@@ -66,7 +66,59 @@ def describe_close(exc: BaseException | None) -> str:
     return f"transport: {type(exc).__name__}"
 
 
-class Session:
+class SessionBase:
+    """What every kind of session (WebSocket, gRPC, HTTP) shares: the table of requests in flight, the
+    counters the summary reads, and how requests leave the table when they fail or time out."""
+
+    def __init__(
+        self,
+        url: str,
+        max_inflight: int,
+        clock: Callable[[], float],
+        on_answer: AnswerCallback,
+        on_failure: FailureCallback,
+        index: int,
+        connect_timeout_s: float,
+    ) -> None:
+        self.url = url
+        self.max_inflight = max_inflight
+        self.clock = clock
+        self.on_answer = on_answer
+        self.on_failure = on_failure
+        self.index = index
+        self.connect_timeout_s = connect_timeout_s
+        self.pending: dict[str, Pending] = {}
+        self.negotiated: str | None = None
+        self.connected = False
+        self.closing = False
+        self.reconnects = 0
+        self.late_answers = 0
+        self.unknown_answers = 0
+        self._reconnector: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+
+    @property
+    def can_send(self) -> bool:
+        return self.connected and len(self.pending) < self.max_inflight
+
+    def _fail_all(self, reason: str) -> None:
+        now = self.clock()
+        failed = list(self.pending.values())
+        self.pending.clear()
+        for entry in failed:
+            self.on_failure(entry, reason, now)
+
+    def expire(self, older_than_s: float) -> list[Pending]:
+        """Remove and return requests sent before `older_than_s` (run clock): they timed out."""
+        expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
+        for p in expired:
+            del self.pending[p.rid]
+        if self.closing and not self.pending:
+            self._drained.set()  # nothing left to wait for at the end of the run
+        return expired
+
+
+class Session(SessionBase):
     """One connection of a load run. `send` is called by the dispatcher; answers come back by callback."""
 
     def __init__(
@@ -84,39 +136,20 @@ class Session:
         ca_file: str | None = None,
         docarray: str = "v1",
     ) -> None:
-        self.url = url
+        super().__init__(url, max_inflight, clock, on_answer, on_failure, index, connect_timeout_s)
         self.mode = mode
         self.offer = offer
-        self.max_inflight = max_inflight
-        self.clock = clock
-        self.on_answer = on_answer
-        self.on_failure = on_failure
-        self.index = index
-        self.connect_timeout_s = connect_timeout_s
         self.compression = compression
         # wss:// to a server whose certificate a private CA signed (a self-signed relay, say): trust that CA.
         self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file and url.startswith("wss:") else None
-        self.pending: dict[str, Pending] = {}
         self.ws: ClientConnection | None = None
-        self.negotiated: str | None = None
-        self.connected = False
-        self.closing = False
-        self.reconnects = 0
-        self.late_answers = 0
-        self.unknown_answers = 0
         self._reader: asyncio.Task[None] | None = None
-        self._reconnector: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
         is_bytes = mode == "bytes"
         # bytes mode: the answers' documents are docarray < 0.30 (v1) or >= 0.30 (v2) messages.
         codec = bytes_codec(docarray) if is_bytes else json_codec
         self._decode = codec.decode_response_envelope
         self._text = not is_bytes
         self._eos = codec.END_OF_STREAM_FRAME
-
-    @property
-    def can_send(self) -> bool:
-        return self.connected and len(self.pending) < self.max_inflight
 
     async def connect(self) -> None:
         """Open the connection; raises ConnectError with a reason a user can act on."""
@@ -191,22 +224,6 @@ class Session:
             self._drained.set()
             if not self.closing:
                 self._reconnector = asyncio.create_task(self._reconnect())
-
-    def _fail_all(self, reason: str) -> None:
-        now = self.clock()
-        failed = list(self.pending.values())
-        self.pending.clear()
-        for entry in failed:
-            self.on_failure(entry, reason, now)
-
-    def expire(self, older_than_s: float) -> list[Pending]:
-        """Remove and return requests sent before `older_than_s` (run clock): they timed out."""
-        expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
-        for p in expired:
-            del self.pending[p.rid]
-        if self.closing and not self.pending:
-            self._drained.set()  # nothing left to wait for at the end of the run
-        return expired
 
     async def _reconnect(self) -> None:
         delay = 0.1

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending
+from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
 from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_details, rpc_reason, wait_ready
 from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
@@ -35,7 +35,7 @@ log = logging.getLogger("flowrelay.load")
 STREAM_ENDED = "grpc stream ended by the server"
 
 
-class GrpcSession:
+class GrpcSession(SessionBase):
     """One channel and one `Call` stream of a load run; same interface as loadtest.session.Session."""
 
     def __init__(
@@ -49,32 +49,13 @@ class GrpcSession:
         connect_timeout_s: float = 10.0,
         docarray: str = "v1",
     ) -> None:
-        self.url = url
+        super().__init__(url, max_inflight, clock, on_answer, on_failure, index, connect_timeout_s)
         self.docarray = docarray  # the answers' documents: docarray < 0.30 (v1) or >= 0.30 (v2)
-        self.max_inflight = max_inflight
-        self.clock = clock
-        self.on_answer = on_answer
-        self.on_failure = on_failure
-        self.index = index
-        self.connect_timeout_s = connect_timeout_s
-        self.pending: dict[str, Pending] = {}
-        self.negotiated: str | None = None  # gRPC has no subprotocol
-        self.connected = False
-        self.closing = False
-        self.reconnects = 0
-        self.late_answers = 0
-        self.unknown_answers = 0
         self.last_reason = "grpc not connected"
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self._outbox: asyncio.Queue[bytes | None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._reconnector: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
-
-    @property
-    def can_send(self) -> bool:
-        return self.connected and len(self.pending) < self.max_inflight
 
     async def connect(self) -> None:
         """Open the channel (once) and a new `Call` stream; raises ConnectError with the cause."""
@@ -142,22 +123,6 @@ class GrpcSession:
             self._drained.set()
             if not self.closing:
                 self._reconnector = asyncio.create_task(self._reconnect())
-
-    def _fail_all(self, reason: str) -> None:
-        now = self.clock()
-        failed = list(self.pending.values())
-        self.pending.clear()
-        for entry in failed:
-            self.on_failure(entry, reason, now)
-
-    def expire(self, older_than_s: float) -> list[Pending]:
-        """Remove and return requests sent before `older_than_s` (run clock): they timed out."""
-        expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
-        for p in expired:
-            del self.pending[p.rid]
-        if self.closing and not self.pending:
-            self._drained.set()
-        return expired
 
     async def _reconnect(self) -> None:
         delay = 0.1

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending
+from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
 from relay.wire import json_codec
 from relay.wire.errors import WireError
 
@@ -54,7 +54,7 @@ def describe_http_error(exc: BaseException) -> str:
     return f"http {type(exc).__name__}"
 
 
-class HttpSession:
+class HttpSession(SessionBase):
     """One keep-alive connection of a load run; same interface as loadtest.session.Session."""
 
     def __init__(
@@ -66,26 +66,12 @@ class HttpSession:
         index: int = 0,
         connect_timeout_s: float = 10.0,
     ) -> None:
+        # HTTP/1.1: one request at a time per connection.
+        super().__init__(url, 1, clock, on_answer, on_failure, index, connect_timeout_s)
         self.base = url.rstrip("/")
-        self.url = url
         self.post_url = self.base + POST_PATH
-        self.max_inflight = 1  # HTTP/1.1: one request at a time per connection
-        self.clock = clock
-        self.on_answer = on_answer
-        self.on_failure = on_failure
-        self.index = index
-        self.connect_timeout_s = connect_timeout_s
-        self.pending: dict[str, Pending] = {}
-        self.negotiated: str | None = None  # no subprotocol over HTTP
-        self.connected = False
-        self.closing = False
-        self.reconnects = 0
-        self.late_answers = 0
-        self.unknown_answers = 0
         self._client: aiohttp.ClientSession | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._reconnector: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
 
     @property
     def can_send(self) -> bool:
