@@ -86,7 +86,43 @@ class LinkStats:
     reconnects: int = 0
 
 
-class _Link:
+class _Recovering:
+    """What every upstream link (WebSocket or gRPC) does when its connection ends: fail the requests it had
+    in flight with the cause, and reconnect with backoff while the pool serves on its other links."""
+
+    pool: Any
+    cfg: UpstreamConfig
+    index: int
+    stats: LinkStats
+    pending: dict[str, asyncio.Future[DataRequest]]
+    closing: bool
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    def _fail_all(self, reason: str) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                self.stats.failed += 1
+                fut.set_exception(UpstreamError(reason))
+        self.pool.room_freed()
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self.closing:
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+                self.stats.reconnects += 1
+                log.info("upstream link %d reconnected to %s", self.index, self.cfg.url)
+                return
+            except UpstreamError as exc:
+                log.debug("upstream link %d: %s", self.index, exc)
+                delay = min(delay * 2, 2.0)
+
+
+class _Link(_Recovering):
     """One persistent session to the upstream gateway, with its requests in flight."""
 
     def __init__(self, pool: UpstreamPool, index: int) -> None:
@@ -168,27 +204,6 @@ class _Link:
             self.pool.link_down(self, reason)
             if not self.closing:
                 self._reconnector = asyncio.create_task(self._reconnect())
-
-    def _fail_all(self, reason: str) -> None:
-        pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                self.stats.failed += 1
-                fut.set_exception(UpstreamError(reason))
-        self.pool.room_freed()
-
-    async def _reconnect(self) -> None:
-        delay = 0.05
-        while not self.closing:
-            await asyncio.sleep(delay)
-            try:
-                await self.connect()
-                self.stats.reconnects += 1
-                log.info("upstream link %d reconnected to %s", self.index, self.cfg.url)
-                return
-            except UpstreamError as exc:
-                log.debug("upstream link %d: %s", self.index, exc)
-                delay = min(delay * 2, 2.0)
 
     async def close(self) -> None:
         self.closing = True

@@ -36,7 +36,7 @@ from relay.grpc_channel import (
     rpc_details,
     wait_ready,
 )
-from relay.upstream import LinkStats, UpstreamConfig, UpstreamError, UpstreamPool, _error_status
+from relay.upstream import LinkStats, UpstreamConfig, UpstreamError, UpstreamPool, _error_status, _Recovering
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest, Status
@@ -47,7 +47,7 @@ log = logging.getLogger("flowrelay.upstream")
 SUBPROTOCOL = "grpc"  # what status() and describe() show for these links
 
 
-class _GrpcLink:
+class _GrpcLink(_Recovering):
     """One channel to the upstream gateway, one `Call` stream on it, and its requests in flight."""
 
     is_bytes = True  # ids travel in header.request_id, never in parameters
@@ -130,27 +130,6 @@ class _GrpcLink:
             self.pool.link_down(self, reason)  # type: ignore[arg-type]
             if not self.closing:
                 self._reconnector = asyncio.create_task(self._reconnect())
-
-    def _fail_all(self, reason: str) -> None:
-        pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                self.stats.failed += 1
-                fut.set_exception(UpstreamError(reason))
-        self.pool.room_freed()
-
-    async def _reconnect(self) -> None:
-        delay = 0.05
-        while not self.closing:
-            await asyncio.sleep(delay)
-            try:
-                await self.connect()
-                self.stats.reconnects += 1
-                log.info("upstream link %d reconnected to %s", self.index, self.cfg.url)
-                return
-            except UpstreamError as exc:
-                log.debug("upstream link %d: %s", self.index, exc)
-                delay = min(delay * 2, 2.0)
 
     async def close(self) -> None:
         self.closing = True
