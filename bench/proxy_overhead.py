@@ -28,9 +28,11 @@ used and its fraction of the capacity are printed and kept.
 
 How to read it: the goal is p50 added under 200 us and p99 under 1 ms (end to end, median of the paired
 differences). A Flow's own latency at half capacity is milliseconds with a long tail on a busy 2-core
-machine, so the p99 difference carries noise of that order: look at the per-repetition spread and at the
-hop figure, which is measured inside one run and does not depend on the Flow's tail. `Flow CPU us/req` is
-the Flow's processes (gateway and Executor): the relay's links should not make the Flow work harder.
+machine, so the p99 difference carries noise of that order (stalls of the Flow or of the machine land in
+one run and not the other): look at the per-repetition spread. The hop figure at p50 is measured inside one
+run, on the same requests, so it does not depend on the direct runs; at p99 it is the difference of two
+tails and says little. `Flow CPU us/req` is the Flow's processes (gateway and Executor): the relay's links
+should not make the Flow work harder.
 
     python bench/proxy_overhead.py [--quick]     # ~4 min full, ~2 min quick; writes bench/results/proxy_overhead.json
 """

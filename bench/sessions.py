@@ -412,11 +412,14 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
             if active:
                 client_pids = [cl.proc.pid for cl in clients]
                 cpu_r0, cpu_c0, t_a = c.proc_cpu_s([pid]), c.proc_cpu_s(client_pids), time.monotonic()
+                busy0 = c.machine_busy_s()
                 for cl in clients:
                     cl.send(f"active {args.active:g} {args.interval:g}")
                 acts = all_expect(clients, "active", args.active + ANSWER_TIMEOUT_S + 120)
                 wall_a = time.monotonic() - t_a
                 relay_cpu_a, client_cpu_a = c.proc_cpu_s([pid]) - cpu_r0, c.proc_cpu_s(client_pids) - cpu_c0
+                # Everything else the machine did meanwhile (this script's own share is negligible).
+                other_a = max(0.0, c.machine_busy_s() - busy0 - relay_cpu_a - client_cpu_a)
                 sent = sum(a.get("sent", 0) for a in acts)
                 answered = sum(a.get("answered", 0) for a in acts)
                 out["active"] = {
@@ -430,6 +433,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     "rss_after_kb": rss_kb(pid) or 0,
                     "relay_cpu_cores": relay_cpu_a / wall_a,
                     "clients_cpu_cores": client_cpu_a / wall_a,
+                    "other_cpu_cores": other_a / wall_a,
                     "relay_cpu_us_per_req": 1e6 * relay_cpu_a / max(answered, 1),
                 }
                 slow: collections.Counter[int] = collections.Counter()
@@ -444,7 +448,8 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                       f"{answered:,}, relay counted {a['relay_requests']:,}; latency p50 "
                       f"{a['latency']['p50_ms']:.1f} ms, p99 {a['latency']['p99_ms']:.1f} ms; relay CPU "
                       f"{a['relay_cpu_cores']:.2f} cores ({a['relay_cpu_us_per_req']:.0f} us/req), clients "
-                      f"{a['clients_cpu_cores']:.2f} cores; relay RSS {a['rss_after_kb'] / 1024:.1f} MiB", flush=True)
+                      f"{a['clients_cpu_cores']:.2f} cores, other processes {a['other_cpu_cores']:.2f} cores; "
+                      f"relay RSS {a['rss_after_kb'] / 1024:.1f} MiB", flush=True)
                 if slow:
                     print(f"    {label} N={n:,}: answers over {SLOW_S * 1e3:.0f} ms by the second of the relay's "
                           "uptime they were sent in: " + ", ".join(f"{k} s: {v:,}" for k, v in sorted(slow.items())),
@@ -558,6 +563,7 @@ def main() -> int:
             "active_p99_ms": c.median([a["latency"]["p99_ms"] for a in act]),
             "active_relay_cpu_cores": c.median([a["relay_cpu_cores"] for a in act]),
             "active_clients_cpu_cores": c.median([a["clients_cpu_cores"] for a in act]),
+            "active_other_cpu_cores": c.median([a["other_cpu_cores"] for a in act]),
             "active_relay_cpu_us_per_req": c.median([a["relay_cpu_us_per_req"] for a in act]),
             "rss0_mib": c.median([r["rss0_kb"] for r in rs]) / 1024,
             "rss_idle_mib": c.median([r["rss_idle_kb"] for r in rs]) / 1024,
@@ -569,15 +575,16 @@ def main() -> int:
                      m["rss0_mib"], m["rss_idle_mib"],
                      m["kb_per_idle_session"], c.spread(kb), m["active_rps"],
                      f"{m['active_answered']:,}/{m['active_sent']:,}", m["active_p50_ms"], m["active_p99_ms"],
-                     m["active_relay_cpu_cores"], m["active_clients_cpu_cores"]])
+                     m["active_relay_cpu_cores"], m["active_clients_cpu_cores"], m["active_other_cpu_cores"]])
     print()
     print(c.table(["sessions", "held (min)", "relay open", "open s", "handshake p99 ms", ">1 s", "overflows",
                    "RSS0 MiB", "RSS N MiB",
                    "KB/session", "(min-max)", "active req/s", "answered/sent", "p50 ms", "p99 ms", "relay cores",
-                   "client cores"], rows))
+                   "client cores", "other cores"], rows))
     print("(>1 s: handshakes that took over 1 s, i.e. waited for a SYN retry, most in a rep; overflows: "
           "TcpExtListenOverflows during the opening, most in a rep; latency p50: median of the client processes' "
-          "p50s, p99: the worst process's p99; cores: CPU over the active phase; kernel TCP memory is not in RSS, "
+          "p50s, p99: the worst process's p99; cores: CPU over the active phase, other = the rest of the machine; "
+          "kernel TCP memory is not in RSS, "
           f"it grew {c.median([m['sock_kb_per_connection'] for m in summary.values()]):.1f} KB per connection, "
           "both ends, machine-wide)")
     if burst is not None:
