@@ -14,7 +14,8 @@ messages). Subjects:
 How to read it: py-spy samples the Python stacks; time spent in C under a Python function (a socket
 write inside `transport.write`, protobuf's upb parser) counts to that function. `--native` adds the C
 frames but stops the process at every sample (slower, distorts timing: use it for shares, not
-rates). Writes the raw collapsed stacks to bench/results/profile-SUBJECT.txt (flamegraph.pl reads them).
+rates). Writes the raw collapsed stacks to bench/results/profile-SUBJECT.txt (flamegraph.pl reads them;
+kept out of git by bench/.gitignore).
 
     python bench/profile_hot_path.py relay-bytes [--seconds 4] [--native] [--top 25]
 """
