@@ -45,7 +45,7 @@ RATE = 100.0
 DURATION_S = 2.0
 HTTP_CONNECTIONS = 64  # one request at a time per HTTP/1.1 connection: room for a stalled gateway
 JINA_HOPS = {"gateway", "upper", "sleeper", "outside_gateway"}
-CLIENT_SCRIPT = Path(__file__).parent / "jina_scripts" / "client_protocol.py"
+CLIENT_SCRIPT = Path(__file__).parent / "jina_scripts" / "client_post.py"
 CLIENT_TIMEOUT_S = 90.0
 _GRPC_DOOR = re.compile(r"^flowrelay serving grpcs?://[^:/]+:(\d+)/")
 
@@ -79,7 +79,7 @@ def peer_env() -> dict[str, str]:
 
 
 def jina_client(port: int, protocol: str = "grpc") -> dict[str, Any]:
-    """Run tests/jina_scripts/client_protocol.py in the peer venv against 127.0.0.1:port."""
+    """Run tests/jina_scripts/client_post.py in the peer venv against 127.0.0.1:port."""
     python = require_peer()
     proc = subprocess.run(
         [str(python), str(CLIENT_SCRIPT), "--port", str(port), "--protocol", protocol],

@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import socketserver
 import tempfile
 import threading
@@ -29,36 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_harness import chromium, clear_logs, page_errors, requested_urls
 from http_door_harness import HttpRelay, serve_http
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# The machine has no network: without these Chromium spends its start trying to reach the internet.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1400",
-)
 WAIT_S = 30.0
 BODY = '{"data": [{"text": "hello from swagger"}], "execEndpoint": "/index"}'
-
-# Installed before any page script runs: records uncaught errors, console.error calls and CSP violations.
-_ERROR_TRAP_JS = """
-window.__pageErrors = [];
-window.addEventListener('error', e => window.__pageErrors.push(String(e.message || e)));
-window.addEventListener('unhandledrejection', e => window.__pageErrors.push('unhandled rejection: ' + e.reason));
-document.addEventListener('securitypolicyviolation',
-  e => window.__pageErrors.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));
-const __consoleError = console.error.bind(console);
-console.error = (...args) => { window.__pageErrors.push(args.map(String).join(' ')); __consoleError(...args); };
-"""
 
 # The guide's JavaScript example, as an async selenium script (the last argument is the callback).
 _GUIDE_FETCH_JS = """
@@ -74,40 +48,10 @@ fetch(arguments[0] + '/post', {
 """
 
 
-def _need_browser() -> None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (pip install -e '.[dev]')")
-    if missing:
-        reason = f"needs {', '.join(missing)}; scripts/setup_system.sh installs chromium and chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="flowrelay-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.set_page_load_timeout(WAIT_S)
-        driver.set_script_timeout(WAIT_S)
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _ERROR_TRAP_JS})
+    with chromium((1280, 1400), WAIT_S) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -117,24 +61,8 @@ def relay() -> Iterator[HttpRelay]:
 
 
 def _open(driver: Any, url: str) -> None:
-    driver.get_log("browser")  # drop what earlier pages logged
-    driver.get_log("performance")
+    clear_logs(driver)
     driver.get(url)
-
-
-def _requested_urls(driver: Any) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
-def _page_errors(driver: Any) -> list[str]:
-    errors = list(driver.execute_script("return window.__pageErrors || []"))
-    errors += [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    return errors
 
 
 def _wait_for(driver: Any, condition: Any, what: str) -> Any:
@@ -147,7 +75,7 @@ def _wait_for(driver: Any, condition: Any, what: str) -> Any:
         if found:
             return found
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; page errors: {_page_errors(driver)}")
+    raise AssertionError(f"timed out waiting for {what}; page errors: {page_errors(driver)}")
 
 
 def _screenshot(driver: Any, name: str) -> Path:
@@ -200,8 +128,8 @@ def test_swagger_ui_try_it_out(browser: Any, relay: HttpRelay) -> None:
     assert f"{relay.http_url}/post" in curl_text
 
     _screenshot(driver, "swagger-ui-try-it-out.png")
-    assert _page_errors(driver) == []
-    urls = _requested_urls(driver)
+    assert page_errors(driver) == []
+    urls = requested_urls(driver)
     _only_the_relay(urls, relay)
     assert relay.http_url + "/docs-assets/swagger-ui/swagger-ui-bundle.js" in urls
     assert relay.http_url + "/openapi.json" in urls
@@ -222,8 +150,8 @@ def test_redoc_renders(browser: Any, relay: HttpRelay) -> None:
     for expected in ("/Index", "/Search", "/Update", "/Delete", "execEndpoint", "targetExecutor", "parameters"):
         assert expected in text, expected
     _screenshot(driver, "redoc.png")
-    assert _page_errors(driver) == []
-    urls = _requested_urls(driver)
+    assert page_errors(driver) == []
+    urls = requested_urls(driver)
     _only_the_relay(urls, relay)
     assert relay.http_url + "/docs-assets/redoc/redoc.standalone.js" in urls
 

@@ -12,35 +12,17 @@ where that is a failure.
 from __future__ import annotations
 
 import base64
-import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_harness import chromium, clear_logs, requested_urls
 from test_report import COMPARISON_FIGURES, REPORT_FIGURES, copy_results, results_pair
 
 from loadtest.outputs import report
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# The machine has no network: without these Chromium spends its start trying to reach the internet.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,900",
-)
 RENDER_TIMEOUT_S = 30.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,55 +52,16 @@ for (const gd of document.querySelectorAll('.plotly-graph-div')) {
 return out;
 """
 
-# Installed before any page script runs: records uncaught errors and console.error calls.
-_ERROR_TRAP_JS = """
-window.__pageErrors = [];
-window.addEventListener('error', e => window.__pageErrors.push(String(e.message || e)));
-window.addEventListener('unhandledrejection', e => window.__pageErrors.push('unhandled rejection: ' + e.reason));
-const __consoleError = console.error.bind(console);
-console.error = (...args) => { window.__pageErrors.push(args.map(String).join(' ')); __consoleError(...args); };
-"""
-
-
-def _need_browser() -> None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (pip install -e '.[dev]')")
-    if missing:
-        reason = f"needs {', '.join(missing)}; scripts/setup_system.sh installs chromium and chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="flowrelay-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.set_page_load_timeout(RENDER_TIMEOUT_S)
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _ERROR_TRAP_JS})
+    with chromium((1280, 900), RENDER_TIMEOUT_S) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _load(driver: Any, page: Path) -> list[dict[str, Any]]:
     """Open ``page`` from disk and wait until every chart has drawn (or the timeout passes)."""
-    driver.get_log("browser")  # drop what earlier pages logged
-    driver.get_log("performance")
+    clear_logs(driver)
     driver.get(page.resolve().as_uri())
     deadline = time.monotonic() + RENDER_TIMEOUT_S
     charts: list[dict[str, Any]] = []
@@ -128,15 +71,6 @@ def _load(driver: Any, page: Path) -> list[dict[str, Any]]:
             break
         time.sleep(0.2)
     return charts
-
-
-def _requested_urls(driver: Any) -> list[str]:
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
 
 
 def _screenshot(driver: Any, png: Path) -> Path:
@@ -169,7 +103,7 @@ def _check_page(driver: Any, page: Path, expected: tuple[str, ...]) -> Path:
     assert not severe, f"console errors: {severe}"
     page_errors = driver.execute_script("return window.__pageErrors || []")
     assert not page_errors, f"page errors: {page_errors}"
-    foreign = [u for u in _requested_urls(driver) if not u.startswith(("file:", "data:", "blob:", "about:"))]
+    foreign = [u for u in requested_urls(driver) if not u.startswith(("file:", "data:", "blob:", "about:"))]
     assert not foreign, f"the page asked the network for {foreign}"
     assert driver.title.startswith("flowrelay")
 

@@ -1,14 +1,17 @@
-"""Drive a WebSocket gateway with jina's own Python client; print what it got back as one JSON line.
+"""Drive a gateway with jina's own Python client; print what it got back as one JSON line.
 
 Runs inside the Jina peer venv (jina 3.34, docarray < 0.30), never with the project's interpreter:
 
-    python client_post.py --port PORT
+    python client_post.py --port PORT [--protocol websocket|grpc|http] [--skip-fail]
 
 Steps, each recorded under its name in the output (an exception is recorded as {"error": ...}):
-  ready      Client.is_flow_ready()                       (WebSocket /dry_run, bytes subprotocol)
+  ready      Client.is_flow_ready()                       (on WebSocket: /dry_run, bytes subprotocol)
   index      post('/index', 3 docs, request_size=2)       -> the returned DocumentArray
   responses  the same with return_responses=True          -> one entry per DataRequest answered
   fail       post('/fail', 1 doc) with an on_error callback -> the failed responses it saw
+and two that only gRPC's streaming client has:
+  unary      post('/index', 3 docs, request_size=1, stream=False)  (process_single_data per request)
+  in_order   post('/index', 6 docs, request_size=1, results_in_order=True) -> the texts in the order returned
 """
 
 import argparse
@@ -67,10 +70,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--protocol", default="websocket", choices=["grpc", "http", "websocket"])
     ap.add_argument("--skip-fail", action="store_true")
     args = ap.parse_args()
 
-    client = Client(host=args.host, port=args.port, protocol="websocket")
+    client = Client(host=args.host, port=args.port, protocol=args.protocol)
     out = {}
     step(out, "ready", client.is_flow_ready)
 
@@ -87,6 +91,22 @@ def main():
         return [response_json(r) for r in result]
 
     step(out, "responses", responses)
+
+    if args.protocol == "grpc":
+
+        def unary():
+            inputs = DocumentArray([Document(text=t) for t in TEXTS])
+            result = client.post("/index", inputs, request_size=1, stream=False, return_responses=True)
+            return [response_json(r) for r in result]
+
+        step(out, "unary", unary)
+
+        def in_order():
+            inputs = DocumentArray([Document(text=f"doc{i}") for i in range(6)])
+            result = client.post("/index", inputs, request_size=1, results_in_order=True)
+            return [d.text for d in result]
+
+        step(out, "in_order", in_order)
 
     if not args.skip_fail:
 

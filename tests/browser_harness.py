@@ -1,0 +1,110 @@
+"""Headless Chromium for the tests that check pages in a real browser (the report, the HTTP door's docs).
+
+Debian's `chromium` and `chromedriver` (scripts/setup_system.sh installs both) are driven through selenium,
+with networking features off and a fresh profile per module. Pages get an error trap installed before any of
+their scripts run, so uncaught errors, `console.error` calls and CSP violations can be read back; the
+performance log tells which URLs a page asked for.
+
+Without chromium, chromedriver or selenium a test skips with the reason, except under CI (env CI set), where
+that is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# The machine has no network: without these Chromium spends its start trying to reach the internet.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+# Installed before any page script runs: records uncaught errors, console.error calls and CSP violations.
+ERROR_TRAP_JS = """
+window.__pageErrors = [];
+window.addEventListener('error', e => window.__pageErrors.push(String(e.message || e)));
+window.addEventListener('unhandledrejection', e => window.__pageErrors.push('unhandled rejection: ' + e.reason));
+document.addEventListener('securitypolicyviolation',
+  e => window.__pageErrors.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));
+const __consoleError = console.error.bind(console);
+console.error = (...args) => { window.__pageErrors.push(args.map(String).join(' ')); __consoleError(...args); };
+"""
+
+
+def need_browser() -> None:
+    """Skip (or, under CI, fail) when the browser or its driver is not installed."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install -e '.[dev]')")
+    if missing:
+        reason = f"needs {', '.join(missing)}; scripts/setup_system.sh installs chromium and chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def chromium(window: tuple[int, int], timeout_s: float) -> Iterator[Any]:
+    """A headless Chromium (selenium driver) with the error trap and the browser/performance logs on."""
+    need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="flowrelay-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_page_load_timeout(timeout_s)
+        driver.set_script_timeout(timeout_s)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ERROR_TRAP_JS})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def clear_logs(driver: Any) -> None:
+    """Drop what earlier pages logged, so the next checks see only the next page."""
+    driver.get_log("browser")
+    driver.get_log("performance")
+
+
+def requested_urls(driver: Any) -> list[str]:
+    """Every URL the browser asked for since the performance log was last read."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def page_errors(driver: Any) -> list[str]:
+    """Errors the trap caught on the page, then SEVERE console entries."""
+    errors = list(driver.execute_script("return window.__pageErrors || []"))
+    errors += [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    return errors
