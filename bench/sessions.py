@@ -18,12 +18,15 @@ What it measures, for each N in `--sizes` (default 1000,10000), on a fresh `flow
           of the relay and of the client processes over the phase (a relay near 1.0 core is saturated: the
           sessions then send less often than asked, since each waits for its answer). Answers slower than
           100 ms are counted by the second of the relay's uptime in which they were sent: this shows whether
-          they line up with the relay's keepalive pings (every 20 s from its start, to every session at once);
+          they line up with the relay's keepalive pings (each session once every 20 s, spread over the interval
+          in batches of 100) or with anything else the relay does at one moment;
   close   every session closed by its client; the relay's connections_open back to 0.
 
 Then, once, a burst: the largest N opened with every handshake of a client process at once (no pacing), to
-show what the listener's accept backlog (asyncio's default, 100) does to a burst of connections: handshakes
-over 10 s would have failed with a 10 s open timeout (websockets' default), which the clients here raise to 30 s.
+show what the listener's accept backlog (4096, capped by net.core.somaxconn) does to a burst of connections:
+a full accept queue drops SYNs (ListenOverflows; the client retries after 1 s), else a handshake over 1 s waited
+behind the others for the relay's one core; handshakes over 10 s would have failed with a 10 s open timeout
+(websockets' default), which the clients here raise to 30 s.
 
 The script raises RLIMIT_NOFILE to N + 4096 for itself (`resource.setrlimit`), so that the relay and the client
 processes inherit it, and checks the relay's limit with `resource.prlimit` (raising it there too if it is lower).
@@ -33,7 +36,8 @@ TCP `mem` pages of /proc/net/sockstat (machine-wide, both ends of every connecti
 
 How to read it: one row per N with the medians of the repetitions (min-max beside the memory figure); goals:
 under 30 KB of relay RSS per idle session, and 10,000 sessions held (open after the hold, all active requests
-answered). The burst table says how many handshakes failed or waited for a SYN retry.
+answered). The burst table says how many handshakes failed or took over 1 s (a SYN retry when there were
+listen overflows, else a wait behind the other handshakes).
 
     python bench/sessions.py [--quick] [--sizes 1000,10000] [--reps 3]
     # ~6 min full, ~2.5 min quick; writes bench/results/sessions.json
@@ -335,7 +339,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
     out: dict[str, Any] = {"sessions": n, "client_processes": procs, "open_concurrency_per_process": open_concurrency,
                            "label": label}
     with c.relay_server("echo") as relay:
-        relay_t0 = time.time()  # its keepalive loop starts with it: pings at +20 s, +40 s, ...
+        relay_t0 = time.time()  # its keepalive loop starts with it (slow answers are told by this uptime)
         pid = relay.pids()[0]
         out["relay_nofile"] = list(raise_nofile(n + FD_HEADROOM, pid))
         # One warm-up session with one request, then RSS with no session.
@@ -581,7 +585,8 @@ def main() -> int:
                    "RSS0 MiB", "RSS N MiB",
                    "KB/session", "(min-max)", "active req/s", "answered/sent", "p50 ms", "p99 ms", "relay cores",
                    "client cores", "other cores"], rows))
-    print("(>1 s: handshakes that took over 1 s, i.e. waited for a SYN retry, most in a rep; overflows: "
+    print("(>1 s: handshakes that took over 1 s (a SYN retry if the listen queue overflowed, else a wait behind "
+          "the other handshakes), most in a rep; overflows: "
           "TcpExtListenOverflows during the opening, most in a rep; latency p50: median of the client processes' "
           "p50s, p99: the worst process's p99; cores: CPU over the active phase, other = the rest of the machine; "
           "kernel TCP memory is not in RSS, "

@@ -53,7 +53,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from relay.server import Observer
+from relay.server import REFUSAL_REASONS, Observer
 from relay.wire.messages import DataRequest
 
 __all__ = [
@@ -183,6 +183,8 @@ class RelayMetrics(Observer):
         # (code, direction) -> count; received codes are client-supplied, so each direction is capped.
         self.closes: dict[tuple[str, str], int] = {}
         self._close_codes: dict[str, dict[str, None]] = {"sent": {}, "received": {}}
+        # Every reason is shown from the start, at 0: a refusal is rare, and rate() needs the series before it.
+        self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # a custom collector: see collect()
 
@@ -202,6 +204,9 @@ class RelayMetrics(Observer):
         else:
             # No close frame either way: the TCP connection dropped, which RFC 6455 reports as 1006.
             self._close("received", 1006)
+
+    def connection_refused(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def request_started(self, endpoint: str) -> None:
         self.in_flight += 1
@@ -276,6 +281,12 @@ class RelayMetrics(Observer):
         c = CounterMetricFamily(p + "connections", "WebSocket connections accepted", labels=["subprotocol"])
         for sp, n in sorted(self.connections_total.items()):
             c.add_metric([sp], n)
+        yield c
+        c = CounterMetricFamily(p + "connections_refused", "Clients refused for want of capacity: fd_limit (out of "
+                                "file descriptors at accept), max_connections (HTTP 503 past --max-connections)",
+                                labels=["reason"])
+        for reason, n in sorted(self.refused.items()):
+            c.add_metric([reason], n)
         yield c
         c = CounterMetricFamily(p + "requests", "Requests answered, by endpoint and outcome (ok, error: an "
                                 "Executor raised)", labels=["endpoint", "outcome"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hmac
 import itertools
 import logging
@@ -35,6 +34,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from relay.acceptor import Acceptor, open_listeners
 from relay.executors import Chain
 from relay.http_types import HttpRequest, HttpResponse
 from relay.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession
@@ -60,6 +60,11 @@ DEFAULT_PORT = 12345
 DEFAULT_PREFETCH = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 WS_PATHS = ("/", "/dry_run")
+# Why a client was refused for want of capacity (Observer.connection_refused): out of file descriptors at
+# accept (relay.acceptor), or past --max-connections at the handshake.
+REFUSED_FD_LIMIT = "fd_limit"
+REFUSED_MAX_CONNECTIONS = "max_connections"
+REFUSAL_REASONS = (REFUSED_FD_LIMIT, REFUSED_MAX_CONNECTIONS)
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Observer:
 
     def connection_opened(self, subprotocol: str) -> None: ...
     def connection_closed(self, subprotocol: str, code_sent: int | None, code_received: int | None) -> None: ...
+    def connection_refused(self, reason: str) -> None:
+        """A client turned away for want of capacity; `reason` is one of REFUSAL_REASONS."""
     def request_started(self, endpoint: str) -> None: ...
     def request_finished(self, req: DataRequest, duration_s: float) -> None: ...
     def bytes_in(self, n: int) -> None: ...
@@ -116,7 +123,7 @@ class RelayServer:
         self.chain = chain
         self.stats = RelayStats()
         self.observer = observer or Observer()
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._stopping = False
         self._connections: set[_Connection] = set()
         self._transports: set[RelayProtocol] = set()
@@ -143,14 +150,15 @@ class RelayServer:
         if cfg.certfile:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_context.load_cert_chain(cfg.certfile, cfg.keyfile)
-        loop = asyncio.get_running_loop()
         _raise_fd_limit()
+        _check_fd_budget(cfg.max_connections)
         # The default backlog of 100 overflowed when thousands of clients connected at once (SYN retries of
-        # a second and more); the kernel caps this at net.core.somaxconn anyway.
-        self._server = await loop.create_server(
-            lambda: RelayProtocol(self), cfg.host, cfg.port, ssl=ssl_context, backlog=4096
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # a second and more); the kernel caps this at net.core.somaxconn anyway. The relay accepts by itself
+        # (relay.acceptor) so that a client past the file-descriptor limit is refused, logged and counted.
+        sockets = open_listeners(cfg.host, cfg.port, backlog=4096)
+        self._acceptor = Acceptor(sockets, lambda: RelayProtocol(self), ssl_context, self._refused_at_accept)
+        self._acceptor.start()
+        self.port = sockets[0].getsockname()[1]
         if cfg.ping_interval_s:
             self._keepalive = asyncio.create_task(self._ping_loop(cfg.ping_interval_s))
         log.info(
@@ -163,10 +171,10 @@ class RelayServer:
 
     async def stop(self) -> None:
         """Stop accepting, let every connection answer what it has in flight (bounded), close 1001."""
-        if self._server is None:
+        if self._acceptor is None:
             return
         self._stopping = True
-        self._server.close()
+        self._acceptor.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
         for conn in list(self._connections):
@@ -177,8 +185,6 @@ class RelayServer:
         for proto in list(self._transports):
             if proto.transport is not None:
                 proto.transport.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), timeout=5.0)
         backend_close = getattr(self.chain, "close", None)
         if backend_close is not None:
             await backend_close()
@@ -208,6 +214,9 @@ class RelayServer:
                         continue
                     proto.last_pong_seen = False
                     session.ping(b"")
+
+    def _refused_at_accept(self, err: int) -> None:
+        self.observer.connection_refused(REFUSED_FD_LIMIT)
 
     # ---- ListenerHost --------------------------------------------------------------------------
 
@@ -250,6 +259,7 @@ class RelayServer:
         if self._stopping:
             return HttpResponse.json(503, {"detail": "the relay is shutting down"})
         if cfg.max_connections and self.stats.connections_open >= cfg.max_connections:
+            self.observer.connection_refused(REFUSED_MAX_CONNECTIONS)
             return HttpResponse.json(
                 503, {"detail": f"connection limit reached ({cfg.max_connections}); try again later"}
             )
@@ -571,7 +581,8 @@ def _mark_numpy(req: DataRequest) -> None:
 
 def _raise_fd_limit() -> None:
     """Raise the soft limit on open files to the hard one: each session holds a descriptor, and at the soft
-    limit new connections are dropped without a word."""
+    limit new clients can only be refused (relay.acceptor). Above the hard limit only root may go: raise it
+    where the relay is started (`ulimit -Hn`, systemd `LimitNOFILE=`, `docker run --ulimit nofile=N:N`)."""
     try:
         import resource
 
@@ -580,3 +591,31 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
+
+
+# Descriptors kept free beyond the sessions: listening sockets, the acceptor's spare, upstream links, logs.
+FD_RESERVE = 16
+
+
+def _check_fd_budget(max_connections: int) -> None:
+    """Say at start when --max-connections cannot be reached: clients past the descriptor limit are refused
+    too, but with "out of file descriptors" rather than the clearer "connection limit reached"."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError):
+        return
+    if soft == resource.RLIM_INFINITY:
+        return
+    room = soft - in_use - FD_RESERVE
+    if max_connections and max_connections > room:
+        log.warning(
+            "--max-connections %d is above what the open-file limit allows (RLIMIT_NOFILE %d, %d in use): "
+            "past about %d connections clients are refused as out of file descriptors; raise the limit "
+            "(ulimit -n) or lower --max-connections",
+            max_connections, soft, in_use, max(room, 0),
+        )
+    else:
+        log.info("open-file limit %d: room for about %d connections", soft, max(room, 0))

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -132,8 +132,11 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def run_relay(*args: str, timeout_s: float = START_TIMEOUT_S) -> Iterator[RelayProcess]:
-    """`flowrelay serve --host 127.0.0.1 --port 0 ARGS...`, stopped (SIGTERM, then SIGKILL) on exit."""
+def run_relay(
+    *args: str, timeout_s: float = START_TIMEOUT_S, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[RelayProcess]:
+    """`flowrelay serve --host 127.0.0.1 --port 0 ARGS...`, stopped (SIGTERM, then SIGKILL) on exit.
+    `preexec_fn` runs in the child before the relay starts (e.g. to lower its resource limits)."""
     cmd = [*flowrelay_command(), "serve", "--host", LOOPBACK, "--port", "0", *args]
     output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
     ready = threading.Event()
@@ -146,6 +149,7 @@ def run_relay(*args: str, timeout_s: float = START_TIMEOUT_S) -> Iterator[RelayP
         text=True,
         encoding="utf-8",
         errors="replace",
+        preexec_fn=preexec_fn,
     )
     pump = threading.Thread(target=_pump, args=(proc.stdout, output, ready), daemon=True)
     pump.start()

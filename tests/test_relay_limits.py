@@ -2,11 +2,12 @@
 
 Each test starts `flowrelay serve` as a process on 127.0.0.1 with one limit set and shows what a client
 sees: `--max-message-size` (close 1009 with a reason, after the requests in flight are answered),
-`--max-connections` (HTTP 503 at the handshake), `--handshake-timeout` (a TCP client that never completes
-a handshake is dropped), `--auth-token` (HTTP 401 without it; the Bearer header or `?token=` let a client
-in), `--allowed-origins` (HTTP 403 for another Origin), and TLS with `--certfile/--keyfile` (a wss client
-that trusts the CA works, one that does not is refused; `flowrelay load --ca-file` trusts a CA too). After
-each refusal the relay goes on serving well-behaved clients.
+`--max-connections` (HTTP 503 at the handshake, counted in /metrics), `--handshake-timeout` (a TCP client
+that never completes a handshake is dropped), `--auth-token` (HTTP 401 without it; the Bearer header or
+`?token=` let a client in), `--allowed-origins` (HTTP 403 for another Origin), and TLS with
+`--certfile/--keyfile` (a wss client that trusts the CA works, one that does not is refused;
+`flowrelay load --ca-file` trusts a CA too). After each refusal the relay goes on serving well-behaved
+clients. The file-descriptor limit is in test_relay_fd_limit.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from load_helpers import cli_summary, run_load_cli
+from metrics_helpers import scrape, value
 from relay_process import LOOPBACK, exchange, http_get, run_relay
 from upstream_helpers import assert_adds_up, bytes_request, json_request, read_answers, relay_status, wait_until
 from websockets.asyncio.client import ClientConnection, connect
@@ -90,6 +92,8 @@ def test_connections_beyond_the_limit_are_refused_with_503() -> None:
             exc = await refused(url)
             assert exc.response.status_code == 503
             assert b"connection limit reached (2)" in (exc.response.body or b"")
+            _, samples = await asyncio.to_thread(scrape, port)
+            assert value(samples, "flowrelay_relay_connections_refused_total", reason="max_connections") == 1
             # The ones inside are served all the while.
             await held[0].send(json_request("inside"))
             (resp,) = await read_answers(held[0], 1, "json")
