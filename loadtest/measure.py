@@ -14,6 +14,13 @@ under ``*_ms`` names.
 * :class:`Recorder` - all of the above for one process, with exact merge and a
   msgpack-able snapshot.
 
+Cost and memory over long runs: an ok answer's latency and service time are
+recorded once, into histograms that are added in bulk (hdrh adds the counts
+arrays in C) to the second's interval and to the run's totals when the second
+closes; and hdrh's histogram <-> encoder reference cycle is broken, so each
+closed second's histograms are freed as soon as they are dropped rather than
+piling up until the cyclic garbage collector's next full pass.
+
 Latency follows wrk2: it is measured from the request's *intended* send time
 (its due time from the schedule), so a server that stalls the sender is charged
 for the whole stall. Service time (from the actual send) and scheduler lag
@@ -25,6 +32,9 @@ Imports: the standard library, hdrh and msgpack only.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,9 +90,25 @@ if _LAYOUT.unit_magnitude != 0:  # pragma: no cover - only if hdrh changed its l
     raise ImportError("hdrh's bucket layout changed: LatencyHistogram.record needs updating")
 _SUB_BUCKET_MASK: int = _LAYOUT.sub_bucket_mask
 _HALF_COUNT_MAGNITUDE: int = _LAYOUT.sub_bucket_half_count_magnitude
-_HALF_COUNT: int = _LAYOUT.sub_bucket_half_count
 _BUCKET_SHIFT: int = _HALF_COUNT_MAGNITUDE + 1
+_LAYOUT.encoder = None  # see _new_hdr: the throwaway layout must not leave a cycle either
 del _LAYOUT
+
+
+def _unlink(hdr: HdrHistogram) -> HdrHistogram:
+    """Break hdrh's histogram <-> encoder reference cycle, so the histogram (and its ~140 KB of
+    counts) is freed as soon as its last reference goes, not by a later pass of the cyclic
+    garbage collector. Without this, one run second's histograms pile up until the collector's
+    oldest generation runs, and the load engine's memory saw-tooths by tens of megabytes.
+    The encoder only reads the histogram's attributes, which a weak proxy serves the same."""
+    encoder = hdr.encoder
+    if encoder is not None and not isinstance(encoder.histogram, weakref.ProxyType):
+        encoder.histogram = weakref.proxy(hdr)
+    return hdr
+
+
+def _new_hdr() -> HdrHistogram:
+    return _unlink(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS))
 
 
 def _ms(us: float) -> float:
@@ -99,13 +125,17 @@ class LatencyHistogram:
     are HdrHistogram's, never above the exact max.
     """
 
-    __slots__ = ("_counts", "_h", "_max_us", "_sum_us", "over_range", "under_range")
+    __slots__ = ("_count", "_counts", "_h", "_max_us", "_min_us", "_sum_us", "over_range", "under_range")
 
     def __init__(self) -> None:
-        self._h = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        self._h = _new_hdr()
         self._counts = self._h.counts
+        # The count, max and min live here and reach hdrh's own fields in _hdr(): record() runs
+        # several times per answer, and a slot is cheaper to update than hdrh's instance attributes.
+        self._count = 0
         self._sum_us = 0
         self._max_us = 0
+        self._min_us = sys.maxsize
         self.over_range = 0
         self.under_range = 0
 
@@ -121,46 +151,67 @@ class LatencyHistogram:
             self.under_range += 1
         else:
             raise ValueError("cannot record NaN as a duration")
-        # HdrHistogram.record_value's bucket arithmetic, inlined: this runs several
-        # times per response and is ~3x faster than the call (the tests check that
-        # both fill identical counts). Values are already known to be in range.
+        # HdrHistogram.record_value's bucket arithmetic, inlined and simplified
+        # ((bucket + 1) * half_count + (us >> bucket) - half_count): this runs several times per
+        # answer and is ~3x faster than the call (the tests check that both fill identical counts).
+        # Values are already known to be in range.
         bucket = (us | _SUB_BUCKET_MASK).bit_length() - _BUCKET_SHIFT
-        self._counts[((bucket + 1) << _HALF_COUNT_MAGNITUDE) + (us >> bucket) - _HALF_COUNT] += 1
-        h = self._h
-        h.total_count += 1
-        if us > h.max_value:
-            h.max_value = us
-        if us < h.min_value:
-            h.min_value = us
+        self._counts[(bucket << _HALF_COUNT_MAGNITUDE) + (us >> bucket)] += 1
+        self._count += 1
         self._sum_us += us
         if us > self._max_us:
             self._max_us = us
+        if us < self._min_us:
+            self._min_us = us
 
     @property
     def count(self) -> int:
-        return self._h.total_count
+        return self._count
+
+    def _hdr(self) -> HdrHistogram:
+        """The hdrh histogram with its count, max and min brought up to date, for reading or adding."""
+        h = self._h
+        h.total_count = self._count
+        h.max_value = self._max_us
+        h.min_value = self._min_us
+        return h
 
     def merge(self, other: LatencyHistogram) -> None:
         """Add ``other``'s values to this histogram (exact: same as recording them here)."""
-        if other._h.total_count:
-            self._h.add(other._h)
+        if other._count:
+            # hdrh adds the counts arrays in C; the count, max and min are kept here.
+            self._hdr().add(other._hdr())
+            self._count += other._count
+            self._min_us = min(self._min_us, other._min_us)
         self._sum_us += other._sum_us
         self._max_us = max(self._max_us, other._max_us)
         self.over_range += other.over_range
         self.under_range += other.under_range
 
+    def reset(self) -> None:
+        """Forget every value, keeping the counts array for reuse (no allocation, no garbage)."""
+        counts = self._counts
+        ctypes.memset(ctypes.addressof(counts), 0, ctypes.sizeof(counts))
+        self._count = 0
+        self._sum_us = 0
+        self._max_us = 0
+        self._min_us = sys.maxsize
+        self.over_range = 0
+        self.under_range = 0
+        self._hdr()
+
     def percentile_ms(self, percentile: float) -> float | None:
         """The value at ``percentile`` (0..100) in milliseconds; None when empty."""
-        if not self._h.total_count:
+        if not self._count:
             return None
-        return _ms(min(self._h.get_value_at_percentile(percentile), self._max_us))
+        return _ms(min(self._hdr().get_value_at_percentile(percentile), self._max_us))
 
     def percentiles_ms(self, percentiles: Iterable[float]) -> dict[float, float | None]:
         """Several percentiles (0..100) in one pass over the histogram, in ms."""
         wanted = list(percentiles)
-        if not self._h.total_count:
+        if not self._count:
             return dict.fromkeys(wanted)
-        found = self._h.get_percentile_to_value_dict(wanted)
+        found = self._hdr().get_percentile_to_value_dict(wanted)
         return {p: _ms(min(found[p], self._max_us)) for p in wanted}
 
     def summary_ms(self) -> dict[str, float | int | None]:
@@ -169,7 +220,7 @@ class LatencyHistogram:
         Figures are None when nothing was recorded: an empty run has no p99,
         and a 0 would pass any ``<`` threshold.
         """
-        count = self._h.total_count
+        count = self._count
         if not count:
             empty: dict[str, float | int | None] = dict.fromkeys(SUMMARY_KEYS)
             empty["count"] = 0
@@ -190,10 +241,10 @@ class LatencyHistogram:
         (``ticks_per_half_distance`` points per halving of the distance to 100%);
         the last point is ``(100.0, max_ms)``.
         """
-        if not self._h.total_count:
+        if not self._count:
             return []
         points: list[tuple[float, float]] = []
-        for step in self._h.get_percentile_iterator(ticks_per_half_distance):
+        for step in self._hdr().get_percentile_iterator(ticks_per_half_distance):
             value_us = min(step.value_iterated_to, self._max_us)
             points.append((float(step.percentile_level_iterated_to), _ms(value_us)))
         return points
@@ -204,14 +255,14 @@ class LatencyHistogram:
         Carries the bucket counts only; :meth:`encode` also keeps the exact mean,
         max and out-of-range counts.
         """
-        return self._h.encode()
+        return self._hdr().encode()
 
     def encode(self) -> bytes:
         """Bytes for shipping to another process; :meth:`decode` restores an equal histogram."""
         return msgpack.packb(
             {
                 "v": _SNAPSHOT_VERSION,
-                "hdr": self._h.encode(),
+                "hdr": self._hdr().encode(),
                 "sum_us": self._sum_us,
                 "max_us": self._max_us,
                 "over": self.over_range,
@@ -228,10 +279,13 @@ class LatencyHistogram:
                 raise ValueError("not an encoded LatencyHistogram")
             if fields.get("v") != _SNAPSHOT_VERSION:
                 raise ValueError(f"unsupported LatencyHistogram encoding version {fields.get('v')!r}")
-            decoded = HdrHistogram.decode(fields["hdr"])
+            # Unlinked at once: it is thrown away after the add, and must not wait for the collector.
+            decoded = _unlink(HdrHistogram.decode(fields["hdr"]))
             histogram = cls()
             if decoded.total_count:
                 histogram._h.add(decoded)
+                histogram._count = decoded.total_count
+                histogram._min_us = decoded.get_min_value()
             histogram._sum_us = int(fields["sum_us"])
             histogram._max_us = int(fields["max_us"])
             histogram.over_range = int(fields["over"])
@@ -246,12 +300,12 @@ class LatencyHistogram:
         if not isinstance(other, LatencyHistogram):
             return NotImplemented
         return (
-            self._h.total_count == other._h.total_count
+            self._count == other._count
             and self._sum_us == other._sum_us
             and self._max_us == other._max_us
             and self.over_range == other.over_range
             and self.under_range == other.under_range
-            and bytes(self._h.counts) == bytes(other._h.counts)
+            and bytes(self._counts) == bytes(other._counts)
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -603,18 +657,34 @@ class IntervalStats:
     An event counts in the interval open when it is reported. The ``now``
     arguments (seconds since the run's start) are accepted for a uniform event
     signature; intervals are delimited by :meth:`roll` alone.
+
+    A :class:`Recorder` links its run-wide latency and service-time histograms
+    here (:meth:`link_totals`): answers reported with :meth:`on_measured_answer`
+    are recorded once, into a pair of pending histograms, and added in bulk to
+    both the open interval and those totals when it closes (or when the totals
+    are read), instead of being recorded twice per answer.
     """
 
-    __slots__ = ("_current", "_inflight", "warmup_s")
+    __slots__ = ("_current", "_inflight", "_pending_latency", "_pending_service", "_totals", "warmup_s")
 
     def __init__(self, start_s: float = 0.0, warmup_s: float = 0.0) -> None:
         self.warmup_s = warmup_s
         self._inflight = 0
         self._current = Interval(start_s, start_s < warmup_s)
+        # Reused for the whole run (reset, never replaced), so they cost no allocation per interval.
+        self._pending_latency = LatencyHistogram()
+        self._pending_service = LatencyHistogram()
+        self._totals: tuple[LatencyHistogram, LatencyHistogram] | None = None
 
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    def link_totals(self, latency: LatencyHistogram | None, service_time: LatencyHistogram | None) -> None:
+        """Where :meth:`on_measured_answer` values go besides the intervals (both None: nowhere).
+        Values pending for the previous totals are handed to them first."""
+        self.flush()
+        self._totals = None if latency is None or service_time is None else (latency, service_time)
 
     def on_sent(self, now: float) -> None:
         self._current.sent += 1
@@ -633,6 +703,31 @@ class IntervalStats:
             current.errors += 1
             _bump(current.error_reasons, reason or "executor: error")
 
+    def on_measured_answer(self, now: float, latency_s: float, service_s: float) -> None:
+        """An ok answer that also counts in the linked totals (see :meth:`link_totals`)."""
+        current = self._current
+        current.answered += 1
+        current.ok += 1
+        self._inflight -= 1
+        self._pending_latency.record(latency_s)
+        self._pending_service.record(service_s)
+
+    def flush(self) -> None:
+        """Add the pending measured answers to the open interval and to the linked totals.
+        Exact at any moment: the interval is still open, and merges are exact."""
+        latency = self._pending_latency
+        service = self._pending_service
+        if not (latency._count or service._count):
+            return
+        current = self._current
+        current.latency.merge(latency)
+        current.service_time.merge(service)
+        if self._totals is not None:
+            self._totals[0].merge(latency)
+            self._totals[1].merge(service)
+        latency.reset()
+        service.reset()
+
     def on_error(self, now: float, reason: str) -> None:
         """A sent request ended without an answer (transport failure, timeout)."""
         current = self._current
@@ -647,6 +742,7 @@ class IntervalStats:
     def close(self, now: float) -> Interval:
         """End the open interval at ``now`` and start the next; returns the closed interval
         (for merging across processes before making rows)."""
+        self.flush()
         closed = self._current
         closed.end_s = max(now, closed.start_s)
         closed.inflight = self._inflight
@@ -671,22 +767,60 @@ class Recorder:
     service_time (answer minus actual send), one per hop (see
     :func:`hop_spans`), and scheduler_lag (send minus due, for every send).
     Failed answers, transport failures and timeouts are counted, not timed.
+
+    ``latency`` and ``service_time`` are filled through :attr:`intervals`
+    (see :class:`IntervalStats`), so each answer is recorded once; reading them
+    brings them up to date. Assigning ``intervals`` (a fresh time series) keeps
+    that link.
     """
 
     def __init__(self, warmup_s: float = 0.0, start_s: float = 0.0) -> None:
         self.warmup_s = float(warmup_s)
-        self.latency = LatencyHistogram()
-        self.service_time = LatencyHistogram()
+        self._latency = LatencyHistogram()
+        self._service_time = LatencyHistogram()
         self.scheduler_lag = LatencyHistogram()
         self.hops: dict[str, LatencyHistogram] = {}
         self.accounting = Accounting()
-        self.intervals = IntervalStats(start_s, self.warmup_s)
+        self._intervals = IntervalStats(start_s, self.warmup_s)
+        self._intervals.link_totals(self._latency, self._service_time)
+
+    @property
+    def intervals(self) -> IntervalStats:
+        return self._intervals
+
+    @intervals.setter
+    def intervals(self, stats: IntervalStats) -> None:
+        self._intervals.link_totals(None, None)  # hands over what is pending, then lets go
+        self._intervals = stats
+        stats.link_totals(self._latency, self._service_time)
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        self._intervals.flush()
+        return self._latency
+
+    @latency.setter
+    def latency(self, histogram: LatencyHistogram) -> None:
+        self._intervals.flush()
+        self._latency = histogram
+        self._intervals.link_totals(self._latency, self._service_time)
+
+    @property
+    def service_time(self) -> LatencyHistogram:
+        self._intervals.flush()
+        return self._service_time
+
+    @service_time.setter
+    def service_time(self, histogram: LatencyHistogram) -> None:
+        self._intervals.flush()
+        self._service_time = histogram
+        self._intervals.link_totals(self._latency, self._service_time)
 
     # -- events (the per-request path) --
 
     def on_dropped(self, due_s: float, now_s: float) -> None:
         self.accounting.ledger(due_s < self.warmup_s).dropped += 1
-        self.intervals.on_dropped(now_s)
+        self._intervals.on_dropped(now_s)
 
     def on_sent(self, due_s: float, sent_s: float) -> None:
         if due_s < self.warmup_s:
@@ -694,7 +828,7 @@ class Recorder:
         else:
             self.accounting.sent += 1
             self.scheduler_lag.record(sent_s - due_s)
-        self.intervals.on_sent(sent_s)
+        self._intervals.on_sent(sent_s)
 
     def on_answer(
         self,
@@ -708,18 +842,17 @@ class Recorder:
         answer reports a failure; ``routes`` feeds the per-hop histograms."""
         latency_s = answered_s - due_s
         service_s = answered_s - sent_s
-        ok = error is None
-        self.intervals.on_answer(answered_s, latency_s, service_s, ok, None if ok else f"executor: {error}")
-        warmup = due_s < self.warmup_s
-        ledger = self.accounting.warmup if warmup else self.accounting
-        if not ok:
-            ledger.add_failed(error)  # type: ignore[arg-type]
+        if error is not None:
+            self._intervals.on_answer(answered_s, latency_s, service_s, False, f"executor: {error}")
+            self.accounting.ledger(due_s < self.warmup_s).add_failed(error)
             return
-        ledger.ok += 1
-        if warmup:
+        if due_s < self.warmup_s:
+            self._intervals.on_answer(answered_s, latency_s, service_s, True)
+            self.accounting.warmup.ok += 1
             return
-        self.latency.record(latency_s)
-        self.service_time.record(service_s)
+        # Recorded once, for the time series and the run's totals alike.
+        self._intervals.on_measured_answer(answered_s, latency_s, service_s)
+        self.accounting.ok += 1
         if routes:
             hops = self.hops
             for name, span_s in hop_spans(routes, service_s).items():
@@ -731,11 +864,11 @@ class Recorder:
     def on_transport_error(self, due_s: float, now_s: float, reason: str) -> None:
         """A sent request failed with its connection, e.g. reason ``close 1006``."""
         self.accounting.ledger(due_s < self.warmup_s).add_transport(reason)
-        self.intervals.on_error(now_s, reason)
+        self._intervals.on_error(now_s, reason)
 
     def on_timeout(self, due_s: float, now_s: float) -> None:
         self.accounting.ledger(due_s < self.warmup_s).timeout += 1
-        self.intervals.on_error(now_s, "timeout")
+        self._intervals.on_error(now_s, "timeout")
 
     def finish(self, unanswered_due_s: Iterable[float]) -> None:
         """At the end of the run: the due times of requests still in flight."""
@@ -744,7 +877,7 @@ class Recorder:
 
     def roll(self, now_s: float) -> dict[str, Any]:
         """Close the current time-series interval; see :meth:`IntervalStats.roll`."""
-        return self.intervals.roll(now_s)
+        return self._intervals.roll(now_s)
 
     def _new_hop(self, name: str) -> LatencyHistogram:
         if len(self.hops) >= MAX_HOPS:

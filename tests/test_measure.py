@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 from dataclasses import dataclass
@@ -101,8 +102,9 @@ def test_record_fills_the_same_buckets_as_hdrh(values: list[float]) -> None:
     reference = HdrHistogram(1, 60_000_000, 3)
     for value in values:
         reference.record_value(min(int(value * 1_000_000 + 0.5), 60_000_000))
-    assert bytes(ours._h.counts) == bytes(reference.counts)
-    assert ours._h.get_max_value() == reference.get_max_value()
+    assert bytes(ours._hdr().counts) == bytes(reference.counts)
+    assert ours._hdr().get_max_value() == reference.get_max_value()
+    assert ours._hdr().total_count == reference.total_count == ours.count
     assert ours.histoblob() == reference.encode()
 
 
@@ -568,3 +570,105 @@ def test_summary_without_traffic_has_no_rates_or_latencies() -> None:
     assert summary["rate"]["achieved_rps"] is None
     assert summary["latency_ms"]["p99"] is None
     assert summary["hops_ms"] == {}
+
+
+# -- each answer recorded once; memory freed without the garbage collector --
+
+
+answer_events = st.lists(
+    st.tuples(
+        st.floats(0.0, 10.0, allow_nan=False),  # due time; warm-up ends at 5 s
+        st.floats(0.0, 0.5, allow_nan=False),  # scheduler lag
+        st.floats(0.0, 3.0, allow_nan=False),  # service time
+        st.sampled_from(["answer", "answer", "roll", "read", "new series"]),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(answer_events)
+def test_totals_and_time_series_each_hold_every_answer_once(events: list) -> None:
+    recorder = Recorder(warmup_s=5.0)
+    measured_latency: list[float] = []
+    measured_service: list[float] = []
+    all_latency: list[float] = []
+    closed: list[Interval] = []
+    now = 0.0
+    for due_s, lag_s, service_s, kind in events:
+        if kind == "roll":
+            closed.append(recorder.intervals.close(now))
+        elif kind == "read":
+            assert recorder.latency.count == len(measured_latency)  # reading mid-interval is exact too
+        elif kind == "new series":
+            # What the engine does at the start of a run: the link to the totals must survive it.
+            closed.append(recorder.intervals.close(now))
+            recorder.intervals = IntervalStats(now, 5.0)
+        else:
+            sent_s = due_s + lag_s
+            answered_s = sent_s + service_s
+            now = max(now, answered_s)
+            recorder.on_sent(due_s, sent_s)
+            recorder.on_answer(due_s, sent_s, answered_s)
+            all_latency.append(answered_s - due_s)
+            if due_s >= 5.0:
+                measured_latency.append(answered_s - due_s)
+                measured_service.append(answered_s - sent_s)
+    closed.append(recorder.intervals.close(now))
+    assert recorder.latency == _filled(measured_latency)
+    assert recorder.service_time == _filled(measured_service)
+    series = LatencyHistogram()
+    for interval in closed:
+        series.merge(interval.latency)
+    assert series == _filled(all_latency)
+    assert sum(interval.ok for interval in closed) == len(all_latency)
+
+
+def _live_hdr_histograms() -> int:
+    # type() rather than isinstance(): a weak proxy to a histogram passes isinstance too.
+    return sum(1 for obj in gc.get_objects() if type(obj) is HdrHistogram)
+
+
+def test_histograms_of_past_intervals_are_freed_without_the_garbage_collector() -> None:
+    gc.collect()
+    gc.disable()  # only reference counting frees memory now, as between the collector's rare full passes
+    try:
+        recorder = Recorder(warmup_s=2.0)
+        before = _live_hdr_histograms()
+        for second in range(60):
+            for k in range(10):
+                due = second + k / 10
+                recorder.on_sent(due, due)
+                recorder.on_answer(due, due, due + 0.003)
+            interval = recorder.intervals.close(second + 1.0)
+            # As the engine does with every second: a row, and the interval shipped between processes.
+            interval.to_row()
+            Interval.from_plain(msgpack.unpackb(msgpack.packb(interval.to_plain()))).to_row()
+            del interval
+        Recorder.from_snapshot(recorder.snapshot()).summary()
+        assert recorder.latency.count == 580
+        assert _live_hdr_histograms() <= before
+    finally:
+        gc.enable()
+
+
+def test_a_reset_histogram_is_as_good_as_a_new_one() -> None:
+    histogram = _filled([0.001, 0.5, 70.0, -1.0])
+    histogram.reset()
+    assert histogram == LatencyHistogram()
+    assert histogram.summary_ms() == LatencyHistogram().summary_ms()
+    histogram.record(0.002)
+    assert histogram == _filled([0.002])
+    assert histogram.histoblob() == _filled([0.002]).histoblob()
+
+
+def test_a_time_series_without_totals_keeps_measured_answers_in_its_rows() -> None:
+    stats = IntervalStats()
+    stats.on_sent(0.1)
+    stats.on_sent(0.2)
+    stats.on_measured_answer(0.5, latency_s=0.004, service_s=0.003)
+    stats.on_answer(0.6, latency_s=0.002, service_s=0.001, ok=True)
+    row = stats.roll(1.0)
+    assert (row["sent"], row["answered"], row["ok"], row["inflight"]) == (2, 2, 2, 0)
+    assert row["max_ms"] == 4.0 and row["p50_ms"] == 2.0
+    assert stats.roll(2.0)["ok"] == 0
