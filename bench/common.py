@@ -292,8 +292,10 @@ class ChildRun:
 
 def run_child(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> ChildRun:
     """Run a command to its end (killed by PID past `timeout_s`), with its exact CPU time from wait4."""
-    out_path = RESULTS_DIR / f".child-{os.getpid()}.out"
-    err_path = RESULTS_DIR / f".child-{os.getpid()}.err"
+    # Named per thread too: bench/proxy_overhead.py runs two load children at once.
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    out_path = RESULTS_DIR / f".child-{tag}.out"
+    err_path = RESULTS_DIR / f".child-{tag}.err"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timed_out = False

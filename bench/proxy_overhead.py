@@ -18,13 +18,23 @@ used and its fraction of the capacity are printed and kept.
   added latency (hops)        the relay's own span from the answer's routes, within the through-relay run:
                               the relay's `gateway` span minus the Flow gateway's span (`upstream`), p50 and
                               p99 (a difference of two percentiles, not a percentile of differences). It
-                              excludes the extra loopback hop and the client's side, which the end-to-end
-                              figure includes;
+                              excludes the client's side, but includes the Flow gateway's own work outside
+                              its span (reading and parsing the request before it stamps its start, writing
+                              the answer after its end), which a client straight to the Flow pays as well
+                              (its `outside_gateway`): so it overstates what the relay adds;
   relay CPU per request       the relay process's user+system CPU (/proc/PID/stat) over the through-relay
                               run divided by the requests it answered (warm-up included); the same
                               process's CPU over the direct run (it idles then) is shown as its floor, and
                               its CPU per request in a closed run through it (32 in flight, pipelined) as
                               what the same work costs when requests share reads, writes and wake-ups.
+
+  side by side                then, per repetition, both streams at once, each at half the rate (so the Flow
+                              carries the same total): one straight to the Flow, one through the relay. The
+                              Flow's stalls and the machine's other work then hit both streams alike, where
+                              the interleaved runs above compare two different windows of time: on this
+                              2-core machine the Flow's own p99 moves by hundreds of ms from one window to
+                              the next, which swamps a 1 ms goal. Added p50 and p99 are relay minus direct
+                              within each repetition, the relay's CPU per request of its own stream.
 
 How to read it: the goal is p50 added under 200 us and p99 under 1 ms (end to end, median of the paired
 differences). The verdict is `ok` or `MISSED` only when the direct runs' own percentile varies by less than
@@ -36,11 +46,12 @@ requests, so it does not depend on the direct runs; at p99 it is the difference 
 little. `Flow CPU us/req` is the Flow's processes (gateway and Executor): the relay's links should not
 make the Flow work harder.
 
-    python bench/proxy_overhead.py [--quick]     # ~4 min full, ~2 min quick; writes bench/results/proxy_overhead.json
+    python bench/proxy_overhead.py [--quick]     # ~5 min full, ~2.5 min quick; writes bench/results/proxy_overhead.json
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 from typing import Any
@@ -56,14 +67,12 @@ CALIBRATION_STEP = 0.8
 CALIBRATION_TRIES = 5
 
 
-def load_run(target: c.Server, relay: c.Server, flow: c.Server, args: list[str], duration_s: float,
-             warmup_s: float) -> dict[str, Any]:
-    """One `flowrelay load` run against `target`; the CPU of the relay and of the Flow over it."""
-    relay_pids, flow_pids = relay.pids(), flow.pids()
-    relay0, flow0 = c.proc_cpu_s(relay_pids), c.proc_cpu_s(flow_pids)
-    summary, run = c.flowrelay_load([target.url, "--subprotocol", "bytes", *args, "--duration", f"{duration_s}s",
-                                     "--warmup", f"{warmup_s}s"], timeout_s=duration_s + 90)
-    relay_cpu, flow_cpu = c.proc_cpu_s(relay_pids) - relay0, c.proc_cpu_s(flow_pids) - flow0
+def load_args(target: c.Server, args: list[str], duration_s: float, warmup_s: float) -> list[str]:
+    return [target.url, "--subprotocol", "bytes", *args, "--duration", f"{duration_s}s", "--warmup", f"{warmup_s}s"]
+
+
+def digest(summary: dict[str, Any], run: c.ChildRun, relay_cpu: float, flow_cpu: float) -> dict[str, Any]:
+    """The figures of one `flowrelay load` run; CPU per request over the requests it had answered."""
     req, warm = summary["requests"], summary["warmup"]["requests"]
     answered = req["ok"] + req["failed"] + warm["ok"] + warm["failed"]
     hops = summary.get("hops") or {}
@@ -83,6 +92,38 @@ def load_run(target: c.Server, relay: c.Server, flow: c.Server, args: list[str],
         "relay_cpu_us_per_req": 1e6 * relay_cpu / answered if answered else float("nan"),
         "flow_cpu_us_per_req": 1e6 * flow_cpu / answered if answered else float("nan"),
     }
+
+
+def load_run(target: c.Server, relay: c.Server, flow: c.Server, args: list[str], duration_s: float,
+             warmup_s: float) -> dict[str, Any]:
+    """One `flowrelay load` run against `target`; the CPU of the relay and of the Flow over it."""
+    relay_pids, flow_pids = relay.pids(), flow.pids()
+    relay0, flow0 = c.proc_cpu_s(relay_pids), c.proc_cpu_s(flow_pids)
+    summary, run = c.flowrelay_load(load_args(target, args, duration_s, warmup_s), timeout_s=duration_s + 90)
+    return digest(summary, run, c.proc_cpu_s(relay_pids) - relay0, c.proc_cpu_s(flow_pids) - flow0)
+
+
+def side_by_side(relay: c.Server, flow: c.Server, rate: float, duration_s: float,
+                 warmup_s: float) -> dict[str, dict[str, Any]]:
+    """Two open-model runs at the same time, each at half of `rate`: one straight to the Flow, one through
+    the relay to it. Both streams meet the same Flow at the same moments (its stalls, the machine's other
+    work), so their difference is the relay's, not that of two windows of time. The relay's CPU is per
+    request of its own stream; the Flow's is per request of both."""
+    relay_pids, flow_pids = relay.pids(), flow.pids()
+    relay0, flow0 = c.proc_cpu_s(relay_pids), c.proc_cpu_s(flow_pids)
+    half = ["--rate", f"{rate / 2:g}"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(c.flowrelay_load, load_args(target, half, duration_s, warmup_s),
+                                     duration_s + 90)
+                   for name, target in (("direct", flow), ("relay", relay))}
+        done = {name: f.result() for name, f in futures.items()}
+    relay_cpu, flow_cpu = c.proc_cpu_s(relay_pids) - relay0, c.proc_cpu_s(flow_pids) - flow0
+    out = {name: digest(summary, run, relay_cpu if name == "relay" else 0.0, flow_cpu)
+           for name, (summary, run) in done.items()}
+    both = out["direct"]["answered_total"] + out["relay"]["answered_total"]
+    for r in out.values():
+        r["flow_cpu_us_per_req"] = 1e6 * flow_cpu / both if both else float("nan")
+    return out
 
 
 def clean(run: dict[str, Any]) -> str:
@@ -151,6 +192,28 @@ def hop_diff(run: dict[str, Any], q: str) -> float:
         return float("nan")
 
 
+def pair_up(runs: list[dict[str, Any]], reps: int) -> list[dict[str, Any]]:
+    """Per repetition: what the relay run adds over the direct run of the same repetition."""
+    pairs = []
+    for rep in range(reps):
+        by = {r["target"]: r for r in runs if r["rep"] == rep}
+        d, rl = by["direct"], by["relay"]
+        pairs.append({
+            "rep": rep,
+            "added_p50_us": (rl["latency_ms"]["p50"] - d["latency_ms"]["p50"]) * 1e3,
+            "added_p99_us": (rl["latency_ms"]["p99"] - d["latency_ms"]["p99"]) * 1e3,
+            "hop_p50_us": hop_diff(rl, "p50"),
+            "hop_p99_us": hop_diff(rl, "p99"),
+        })
+    return pairs
+
+
+def spread_us(runs: list[dict[str, Any]], q: str) -> float:
+    """How much the direct runs' own percentile `q` varies across the repetitions (the noise floor)."""
+    values = [r["latency_ms"][q] for r in runs if r["target"] == "direct"]
+    return 1e3 * (max(values) - min(values))
+
+
 def main() -> int:
     p = c.base_args(__doc__ or "")
     p.add_argument("--rate", type=float, help="skip the capacity run and send at this rate (requests/s)")
@@ -164,6 +227,7 @@ def main() -> int:
     started = time.monotonic()
     noise = c.Noise()
     runs: list[dict[str, Any]] = []
+    sbs_runs: list[dict[str, Any]] = []
     capacity: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         flow = stack.enter_context(c.jina_flow())
@@ -206,23 +270,25 @@ def main() -> int:
                 print(f"  rep {rep + 1} {name:6} {r['rate']['ok_rps']:7,.0f} ok/s  p50 {lat['p50']:7.3f} ms  "
                       f"p99 {lat['p99']:7.3f} ms{extra}{'  PROBLEMS: ' + r['problems'] if r['problems'] else ''}",
                       flush=True)
+        for rep in range(args.reps):
+            both = side_by_side(relay, flow, rate, run_s, run_warm)
+            for name, r in both.items():
+                r.update(rep=rep, target=name, problems=clean(r))
+                sbs_runs.append(r)
+                lat = r["latency_ms"]
+                extra = (f"  relay {r['relay_cpu_us_per_req']:.0f} us/req, gateway-upstream p50 "
+                         f"{hop_diff(r, 'p50'):.0f} us" if name == "relay" else "")
+                print(f"  side by side {rep + 1} {name:6} {r['rate']['ok_rps']:7,.0f} ok/s  p50 {lat['p50']:7.3f} ms  "
+                      f"p99 {lat['p99']:7.3f} ms{extra}{'  PROBLEMS: ' + r['problems'] if r['problems'] else ''}",
+                      flush=True)
     load_after = c.load_average()
     noise_r = noise.report()
 
     def pick(target: str) -> list[dict[str, Any]]:
         return [r for r in runs if r["target"] == target]
 
-    pairs = []
-    for rep in range(args.reps):
-        by = {r["target"]: r for r in runs if r["rep"] == rep}
-        d, rl = by["direct"], by["relay"]
-        pairs.append({
-            "rep": rep,
-            "added_p50_us": (rl["latency_ms"]["p50"] - d["latency_ms"]["p50"]) * 1e3,
-            "added_p99_us": (rl["latency_ms"]["p99"] - d["latency_ms"]["p99"]) * 1e3,
-            "hop_p50_us": hop_diff(rl, "p50"),
-            "hop_p99_us": hop_diff(rl, "p99"),
-        })
+    pairs = pair_up(runs, args.reps)
+    sbs_pairs = pair_up(sbs_runs, args.reps)
     add50 = [x["added_p50_us"] for x in pairs]
     add99 = [x["added_p99_us"] for x in pairs]
     hop50 = [x["hop_p50_us"] for x in pairs]
@@ -261,6 +327,26 @@ def main() -> int:
         ["hops (relay gateway span - upstream span)", medians["hop_p50_us"], c.spread(hop50),
          medians["hop_p99_us"], c.spread(hop99)],
     ]))
+    sbs50 = [x["added_p50_us"] for x in sbs_pairs]
+    sbs99 = [x["added_p99_us"] for x in sbs_pairs]
+    sbs_noise = {q: spread_us(sbs_runs, q) for q in ("p50", "p99")}
+    sbs_relay = [r for r in sbs_runs if r["target"] == "relay"]
+    sbs_direct = [r for r in sbs_runs if r["target"] == "direct"]
+    medians["side_by_side"] = {
+        "rate_rps_each": rate / 2,
+        "direct": {k: c.median([r["latency_ms"][k] for r in sbs_direct]) for k in ("p50", "p99")},
+        "relay": {k: c.median([r["latency_ms"][k] for r in sbs_relay]) for k in ("p50", "p99")},
+        "added_p50_us": c.median(sbs50),
+        "added_p99_us": c.median(sbs99),
+        "hop_p50_us": c.median([x["hop_p50_us"] for x in sbs_pairs]),
+        "relay_cpu_us_per_req": c.median([r["relay_cpu_us_per_req"] for r in sbs_relay]),
+        "direct_spread_us": sbs_noise,
+    }
+    sbs = medians["side_by_side"]
+    print(c.table(["relay adds, side by side", "p50 us", "(min-max)", "p99 us", "(min-max)"], [
+        [f"both streams at once, {rate / 2:,.0f}/s each (relay - direct, per rep)", sbs["added_p50_us"],
+         c.spread(sbs50), sbs["added_p99_us"], c.spread(sbs99)],
+    ]))
     pipelined = capacity.get("through_relay", {}).get("relay_cpu_us_per_req")
     medians["relay_cpu_us_per_req_pipelined"] = pipelined
     print(f"\nrelay CPU per request: {medians['relay_cpu_us_per_req']:.0f} us at {rate:,.0f}/s (min-max "
@@ -268,6 +354,7 @@ def main() -> int:
           f"{medians['relay_cpu_us_per_req_while_idle']:.1f} us per direct request"
           + (f"; pipelined ({CAPACITY_CONCURRENCY} in flight): {pipelined:.0f} us" if pipelined else ""))
     problems = [f"rep {r['rep'] + 1} {r['target']}: {r['problems']}" for r in runs if r["problems"]]
+    problems += [f"side by side {r['rep'] + 1} {r['target']}: {r['problems']}" for r in sbs_runs if r["problems"]]
     if problems:
         print("PROBLEMS: " + "; ".join(problems))
     print(f"load average after: {c.fmt_load(load_after)}  (before: {c.fmt_load(load_before)}); "
@@ -278,13 +365,18 @@ def main() -> int:
     noise = {q: 1e3 * (max(r["latency_ms"][q] for r in direct) - min(r["latency_ms"][q] for r in direct))
              for q in ("p50", "p99")}
     medians["direct_spread_us"] = noise
-    met = {"p50": verdict(m50, add50, noise["p50"], GOAL_P50_US), "p99": verdict(m99, add99, noise["p99"], GOAL_P99_US)}
+    met = {"p50": verdict(m50, add50, noise["p50"], GOAL_P50_US), "p99": verdict(m99, add99, noise["p99"], GOAL_P99_US),
+           "side_by_side_p50": verdict(sbs["added_p50_us"], sbs50, sbs_noise["p50"], GOAL_P50_US),
+           "side_by_side_p99": verdict(sbs["added_p99_us"], sbs99, sbs_noise["p99"], GOAL_P99_US)}
     print(f"noise: the direct runs' own p50 spans {noise['p50']:.0f} us and their p99 {noise['p99']:.0f} us across the "
           f"repetitions")
     print(f"ratios: added p50 {m50:.0f} us = {m50 / GOAL_P50_US:.2f} of goal (< {GOAL_P50_US:.0f} us {met['p50']}); "
           f"added p99 {m99:.0f} us = {m99 / GOAL_P99_US:.2f} of goal (< {GOAL_P99_US:.0f} us {met['p99']}); hops p50 "
           f"{medians['hop_p50_us']:.0f} us, p99 {medians['hop_p99_us']:.0f} us; relay CPU "
           f"{medians['relay_cpu_us_per_req']:.0f} us/req")
+    print(f"side by side: added p50 {sbs['added_p50_us']:.0f} us ({met['side_by_side_p50']}), added p99 "
+          f"{sbs['added_p99_us']:.0f} us ({met['side_by_side_p99']}); hops p50 {sbs['hop_p50_us']:.0f} us; relay CPU "
+          f"{sbs['relay_cpu_us_per_req']:.0f} us/req at {rate / 2:,.0f}/s")
     path = c.write_results("proxy_overhead", {
         "benchmark": "proxy_overhead",
         "command": "python bench/proxy_overhead.py" + (" --quick" if args.quick else "")
@@ -299,6 +391,8 @@ def main() -> int:
         "capacity": capacity,
         "medians": medians,
         "pairs": pairs,
+        "side_by_side_pairs": sbs_pairs,
+        "side_by_side_runs": sbs_runs,
         "goals": {"added_p50_us": GOAL_P50_US, "added_p99_us": GOAL_P99_US, "met": met},
         "problems": problems,
         "runs": runs,

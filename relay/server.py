@@ -404,6 +404,9 @@ class _Connection:
         self.codec = proto_codec if self.is_bytes else json_codec
         self.decode = self.codec.decode_request
         self.chain = server.chain
+        self._submit: Callable[[DataRequest, Callable[[DataRequest], None]], None] | None = getattr(
+            server.chain, "submit", None
+        )
         self.config = server.config
         self.limit = server.config.max_message_size
         self.in_flight = 0
@@ -455,7 +458,10 @@ class _Connection:
         stats.in_flight += 1
         self.in_flight += 1
         self.server.observer.request_started(req.exec_endpoint or "/")
-        if self.chain.is_async:
+        if self._submit is not None:
+            # An upstream Flow answers through a callback from its link's read: no task per request.
+            self._submit(req, self._respond)
+        elif self.chain.is_async:
             task = asyncio.create_task(self._answer_async(req))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

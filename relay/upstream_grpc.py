@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,7 +37,16 @@ from relay.grpc_channel import (
     rpc_details,
     wait_ready,
 )
-from relay.upstream import LinkStats, UpstreamConfig, UpstreamError, UpstreamPool, _error_status, _Recovering
+from relay.upstream import (
+    Done,
+    LinkStats,
+    UpstreamConfig,
+    UpstreamError,
+    UpstreamPool,
+    _error_status,
+    _finish,
+    _Recovering,
+)
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest, Status
@@ -59,16 +69,12 @@ class _GrpcLink(_Recovering):
         self.channel: grpc.aio.Channel | None = None
         self.call: grpc.aio.StreamStreamCall | None = None
         self._outbox: asyncio.Queue[bytes | None] | None = None
-        self.pending: dict[str, asyncio.Future[DataRequest]] = {}
+        self.pending: dict[str, tuple[Done, float]] = {}
         self.connected = False
         self.stats = LinkStats()
         self._reader: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self.closing = False
-
-    @property
-    def has_room(self) -> bool:
-        return self.connected and len(self.pending) < self.cfg.max_inflight
 
     async def connect(self) -> None:
         cfg = self.cfg
@@ -85,14 +91,12 @@ class _GrpcLink(_Recovering):
         self._reader = asyncio.create_task(self._read_loop(call))
         self.pool.link_up(self)  # type: ignore[arg-type]
 
-    async def send(self, rid: str, req: DataRequest) -> asyncio.Future[DataRequest]:
-        fut: asyncio.Future[DataRequest] = asyncio.get_running_loop().create_future()
-        self.pending[rid] = fut
+    def send(self, rid: str, req: DataRequest, done: Done) -> None:
+        self.pending[rid] = (done, time.monotonic() + self.cfg.request_timeout_s)
         self.stats.forwarded += 1
         assert self._outbox is not None
         # On a stream that has just ended the reader fails everything in flight, this one included.
         self._outbox.put_nowait(self.pool.codec.encode_request(req))
-        return fut
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         reason = "stream ended by the upstream"
@@ -109,11 +113,11 @@ class _GrpcLink(_Recovering):
                 except WireError as err:
                     log.warning("upstream link %d: unreadable answer: %s", self.index, err)
                     continue
-                fut = self.pending.pop(resp.request_id, None)
-                if fut is not None and not fut.done():
+                entry = self.pending.pop(resp.request_id, None)
+                if entry is not None:
                     self.stats.answered += 1
-                    fut.set_result(resp)
-                self.pool.room_freed()
+                    _finish(entry[0], resp, None)
+                    self.pool.room_freed()
         except grpc.aio.AioRpcError as err:
             reason = rpc_details(err)
         except asyncio.CancelledError:

@@ -525,11 +525,9 @@ def test_a_json_upstream_gets_documents_from_a_bytes_client() -> None:
             doc_id = req.docs_proto[0].id
             sent: list[DataRequest] = []
 
-            async def capture(rid: str, out: DataRequest) -> asyncio.Future[DataRequest]:
+            def capture(rid: str, out: DataRequest, done: Any) -> None:
                 sent.append(out)
-                fut: asyncio.Future[DataRequest] = asyncio.get_running_loop().create_future()
-                fut.set_result(DataRequest(request_id=rid, docs=[Document(text="back")]))
-                return fut
+                done(DataRequest(request_id=rid, docs=[Document(text="back")]), None)
 
             pool.links[0].send = capture  # type: ignore[method-assign]
             await backend.run(req)
