@@ -71,7 +71,7 @@ class Ledger:
 
     # ---- settling ------------------------------------------------------------------------------
 
-    def acknowledge(self, positions: list[int], on_durable: Durable) -> None:
+    def acknowledge(self, positions: list[int] | range, on_durable: Durable) -> None:
         """A batch the Flow answered with success; `positions` ascending (as a batch holds them)."""
         self.settled.mark_positions(positions, ascending=True)
         self.acknowledged += len(positions)

@@ -60,7 +60,7 @@ class Settled:
     def mark_positions(self, positions: Iterable[int], ascending: bool = False) -> None:
         """Settle positions given one by one (a batch's), as the runs they form. `ascending`: the caller
         knows them to be in ascending order, without repeats (a batch's are)."""
-        if ascending and isinstance(positions, list) and positions and \
+        if ascending and isinstance(positions, list | range) and positions and \
                 positions[-1] - positions[0] == len(positions) - 1:
             # The usual batch: no gap (a resumed run's batches may have gaps, where settled records were).
             self.mark(positions[0], positions[-1] + 1)

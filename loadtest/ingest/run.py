@@ -30,7 +30,7 @@ from loadtest.ingest import checkpoint as ckpt
 from loadtest.ingest.deadletter import DeadLetterFile
 from loadtest.ingest.delivery import Delivery, DeliveryConfig
 from loadtest.ingest.ledger import Ledger
-from loadtest.ingest.prepare import Item, RequestShape, prepare_items
+from loadtest.ingest.prepare import Item, RequestShape, prepare_input
 from loadtest.ingest.progress import Settled
 from loadtest.ingest.readers import Input, InputError, ReaderOptions, Record, open_input
 from loadtest.ingest.report import ProgressLine
@@ -160,12 +160,11 @@ def _source(cfg: IngestConfig, p: _Prepared) -> InlineSource | ProcessSource:
 
     def items() -> Iterator[Item]:
         # Only what earlier runs settled can be skipped: positions this run settles lie behind the reader.
-        records = p.inp.records(skip=settled.is_settled, skip_below=settled.high())
-        return prepare_items(p.inp, records, d.batch, shape)
+        return prepare_input(p.inp, settled.is_settled, settled.high(), d.batch, shape)
 
     wanted = cfg.read_in == "process" or (cfg.read_in == "auto" and process_pays())
     if wanted and can_fork():
-        return ProcessSource(items, high=max(64, 2 * d.window))
+        return ProcessSource(items, high=max(64, 2 * d.window), coalesce=not p.inp.pipe)
     return InlineSource(items())
 
 
