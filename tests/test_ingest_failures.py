@@ -167,7 +167,9 @@ def test_a_relay_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     port = free_port()
     cmd = [*flowrelay_command(), "ingest", str(tmp_path / "docs.jsonl"), f"ws://127.0.0.1:{port}", "--batch", "50",
            "--connections", "2", "--max-inflight", "4", "--rate", "8000", "--reader", "process", "--quiet", "--json"]
-    relay_args = ("--log-level", "WARNING", "--port", str(port), "-e", f"record:{db}")
+    # Each batch takes 20 ms at the relay, so some of the 8 the window allows are always in flight when it
+    # is killed: their failure (and retry) is what the test is about, not a lucky instant.
+    relay_args = ("--log-level", "WARNING", "--port", str(port), "-e", f"record:{db}", "-e", "sleep:20ms")
     with run_relay(*relay_args) as first:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
