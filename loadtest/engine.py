@@ -4,6 +4,10 @@ A worker (one process, one event loop) opens its sessions, then either follows a
 intended send times (the open model: latency is measured from the due time, so a stalled server
 cannot hide its stall; a request whose due time finds every connection at its in-flight limit is
 dropped and counted, never sent late in silence) or keeps C requests in flight (the closed model).
+Open model: one pass sends every request due by now, never one before its due time; a pass runs when
+loadtest.waker wakes the loop at the next due time (the loop's own timers are a millisecond coarse)
+and after every read of a connection. Closed model: a user's next request is sent from the callback
+that settles its last one (answer, failure or timeout), in the same turn of the event loop.
 Every second it rolls an interval of the time series; at the end it sends end-of-stream on every
 session, waits a bounded grace for the last answers, and returns a snapshot that merges exactly with
 other workers'. `run_load` starts `procs` workers (forked before any event loop exists), merges their
@@ -37,12 +41,27 @@ from loadtest.payloads import DocSpec, IdMaker, Template, build_templates
 from loadtest.schedule import ConstantRate, Schedule, Stages
 from loadtest.session import ConnectError, Pending
 from loadtest.transports import LoadSession, codec_mode, open_session, subprotocol_offer, transport_of
-from relay.wire.messages import DataRequest
+from loadtest.waker import make_waker
+from relay.wire.answers import Answer
+from relay.wire.messages import Status
 
 INTERVAL_S = 1.0
-# In the open model, yield to the event loop at least this often when behind schedule, so that
-# readers keep draining answers while the dispatcher catches up.
-YIELD_EVERY = 32
+# In the open model, at most this many sends per pass when behind schedule; then the readers get a turn
+# of the event loop, so that answers keep being drained while the dispatcher catches up.
+BATCH_MAX = 64
+# In the closed model, how often a user whose connection is down looks again.
+PARKED_RETRY_S = 0.05
+
+
+def _error_of(answer: Any) -> str | None:
+    """The exception name of an error answer (`error` if it names none), None for a good one. An
+    `Answer` (WebSocket sessions) knows it; a `DataRequest` (gRPC, HTTP) has it in its status."""
+    if type(answer) is Answer:
+        return answer.error
+    status: Status | None = answer.status
+    if status is not None and status.code >= 1:
+        return status.exception.name if status.exception and status.exception.name else "error"
+    return None
 
 
 @dataclass
@@ -200,7 +219,8 @@ class Worker:
         self.docs_received = 0
         self.dropped_by_reason: dict[str, int] = {}
         self._t0 = 0.0
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        # Closed model: which user each request in flight belongs to; its settling sends the user's next.
+        self._user_of: dict[str, int] = {}
         self._log: list[tuple[Any, ...]] | None = [] if cfg.log_requests else None
         self._log_file: Any = None
         self.sink = sink
@@ -211,33 +231,25 @@ class Worker:
 
     # ---- callbacks from sessions (the per-answer path) -----------------------------------------
 
-    def _on_answer(self, entry: Pending, resp: DataRequest, docs: int, now: float) -> None:
+    def _on_answer(self, entry: Pending, resp: Any, docs: int, now: float) -> None:
         if now - entry.sent_s > self.cfg.timeout_s:
             # Answered after its timeout but before the ticker swept it: a timeout all the same.
             self._on_timeout(entry, now)
             return
-        status = resp.status
-        error = None
-        if status is not None and status.code >= 1:
-            error = status.exception.name if status.exception and status.exception.name else "error"
+        error = _error_of(resp)
         self.recorder.on_answer(entry.due_s, entry.sent_s, now, resp.routes, error)
         self.docs_received += docs
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
-        waiter = self._waiters.pop(entry.rid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._user_of:
+            self._settled(entry.rid)
 
-    def _on_answer_metered(self, entry: Pending, resp: DataRequest, docs: int, now: float) -> None:
-        """`_on_answer`, then the metrics sink: the sessions get this one only when there is a sink."""
+    def _on_answer_metered(self, entry: Pending, resp: Any, docs: int, now: float) -> None:
+        """The metrics sink, then `_on_answer`: the sessions get this one only when there is a sink."""
+        if now - entry.sent_s <= self.cfg.timeout_s:  # else counted as a timeout, sink included
+            self.sink.on_answer(now - entry.due_s, now - entry.sent_s, resp.routes, docs,  # type: ignore[union-attr]
+                                _error_of(resp))
         self._on_answer(entry, resp, docs, now)
-        if now - entry.sent_s > self.cfg.timeout_s:
-            return  # counted as a timeout, sink included
-        status = resp.status
-        error = None
-        if status is not None and status.code >= 1:
-            error = status.exception.name if status.exception and status.exception.name else "error"
-        self.sink.on_answer(now - entry.due_s, now - entry.sent_s, resp.routes, docs, error)  # type: ignore[union-attr]
 
     def _on_timeout(self, entry: Pending, now: float) -> None:
         if self.sink is not None:
@@ -245,9 +257,8 @@ class Worker:
         self.recorder.on_timeout(entry.due_s, now)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "timeout", 0))
-        waiter = self._waiters.pop(entry.rid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._user_of:
+            self._settled(entry.rid)
 
     def _on_failure(self, entry: Pending, reason: str, now: float) -> None:
         if self.sink is not None:
@@ -255,9 +266,8 @@ class Worker:
         self.recorder.on_transport_error(entry.due_s, now, reason)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, reason, 0))
-        waiter = self._waiters.pop(entry.rid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._user_of:
+            self._settled(entry.rid)
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -345,21 +355,17 @@ class Worker:
                 return s
         return None
 
-    async def _send(self, session: LoadSession, due: float, seq: int) -> str:
+    def _post(self, session: LoadSession, due: float, seq: int, now: float, user: int = -1) -> None:
+        """Send request `seq` (due at `due`, sent `now`, both run clock) on `session`, without waiting."""
         tpl = self.templates[seq % len(self.templates)]
         rid = self.ids.next()
-        frame = tpl.frame(rid)
-        now = self.clock()
-        # The event loop's timers have millisecond resolution, so a send can leave a hair before its
-        # due time. Latency then runs from the actual send (an early send earns no credit), and that same
-        # time classifies the request as warm-up or measured on the way out and on the way back.
-        due = min(due, now)
         self.recorder.on_sent(due, now)
         self.docs_sent += tpl.docs
         if self.sink is not None:
             self.sink.on_sent(tpl.docs, now - due)
-        await session.send(rid, frame, due, tpl.docs, due < self.cfg.warmup_s)
-        return rid
+        if user >= 0:
+            self._user_of[rid] = user  # before the send: a dead connection fails the request at once
+        session.post(rid, tpl.frame(rid), due, tpl.docs, due < self.cfg.warmup_s, now)
 
     def _drop(self, due: float) -> None:
         reason = "in-flight limit" if any(s.connected for s in self.sessions) else "no connection"
@@ -368,55 +374,117 @@ class Worker:
         if self.sink is not None:
             self.sink.on_dropped()
 
+    # ---- the open model: every request at its due time, never before -----------------------------
+
     async def _open_model(self, due_times: Iterator[float]) -> None:
-        clock = self.clock
-        since_yield = 0
-        for seq, due in enumerate(due_times):
-            delay = due - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                since_yield = 0
-            elif since_yield >= YIELD_EVERY:
-                await asyncio.sleep(0)
-                since_yield = 0
-            session = self._pick(seq)
-            if session is None:
-                self._drop(due)
-            else:
-                await self._send(session, due, seq)
-            since_yield += 1
+        """Send each request at its due time. One pass (`_pump`) sends everything due by now; it runs
+        when the waker fires at the next due time, and after every read of a connection (a busy loop
+        then sends what fell due without a wake-up of its own)."""
+        loop = asyncio.get_running_loop()
+        self._due_iter = iter(due_times)
+        self._next_due: float | None = next(self._due_iter, None)
+        self._seq = 0
+        self._open_done: asyncio.Future[None] = loop.create_future()
+        if self._next_due is None:
+            return
+        self._waker = make_waker(loop, self._pump)
+        hooked = [s for s in self.sessions if hasattr(s, "after_read")]
+        for s in hooked:
+            s.after_read = self._pump  # type: ignore[attr-defined]
+        try:
+            self._pump()
+            await self._open_done
+        finally:
+            for s in hooked:
+                s.after_read = None  # type: ignore[attr-defined]
+            self._waker.close()
+
+    def _pump(self) -> None:
+        due = self._next_due
+        if due is None:
+            return
+        now = self.clock()
+        if due > now:
+            self._waker.wake_at(self._t0 + due)
+            return
+        try:
+            clock = self.clock
+            due_iter = self._due_iter
+            seq = self._seq
+            for _ in range(BATCH_MAX):
+                session = self._pick(seq)
+                if session is None:
+                    self._drop(due)
+                else:
+                    self._post(session, due, seq, now)
+                seq += 1
+                due = next(due_iter, None)
+                if due is None:
+                    break
+                now = clock()
+                if due > now:
+                    break
+            self._seq = seq
+            self._next_due = due
+        except BaseException as exc:  # a failed pass must end the run, not leave it waiting
+            self._next_due = None
+            if not self._open_done.done():
+                self._open_done.set_exception(exc)
+            return
+        if due is None:
+            if not self._open_done.done():
+                self._open_done.set_result(None)
+        elif due > now:
+            self._waker.wake_at(self._t0 + due)
+        else:
+            asyncio.get_running_loop().call_soon(self._pump)  # behind schedule: let the readers in first
+
+    # ---- the closed model: each user sends its next request once the last one settled -------------
 
     async def _closed_model(self) -> None:
         cfg = self.cfg
         users = _share(cfg.concurrency or 1, self.index, self.n_workers)
-        budget = [_share(cfg.requests, self.index, self.n_workers) if cfg.requests else None]
-        deadline = cfg.duration_s
-        loop = asyncio.get_running_loop()
+        self._users = users
+        self._user_seq = list(range(users))
+        self._budget: int | None = _share(cfg.requests, self.index, self.n_workers) if cfg.requests else None
+        self._users_left = users
+        self._parked: list[int] = []
+        self._closed_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if users == 0:
+            return
+        for u in range(users):
+            self._user_next(u)
+        while not self._closed_done.done():
+            # Users whose connection was down look again (it may have reconnected, or the run ended).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closed_done), PARKED_RETRY_S)
+            parked, self._parked = self._parked, []
+            for u in parked:
+                self._user_next(u)
 
-        async def user(u: int) -> None:
-            seq = u
-            while True:
-                now = self.clock()
-                if deadline is not None and now >= deadline:
-                    return
-                if budget[0] is not None:
-                    if budget[0] <= 0:
-                        return
-                    budget[0] -= 1
-                session = self.sessions[u % len(self.sessions)]
-                if not session.connected:
-                    await asyncio.sleep(0.05)
-                    continue
-                waiter: asyncio.Future[None] = loop.create_future()
-                rid = await self._send(session, now, seq)
-                self._waiters[rid] = waiter
-                if rid not in session.pending:  # answered or failed before we could wait
-                    self._waiters.pop(rid, None)
-                else:
-                    await waiter
-                seq += users
+    def _settled(self, rid: str) -> None:
+        user = self._user_of.pop(rid, None)
+        if user is not None:
+            self._user_next(user)
 
-        await asyncio.gather(*(user(u) for u in range(users)))
+    def _user_next(self, u: int) -> None:
+        """User `u` has nothing in flight: send its next request, wait for its connection, or retire."""
+        now = self.clock()
+        deadline = self.cfg.duration_s
+        if (deadline is not None and now >= deadline) or self._budget == 0:
+            self._users_left -= 1
+            if self._users_left == 0 and not self._closed_done.done():
+                self._closed_done.set_result(None)
+            return
+        session = self.sessions[u % len(self.sessions)]
+        if not session.connected:
+            self._parked.append(u)
+            return
+        if self._budget is not None:
+            self._budget -= 1
+        seq = self._user_seq[u]
+        self._user_seq[u] = seq + self._users
+        self._post(session, now, seq, now, user=u)
 
     async def _tick(self) -> None:
         """Every second: time out old requests, close a time-series interval. Four times a second:

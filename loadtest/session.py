@@ -8,7 +8,11 @@ At the end it sends the end-of-stream marker and waits a bounded time for the la
 still in flight then is reported as unanswered. Nothing is lost silently: every request leaves the
 table through exactly one of `on_answer`, `on_failure`.
 
-The reader and the reconnect loop are tasks owned by the session and cancelled by `close()`.
+A WebSocket session runs its connection through loadtest.ws_link (websockets' sans-I/O protocol in a
+thin asyncio shell): answers are read as relay.wire.answers reads them (id and status at once, routes
+when measured) and handed over straight from the connection's reads, and `post` queues a request
+without waiting, so that everything sent in one turn of the event loop leaves in one write. The
+reconnect loop is a task owned by the session and cancelled by `close()`.
 """
 
 from __future__ import annotations
@@ -22,19 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from loadtest.payloads import CORRELATION_KEY
+from loadtest.ws_link import WsLink, open_link
 from relay.wire import json_codec
+from relay.wire.answers import answer_reader
 from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
-from relay.wire.messages import DataRequest
 
 log = logging.getLogger("flowrelay.load")
 
-# What an answer hands to the measurement: the pending entry and the decoded envelope.
-AnswerCallback = Callable[["Pending", DataRequest, int, float], None]
+# What an answer hands to the measurement: the pending entry, the decoded answer (relay.wire.answers: id,
+# error, doc count at once, routes and full status when read; the gRPC and HTTP sessions hand a
+# DataRequest, which offers the same attributes), its doc count, and when it arrived.
+AnswerCallback = Callable[["Pending", Any, int, float], None]
 FailureCallback = Callable[["Pending", str, float], None]
 
 
@@ -119,7 +125,8 @@ class SessionBase:
 
 
 class Session(SessionBase):
-    """One connection of a load run. `send` is called by the dispatcher; answers come back by callback."""
+    """One connection of a load run. `send` (or `post`) is called by the dispatcher; answers come back by
+    callback, straight from the connection's reads (loadtest.ws_link)."""
 
     def __init__(
         self,
@@ -142,88 +149,94 @@ class Session(SessionBase):
         self.compression = compression
         # wss:// to a server whose certificate a private CA signed (a self-signed relay, say): trust that CA.
         self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file and url.startswith("wss:") else None
-        self.ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self.ws: WsLink | None = None
+        # Called after each read's answers were handled, before the writes they caused go out (the open
+        # model sends what fell due meanwhile, so it leaves in the same write).
+        self.after_read: Callable[[], None] | None = None
         is_bytes = mode == "bytes"
         # bytes mode: the answers' documents are docarray < 0.30 (v1) or >= 0.30 (v2) messages.
-        codec = bytes_codec(docarray) if is_bytes else json_codec
-        self._decode = codec.decode_response_envelope
+        self._decode = answer_reader(mode, docarray)
         self._text = not is_bytes
-        self._eos = codec.END_OF_STREAM_FRAME
+        self._eos = (bytes_codec(docarray) if is_bytes else json_codec).END_OF_STREAM_FRAME
+        self._by_param = not is_bytes
 
     async def connect(self) -> None:
         """Open the connection; raises ConnectError with a reason a user can act on."""
         try:
-            self.ws = await asyncio.wait_for(
-                connect(
-                    self.url,
-                    subprotocols=[self.offer] if self.offer else None,  # type: ignore[list-item]
-                    compression="deflate" if self.compression else None,
-                    max_size=None,
-                    ping_interval=None,
-                    open_timeout=self.connect_timeout_s,
-                    **({"ssl": self._ssl} if self._ssl is not None else {}),
-                ),
+            link = await asyncio.wait_for(
+                open_link(self.url, self._on_message, self._on_end, subprotocol=self.offer,
+                          compression=self.compression, ssl_context=self._ssl),
                 self.connect_timeout_s,
             )
         except InvalidStatus as exc:
             raise ConnectError(f"{self.url}: handshake refused with HTTP {exc.response.status_code}") from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise ConnectError(f"{self.url}: {str(exc) or type(exc).__name__}") from None
-        self.negotiated = self.ws.subprotocol
+        link.after_read = self._after_read
+        self.ws = link
+        self.negotiated = link.subprotocol
         self.connected = True
-        self._reader = asyncio.create_task(self._read_loop(self.ws))
+
+    def post(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool, sent_s: float | None = None) -> None:
+        """Queue one request (sent at `sent_s`, run clock; now if not given). It is written with whatever
+        else is queued in this turn of the event loop; nothing waits."""
+        entry = Pending(rid, due_s, self.clock() if sent_s is None else sent_s, docs, warmup)
+        self.pending[rid] = entry
+        link = self.ws
+        # Not open any more: the end of the connection fails what was in flight; if that has happened
+        # already, this one fails now, with the same reason.
+        if (link is None or not link.send(frame, self._text)) and (link is None or link.ended):
+            del self.pending[rid]
+            self.on_failure(entry, link.end_reason if link is not None else "close 1006", self.clock())
 
     async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None:
-        ws = self.ws
-        assert ws is not None
-        entry = Pending(rid, due_s, self.clock(), docs, warmup)
-        self.pending[rid] = entry
-        try:
-            await ws.send(frame, text=self._text)
-        except ConnectionClosed as exc:
-            # The reader fails everything in flight, this one included, with the close reason.
-            log.debug("send on closed session %d: %s", self.index, exc)
+        """`post`, then wait while the connection's write buffer is full."""
+        self.post(rid, frame, due_s, docs, warmup)
+        link = self.ws
+        if link is not None and link.writing_paused:
+            await link.writable()
 
-    async def _read_loop(self, ws: ClientConnection) -> None:
-        decode = self._decode
-        pending = self.pending
-        clock = self.clock
-        by_param = self.mode != "bytes"
-        exc: BaseException | None = None
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of this turn of the event loop."""
+        if self.ws is not None:
+            self.ws.flush()
+
+    def _after_read(self) -> None:
+        hook = self.after_read
+        if hook is not None:
+            hook()
+
+    def _on_message(self, message: bytes) -> None:
+        now = self.clock()
         try:
-            async for message in ws:
-                now = clock()
-                try:
-                    resp, docs = decode(message)  # type: ignore[arg-type]
-                except WireError as err:
-                    log.warning("session %d: unreadable answer: %s", self.index, err)
-                    self.unknown_answers += 1
-                    continue
-                if by_param:
-                    params = resp.parameters
-                    rid = params.get(CORRELATION_KEY) if params else None
-                else:
-                    rid = resp.request_id
-                entry = pending.pop(rid, None) if rid is not None else None  # type: ignore[arg-type]
-                if entry is None:
-                    # Already timed out (late), or not ours.
-                    self.late_answers += 1
-                    continue
-                self.on_answer(entry, resp, docs, now)
-                if self.closing and not pending:
-                    self._drained.set()
-        except ConnectionClosed as closed:
-            exc = closed
-        except Exception as other:  # a broken transport must not lose the requests in flight
-            exc = other
-        finally:
-            self.connected = False
-            if not (self.closing and not self.pending):
-                self._fail_all(describe_close(exc) if exc is not None else _clean_close_reason(ws))
+            answer = self._decode(message)
+        except WireError as err:
+            log.warning("session %d: unreadable answer: %s", self.index, err)
+            self.unknown_answers += 1
+            return
+        if self._by_param:
+            params = answer.parameters
+            rid = params.get(CORRELATION_KEY) if isinstance(params, dict) else None
+        else:
+            rid = answer.request_id
+        pending = self.pending
+        entry = pending.pop(rid, None) if rid is not None else None
+        if entry is None:
+            # Already timed out (late), or not ours.
+            self.late_answers += 1
+            return
+        self.on_answer(entry, answer, answer.docs, now)
+        if self.closing and not pending:
             self._drained.set()
-            if not self.closing:
-                self._reconnector = asyncio.create_task(self._reconnect())
+
+    def _on_end(self, reason: str) -> None:
+        """The TCP connection is gone: fail what was in flight, and reconnect unless the run is ending."""
+        self.connected = False
+        if not (self.closing and not self.pending):
+            self._fail_all(reason)
+        self._drained.set()
+        if not self.closing:
+            self._reconnector = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         delay = 0.1
@@ -247,10 +260,10 @@ class Session(SessionBase):
         self.closing = True
         if self._reconnector is not None:
             self._reconnector.cancel()
-        ws = self.ws
-        if ws is not None and self.connected:
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(self._eos, text=self._text)
+        link = self.ws
+        if link is not None and self.connected:
+            link.send(self._eos, self._text)
+            link.flush()
             if self.pending:
                 self._drained.clear()
                 with contextlib.suppress(TimeoutError):
@@ -262,23 +275,11 @@ class Session(SessionBase):
 
     async def close(self) -> None:
         self.closing = True
-        for task in (self._reconnector,):
-            if task is not None:
-                task.cancel()
+        if self._reconnector is not None:
+            self._reconnector.cancel()
         if self.ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(), 2.0)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-
-
-def _clean_close_reason(ws: ClientConnection) -> str:
-    rcvd = ws.protocol.close_rcvd
-    if rcvd is None:
-        return "close 1006"
-    return f"close {rcvd.code}" + (f": {rcvd.reason}" if rcvd.reason else "")
+                await self.ws.close(2.0)
 
 
 def wall_clock() -> float:

@@ -72,7 +72,11 @@ class GrpcSession(SessionBase):
         self._reader = asyncio.create_task(self._read_loop(call))
 
     async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None:
-        entry = Pending(rid, due_s, self.clock(), docs, warmup)
+        self.post(rid, frame, due_s, docs, warmup)
+
+    def post(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool, sent_s: float | None = None) -> None:
+        """`send` without waiting: the request is queued for the stream at once."""
+        entry = Pending(rid, due_s, self.clock() if sent_s is None else sent_s, docs, warmup)
         if not self.connected or self._outbox is None:
             # The stream ended between the dispatcher's pick and now: this request fails like the others.
             self.on_failure(entry, self.last_reason, entry.sent_s)

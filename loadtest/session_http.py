@@ -107,7 +107,11 @@ class HttpSession(SessionBase):
         self.connected = True
 
     async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None:
-        entry = Pending(rid, due_s, self.clock(), docs, warmup)
+        self.post(rid, frame, due_s, docs, warmup)
+
+    def post(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool, sent_s: float | None = None) -> None:
+        """`send` without waiting: the exchange starts as a task of its own."""
+        entry = Pending(rid, due_s, self.clock() if sent_s is None else sent_s, docs, warmup)
         self.pending[rid] = entry
         self._tasks[rid] = asyncio.create_task(self._exchange(entry, frame))
 

@@ -608,5 +608,9 @@ def test_load_frames_and_answers_use_the_v2_encoding() -> None:
         return Session("ws://127.0.0.1:1", "bytes", "bytes", 10, lambda: 0.0, lambda *a: None, lambda *a: None,
                        docarray=docarray)
 
-    assert session("v2")._decode is proto_v2_codec.decode_response_envelope
-    assert session("v1")._decode is proto_codec.decode_response_envelope
+    # The session reads answers with the matching generation's message (relay.wire.answers).
+    v1_answer = proto_codec.encode(DataRequest(request_id=rid, docs=[Document(text="a")]))
+    v2_answer = proto_v2_codec.encode(DataRequest(request_id=rid, docs=[Document(text="a")]))
+    assert session("v2")._decode(v2_answer).request_id == rid
+    assert session("v1")._decode(v1_answer).request_id == rid
+    assert session("v2")._decode(v2_answer).docs == session("v1")._decode(v1_answer).docs == 1

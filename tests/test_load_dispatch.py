@@ -1,0 +1,95 @@
+"""How the load engine dispatches: the open model sends every request at or after its due time (never
+before: latency runs from the due time), in batches when many fall due at once; the closed model sends
+a user's next request when the last one settled, including across a lost connection; the waker that
+times the open model (a timerfd on Linux, else a thread) fires no earlier than asked, once per target.
+
+The server is `load_helpers.FakeGateway`; the request log (`--log-requests`) shows each request's due
+and send times as the engine recorded them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from load_helpers import assert_adds_up, fake_gateway, load_in_process, read_request_log
+
+from loadtest.waker import Waker, make_waker
+
+
+def test_open_model_sends_each_request_at_or_after_its_due_time(tmp_path: Path) -> None:
+    # 3000/s: several requests fall due per millisecond, so they go out in batches.
+    log = tmp_path / "requests.msgpack"
+    rate, duration_s = 3000.0, 1.0
+    with fake_gateway(delay_s=0.001) as gw:
+        summary, _ = load_in_process(gw.url, rate=rate, duration_s=duration_s, log_requests=log)
+    assert_adds_up(summary)
+    records = read_request_log(log)
+    assert len(records) == summary["requests"]["sent"] == 3000
+    assert summary["requests"]["ok"] == 3000
+    due_times = sorted(rec[1] for rec in records)
+    # Exactly the schedule's due times: request i at i / rate.
+    assert all(abs(due - i / rate) < 1e-9 for i, due in enumerate(due_times))
+    early = [(rec[1], rec[2]) for rec in records if rec[2] < rec[1]]
+    assert not early, f"{len(early)} requests left before their due time, e.g. {early[:3]}"
+    assert summary["scheduler_lag_ms"]["p50"] is not None and summary["scheduler_lag_ms"]["p50"] >= 0.0
+
+
+def test_open_model_with_poisson_arrivals_never_sends_early(tmp_path: Path) -> None:
+    log = tmp_path / "requests.msgpack"
+    with fake_gateway(delay_s=0.001) as gw:
+        summary, _ = load_in_process(gw.url, rate=2000.0, duration_s=1.0, arrival="poisson", seed=7,
+                                     log_requests=log)
+    assert_adds_up(summary)
+    records = read_request_log(log)
+    assert len(records) == summary["requests"]["sent"] > 1000
+    assert all(rec[2] >= rec[1] for rec in records)
+
+
+def test_closed_model_users_carry_on_after_their_connection_is_killed() -> None:
+    # Four users on one connection, which the gateway ends at its 200th request: the requests in flight
+    # fail with the close reason, the users wait for the reconnect and go on.
+    with fake_gateway(delay_s=0.002, kill_after=200) as gw:
+        summary, result = load_in_process(gw.url, concurrency=4, duration_s=2.0)
+        assert gw.killed
+    req = summary["requests"]
+    assert_adds_up(summary)
+    assert summary["reconnects"] >= 1
+    assert 1 <= req["transport_failed"] <= 4
+    assert req["unanswered"] == req["timeout"] == 0
+    rows = result.rows
+    first_error = next(i for i, row in enumerate(rows) if row["errors"])
+    assert sum(row["ok"] for row in rows[first_error + 1 :]) > 0, rows
+
+
+def test_closed_model_sends_exactly_the_requests_asked() -> None:
+    with fake_gateway(delay_s=0.001) as gw:
+        summary, _ = load_in_process(gw.url, concurrency=8, requests=500)
+    assert_adds_up(summary)
+    assert summary["requests"]["sent"] == summary["requests"]["ok"] == 500
+
+
+@pytest.mark.parametrize("kind", ["best", "thread"])
+def test_waker_fires_no_earlier_than_its_target_and_once_per_target(kind: str) -> None:
+    async def main() -> tuple[list[float], float, float]:
+        loop = asyncio.get_running_loop()
+        fired: list[float] = []
+        make = make_waker if kind == "best" else Waker
+        waker = make(loop, lambda: fired.append(time.perf_counter()))
+        try:
+            first = time.perf_counter() + 0.03
+            waker.wake_at(first)
+            waker.wake_at(first - 0.01)  # replaces the first target: one fire, at the sooner time
+            await asyncio.sleep(0.1)
+            second = time.perf_counter() + 0.003
+            waker.wake_at(second)
+            await asyncio.sleep(0.05)
+        finally:
+            waker.close()
+        return fired, first - 0.01, second
+
+    fired, first, second = asyncio.run(main())
+    assert len(fired) == 2, fired
+    assert fired[0] >= first and fired[1] >= second
