@@ -338,7 +338,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     out: dict[str, Any] = {"sessions": n, "client_processes": procs, "open_concurrency_per_process": open_concurrency,
                            "label": label}
-    with c.relay_server("echo") as relay:
+    with c.relay_server("echo", extra=args.relay_arg) as relay:
         relay_t0 = time.time()  # its keepalive loop starts with it (slow answers are told by this uptime)
         pid = relay.pids()[0]
         out["relay_nofile"] = list(raise_nofile(n + FD_HEADROOM, pid))
@@ -500,6 +500,8 @@ def main() -> int:
     p.add_argument("--open-concurrency", type=int, default=50,
                    help="handshakes in flight per client process (default 50)")
     p.add_argument("--no-burst", action="store_true", help="skip the burst test")
+    p.add_argument("--relay-arg", action="append", default=[],
+                   help="one more `flowrelay serve` argument (repeatable), e.g. --relay-arg=--no-gc-freeze")
     args = p.parse_args()
     args.hold = args.hold or (6.0 if args.quick else 25.0)
     args.active = args.active or (6.0 if args.quick else 15.0)
@@ -565,6 +567,10 @@ def main() -> int:
             "all_answered": all(a["all_answered"] for a in act),
             "active_p50_ms": c.median([a["latency"]["p50_ms"] for a in act]),
             "active_p99_ms": c.median([a["latency"]["p99_ms"] for a in act]),
+            # Per rep, beside what the rest of the machine used meanwhile: one slow rep among quiet ones is a
+            # pause of the relay's; every rep slow while other processes take a core is the machine.
+            "active_p99_ms_by_rep": [a["latency"]["p99_ms"] for a in act],
+            "active_other_cpu_cores_by_rep": [a["other_cpu_cores"] for a in act],
             "active_relay_cpu_cores": c.median([a["relay_cpu_cores"] for a in act]),
             "active_clients_cpu_cores": c.median([a["clients_cpu_cores"] for a in act]),
             "active_other_cpu_cores": c.median([a["other_cpu_cores"] for a in act]),
@@ -604,6 +610,11 @@ def main() -> int:
                         f"{burst['client_open_after_hold']:,}"]]))
         if burst["open_errors"]:
             print("burst handshake failures: " + "; ".join(f"{k} x{v}" for k, v in burst["open_errors"].items()))
+    for n in sizes:
+        m = summary[str(n)]
+        print(f"N={n:,}: active p99 per rep " + ", ".join(
+            f"{p99:,.1f} ms (other processes {oth:.2f} cores)"
+            for p99, oth in zip(m["active_p99_ms_by_rep"], m["active_other_cpu_cores_by_rep"], strict=True)))
     print(f"\nload average after: {c.fmt_load(load_after)}  (before: {c.fmt_load(load_before)}); "
           f"{time.monotonic() - started:.0f} s")
     print(c.noise_line(noise_r))
@@ -622,7 +633,8 @@ def main() -> int:
     path = c.write_results("sessions", {
         "benchmark": "sessions",
         "command": "python bench/sessions.py" + (" --quick" if args.quick else "")
-        + (f" --sizes {args.sizes}" if args.sizes != "1000,10000" else ""),
+        + (f" --sizes {args.sizes}" if args.sizes != "1000,10000" else "")
+        + "".join(f" --relay-arg={a}" for a in args.relay_arg),
         "machine": c.machine_info(),
         "load_average_before": load_before,
         "load_average_after": load_after,

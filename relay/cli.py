@@ -68,6 +68,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compression", action="store_true", help="accept permessage-deflate (off: it costs throughput)")
     p.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="scan every session in Python's full garbage collections (default: long-lived objects are frozen "
+        "with gc.freeze, so that thousands of idle sessions do not pause the relay)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=0,
@@ -194,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | Ups
         allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
         certfile=args.certfile,
         keyfile=args.keyfile,
+        gc_freeze=not getattr(args, "no_gc_freeze", False),
     )
     if args.max_connections < 0:
         raise ValueError("--max-connections must be >= 0")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
 
@@ -28,6 +29,7 @@ import h11
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
+from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -39,6 +41,10 @@ CLOSE_TIMEOUT_S = 10.0
 _STATUSES = {s.value for s in HTTPStatus}
 # Answers at least this large are written immediately; smaller ones are coalesced within a loop turn.
 FLUSH_NOW_BYTES = 16 * 1024
+# Shared by every session rather than a list each: at 10,000 sessions every object a session holds is one more
+# for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
+_SUBPROTOCOLS = ("bytes", "json")
+_NO_EXTENSIONS: tuple[()] = ()
 
 
 class MessageSink(TypingProtocol):
@@ -69,6 +75,8 @@ class ListenerHost(TypingProtocol):
 
 class WebSocketSession:
     """The gateway logic's handle on one open WebSocket connection."""
+
+    __slots__ = ("_conn", "_ws", "close_code_sent", "path", "subprotocol")
 
     def __init__(self, conn: RelayProtocol, ws: ServerProtocol, path: str, subprotocol: str | None) -> None:
         self._conn = conn
@@ -125,21 +133,23 @@ class RelayProtocol(asyncio.Protocol):
         self.host = host
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        self._raw: list[bytes] = []  # bytes seen before we know whether this is a WebSocket
+        # HTTP-only state; a WebSocket session drops it once upgraded (None).
+        self._h11: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self._raw: list[bytes] | None = []  # bytes seen before we know whether this is a WebSocket
         self._http_request: HttpRequest | None = None
-        self._http_body: list[bytes] = []
+        self._http_body: list[bytes] | None = None
         self._http_busy = False
         self._ws: ServerProtocol | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
-        self._fragments: list[bytes] = []
+        # Made when first needed: an idle session holds neither (nor the timer list once the handshake is done).
+        self._fragments: list[bytes] | None = None
         self._fragment_text = False
-        self._held: collections.deque[tuple[bytes | str, bool, int]] = collections.deque()
+        self._held: collections.deque[tuple[bytes | str, bool, int]] | None = None
         self._flush_scheduled = False
         self.writing_paused = False
         self._reading_paused = False
-        self._timeouts: list[asyncio.TimerHandle] = []
+        self._timeouts: list[asyncio.TimerHandle] | None = []
         self.last_pong_seen = True
         self._closed = False
         self._close_timer_armed = False
@@ -166,12 +176,27 @@ class RelayProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        for handle in self._timeouts:
+        for handle in self._timeouts or ():
             handle.cancel()
-        if self.sink is not None and self._ws is not None:
-            rcvd = self._ws.close_rcvd
+        self._timeouts = None
+        ws = self._ws
+        if self.sink is not None and ws is not None:
+            rcvd = ws.close_rcvd
             self.sink.on_closed(rcvd.code if rcvd is not None else 1006)
         self.host.connection_lost(self)
+        # Break the reference cycles of a session (protocol <-> transport, protocol <-> session <-> sink, and
+        # websockets' parser generator, whose frame holds its ServerProtocol), so that a closed session is freed
+        # by reference counting alone: the server freezes long-lived sessions out of the collector's sight
+        # (gc.freeze), and a cycle among frozen objects would never be freed. The session object itself stays
+        # usable: answers of requests still running are dropped, as before.
+        self.transport = None
+        self.sink = None
+        self.session = None
+        self._held = None
+        if ws is not None:
+            # Nothing can be sent any more: answers still to come are dropped without being encoded.
+            ws.state = State.CLOSED
+            ws.parser = _closed_parser()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -186,12 +211,14 @@ class RelayProtocol(asyncio.Protocol):
     # ---- HTTP ------------------------------------------------------------------------------------
 
     def _http_data(self, data: bytes) -> None:
+        assert self._raw is not None and self._h11 is not None
         self._raw.append(data)
         self._h11.receive_data(data)
         self._http_events()
 
     def _http_events(self) -> None:
         while not self._http_busy and self._ws is None:
+            assert self._h11 is not None
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -211,6 +238,7 @@ class RelayProtocol(asyncio.Protocol):
                 self._http_request = request
                 self._http_body = []
             elif isinstance(event, h11.Data):
+                assert self._http_body is not None
                 self._http_body.append(bytes(event.data))
                 limit = self.host.max_message_size
                 if limit and sum(len(b) for b in self._http_body) > limit:
@@ -218,8 +246,9 @@ class RelayProtocol(asyncio.Protocol):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 request = self._http_request
-                assert request is not None
+                assert request is not None and self._http_body is not None
                 request.body = b"".join(self._http_body)
+                self._http_body = None
                 self._http_busy = True
                 self._raw = []
                 task = self.loop.create_task(self._answer_http(request))
@@ -235,6 +264,7 @@ class RelayProtocol(asyncio.Protocol):
             response = HttpResponse.json(500, {"detail": "internal error"})
         self._send_http(response, head_only=request.method == "HEAD")
         self._http_busy = False
+        assert self._h11 is not None  # an HTTP connection never upgrades while a request is answered
         if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.MUST_CLOSE:
             self._close_transport()
             return
@@ -243,7 +273,7 @@ class RelayProtocol(asyncio.Protocol):
             self._http_events()  # a pipelined request may already be buffered
 
     def _send_http(self, response: HttpResponse, head_only: bool = False) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self._h11 is None:
             return
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         names = {k.lower() for k, _ in response.headers}
@@ -264,7 +294,7 @@ class RelayProtocol(asyncio.Protocol):
         self.transport.write(out)
 
     def _http_error(self, status: int, message: str) -> None:
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._h11 is not None and self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._send_http(HttpResponse.json(status, {"detail": message}))
         self._close_transport()
 
@@ -273,24 +303,30 @@ class RelayProtocol(asyncio.Protocol):
     def _start_websocket(self, request: HttpRequest) -> None:
         host = self.host
         refusal = host.check_upgrade(request)
-        extensions = []
+        extensions = None
         if host.compression:
             from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
-            extensions.append(ServerPerMessageDeflateFactory())
+            extensions = [ServerPerMessageDeflateFactory()]
         limit = host.max_message_size
         ws = ServerProtocol(
             extensions=extensions,
-            subprotocols=["bytes", "json"],  # type: ignore[list-item]
+            subprotocols=_SUBPROTOCOLS,  # type: ignore[arg-type]
             select_subprotocol=lambda _p, offered: host.select_subprotocol(list(offered)),  # type: ignore[arg-type,return-value]
             # Between the limit and 4x it, a message is read and refused politely after the requests in
             # flight are answered (1009 from the sink); beyond that websockets fails the connection at once.
             max_size=limit * 4 if limit else None,
         )
         self._ws = ws
+        assert self._raw is not None and self._h11 is not None
         raw = b"".join(self._raw)
-        self._raw = []
-        ws.receive_data(raw)
+        # websockets reads the handshake alone; what followed it in the same reads (h11's trailing data: frames
+        # a client sent without waiting for the 101) is fed once the handshake is released below.
+        trailing = self._h11.trailing_data[0]
+        head, rest = (raw[: len(raw) - len(trailing)], raw[len(raw) - len(trailing) :]) if trailing else (raw, b"")
+        self._raw = None
+        self._h11 = None  # HTTP is over on this connection, whatever websockets answers
+        ws.receive_data(head)
         events = ws.events_received()
         if not events or not isinstance(events[0], WsRequest):
             # websockets could not parse what h11 accepted (or needs more bytes): answer as it says.
@@ -310,13 +346,18 @@ class RelayProtocol(asyncio.Protocol):
         if ws.state is not State.OPEN:
             self._close_transport()
             return
-        for handle in self._timeouts:
+        for handle in self._timeouts or ():
             handle.cancel()
-        self._timeouts = []
+        self._timeouts = None
+        single_event = len(events) == 1
+        del ws_request, events
+        _release_handshake(ws, single_event)
         self.session = WebSocketSession(self, ws, request.path, ws.subprotocol)
         self.sink = host.open_session(self.session)
-        # Frames that came in the same read as the handshake.
-        self._ws_events(events[1:])
+        if rest:
+            # Frames that came in the same read as the handshake.
+            ws.receive_data(rest)
+            self._ws_events()
         self.flush()
 
     def _ws_handshake_failed(self) -> None:
@@ -352,11 +393,13 @@ class RelayProtocol(asyncio.Protocol):
                     self._fragment_text = opcode is Opcode.TEXT
                     continue
             elif opcode is Opcode.CONT:
-                self._fragments.append(event.data)
+                fragments = self._fragments
+                assert fragments is not None  # websockets refuses a continuation frame out of sequence
+                fragments.append(event.data)
                 if not event.fin:
                     continue
-                message = (b"".join(self._fragments), self._fragment_text)
-                self._fragments = []
+                message = (b"".join(fragments), self._fragment_text)
+                self._fragments = None
             else:
                 if opcode is Opcode.PONG:
                     self.last_pong_seen = True
@@ -374,6 +417,8 @@ class RelayProtocol(asyncio.Protocol):
                     break
             item = (payload, is_text, size)
             if held or not sink.has_room():
+                if held is None:
+                    held = self._held = collections.deque()
                 held.append(item)
             else:
                 sink.on_message(*item)
@@ -431,8 +476,10 @@ class RelayProtocol(asyncio.Protocol):
             self.arm_close_timeout()
 
     def arm_close_timeout(self) -> None:
-        if not self._close_timer_armed:
+        if not self._close_timer_armed and not self._closed:
             self._close_timer_armed = True
+            if self._timeouts is None:
+                self._timeouts = []
             self._timeouts.append(self.loop.call_later(CLOSE_TIMEOUT_S, self._abort))
 
     def _handshake_timeout(self) -> None:
@@ -446,6 +493,34 @@ class RelayProtocol(asyncio.Protocol):
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _release_handshake(ws: ServerProtocol, single_event: bool) -> None:
+    """Let an open session keep nothing of its handshake.
+
+    websockets' server parser is a generator that read the handshake request and then delegates to the frame
+    parser: its frame keeps the request (its headers: about a dozen objects) alive for the whole session. It is
+    replaced by the frame parser alone, which is what it runs from then on; that is only equivalent while it
+    waits for the first frame with nothing buffered, which holds when websockets was fed the handshake alone
+    (one event, nothing left in its buffer). The subprotocol callback and the negotiated-extensions list are
+    not used after the handshake either.
+    """
+    if single_event and not ws.reader.buffer and not ws.reader.eof:
+        ws.parser = WsProtocol.parse(ws)
+        next(ws.parser)  # start the generator, as websockets does
+    with contextlib.suppress(AttributeError):
+        # A bound method of the lambda made for this handshake. (`del`, not vars(ws).pop: reading __dict__
+        # would make the instance a dict of its own, one more object.)
+        del ws.select_subprotocol
+    if not ws.extensions:
+        ws.extensions = _NO_EXTENSIONS  # type: ignore[assignment]
+
+
+def _closed_parser() -> Generator[None]:
+    """websockets' parser for a connection whose transport is gone: nothing more is read. Unlike the real
+    one, its frame holds no reference to the ServerProtocol, so a closed session is no reference cycle."""
+    while True:
+        yield
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

@@ -36,6 +36,7 @@ import orjson
 
 from relay.acceptor import Acceptor, open_listeners
 from relay.executors import Chain
+from relay.gc_freeze import freeze_long_lived, safe_to_freeze
 from relay.http_types import HttpRequest, HttpResponse
 from relay.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession
 
@@ -86,6 +87,8 @@ class RelayConfig:
     certfile: str | None = None
     keyfile: str | None = None
     cors: bool = False
+    # gc.freeze() long-lived objects (relay.gc_freeze); `flowrelay serve` turns it on (--no-gc-freeze: off).
+    gc_freeze: bool = False
 
 
 @dataclass
@@ -128,6 +131,7 @@ class RelayServer:
         self._connections: set[_Connection] = set()
         self._transports: set[RelayProtocol] = set()
         self._keepalive: asyncio.Task[None] | None = None
+        self._freezer: asyncio.Task[None] | None = None
         self.ids = IdSource()
         self.port = config.port
         self.extra_http: dict[str, Callable[[], tuple[int, str, bytes]]] = {}
@@ -161,6 +165,8 @@ class RelayServer:
         self.port = sockets[0].getsockname()[1]
         if cfg.ping_interval_s:
             self._keepalive = asyncio.create_task(self._ping_loop(cfg.ping_interval_s))
+        if cfg.gc_freeze and safe_to_freeze(asyncio.get_running_loop()):
+            self._freezer = asyncio.create_task(freeze_long_lived(lambda: self.stats.connections_total))
         log.info(
             "relay listening on %s://%s:%d/ with %s",
             "wss" if ssl_context else "ws",
@@ -177,6 +183,8 @@ class RelayServer:
         self._acceptor.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._freezer is not None:
+            self._freezer.cancel()
         for conn in list(self._connections):
             conn.begin_shutdown()
         pending = [c.done for c in self._connections]
@@ -412,13 +420,25 @@ class _Connection:
         self.in_flight = 0
         self.prefetch = self.config.prefetch
         self._ids = server.ids
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The three below are made when first needed: each object an idle session holds is one more for every
+        # full garbage collection to scan (10,000 sessions: see bench/relay_gc.py).
+        self._tasks: set[asyncio.Task[None]] | None = None  # running answers of an async chain
         # Answers ready while the client is not reading (the transport's buffer is full): kept unencoded, so
         # a slow reader holds at most the prefetch window of answers, not their encoded frames as well.
-        self._backlog: collections.deque[DataRequest] = collections.deque()
+        self._backlog: collections.deque[DataRequest] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._closed = False
         self._closing: tuple[int, str] | None = None  # the close to send once nothing is in flight
         self._drain_timer: asyncio.TimerHandle | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Resolved once the connection is closed (what a graceful stop waits for)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self._closed:
+                self._done.set_result(None)
+        return self._done
 
     # ---- MessageSink ---------------------------------------------------------------------------
 
@@ -463,6 +483,8 @@ class _Connection:
             self._submit(req, self._respond)
         elif self.chain.is_async:
             task = asyncio.create_task(self._answer_async(req))
+            if self._tasks is None:
+                self._tasks = set()
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -479,10 +501,11 @@ class _Connection:
         # The requests still running go on to their end, as on a Jina gateway; their answers are dropped.
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        self._backlog.clear()
+        self._backlog = None
+        self._closed = True
         self.server._connection_done(self, code_received)
-        if not self.done.done():
-            self.done.set_result(None)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -507,6 +530,8 @@ class _Connection:
 
     def _respond(self, req: DataRequest) -> None:
         if self.session.writing_paused or self._backlog:
+            if self._backlog is None:
+                self._backlog = collections.deque()
             self._backlog.append(req)  # encoded when the client reads again, in order of completion
             return
         self._send(req)
