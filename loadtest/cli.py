@@ -21,7 +21,8 @@ from loadtest import thresholds as thresholds_mod
 from loadtest.engine import LoadConfig, run_load
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.prometheus import PrometheusExporter
-from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_results
+from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_summary
+from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
 from loadtest.payloads import DocSpec
 from loadtest.session import ConnectError
 from loadtest.transports import codec_mode, transport_of, usage_problem
@@ -72,7 +73,8 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", help="at the end, how long to wait for answers in flight (default 10s)")
     p.add_argument("--threshold", action="append", metavar="EXPR",
                    help="e.g. 'latency.p99<50ms', 'errors.rate<0.001' (repeatable); a failure exits 99")
-    p.add_argument("--out", type=Path, help="results folder: summary.json, timeseries.jsonl")
+    p.add_argument("--out", type=Path, help="results folder: summary.json at the end, and timeseries.jsonl "
+                   "a line as each second closes")
     p.add_argument("--log-requests", action="store_true", help="also write every request to requests.msgpack")
     p.add_argument("--procs", type=int, help="worker processes, the rate and connections split among them")
     p.add_argument("--compression", action="store_true", help="offer permessage-deflate")
@@ -334,18 +336,25 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path | None, quiet: bool,
          exporter: PrometheusExporter | None) -> int:
     live = LiveLine(enabled=not quiet)
+    # Rows go to disk as each second closes; without --out they go nowhere (the summary needs none).
+    series = TimeSeriesFile(out / TIMESERIES_FILE) if out is not None else None
+    finished = False
     try:
-        result = run_load(cfg, on_row=live, metrics=exporter)
+        result = run_load(cfg, on_row=live, metrics=exporter, series=series)
+        finished = True
     except ConnectError as exc:
         print(f"flowrelay load: cannot connect: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("flowrelay load: interrupted", file=sys.stderr)
         return EXIT_RUN_FAILED
+    finally:
+        if series is not None:
+            series.close(complete=finished)
     summary = build_summary(result)
     summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
     if out is not None:
-        write_results(out, summary, result.rows)
+        write_summary(out, summary)
     if args.json:
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

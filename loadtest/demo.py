@@ -18,7 +18,8 @@ from typing import Any
 
 from loadtest.engine import LoadConfig, run_load
 from loadtest.outputs.live import LiveLine
-from loadtest.outputs.summary import build_summary, format_table, write_results
+from loadtest.outputs.summary import build_summary, format_table, write_summary
+from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
 from loadtest.payloads import DocSpec
 from loadtest.session import ConnectError
 from loadtest.thresholds import evaluate, parse_threshold
@@ -71,17 +72,20 @@ def run(args: argparse.Namespace) -> int:
         cfg = LoadConfig(target=target, subprotocol="bytes", connections=2, rate=args.rate, duration_s=duration_s,
                          warmup_s=min(1.0, duration_s / 5), endpoint="/index",
                          docs=_docs(), grace_s=5.0)
+        series = TimeSeriesFile(out / TIMESERIES_FILE)
         try:
-            result = run_load(cfg, on_row=LiveLine())
+            result = run_load(cfg, on_row=LiveLine(), series=series)
         except ConnectError as exc:
+            series.close(complete=False)
             print(f"flowrelay demo: {exc}", file=sys.stderr)
             return 1
+        series.close()
     finally:
         stop_relay(proc)
     result.recorder.accounting.check()  # every request sent is answered, failed or timed out
     summary = build_summary(result)
     summary["thresholds"] = evaluate([parse_threshold(t) for t in DEMO_THRESHOLDS], summary)
-    write_results(out, summary, result.rows)
+    write_summary(out, summary)
     print()
     print(format_table(summary))
     report = _write_report(out)

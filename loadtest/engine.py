@@ -13,6 +13,10 @@ session, waits a bounded grace for the last answers, and returns a snapshot that
 other workers'. `run_load` starts `procs` workers (forked before any event loop exists), merges their
 snapshots and intervals, and returns one `RunResult` whatever the number of processes.
 
+The time series streams: each second's row goes to the caller's `RowSink` (e.g. the results folder's
+timeseries.jsonl, loadtest.outputs.timeseries) as the second closes, merged across workers in the
+parent when there are several; no process keeps the rows, so a run of hours stays flat in memory.
+
 Metrics for a live scraper are optional and pluggable: the caller hands `run_load` an exporter
 (`MetricsExporter`, e.g. loadtest.outputs.prometheus); each worker then feeds a `MetricsSink` of its
 own, and a forked worker ships its sink's state to the parent once a second and at the end. Without an
@@ -134,6 +138,16 @@ class LoadConfig:
         return self.rate
 
 
+class RowSink(Protocol):
+    """Where the time series goes: one row per second, in time order, as each second closes."""
+
+    def add(self, row: dict[str, Any]) -> None: ...
+
+    def replace_last(self, row: dict[str, Any]) -> None:
+        """The last row again, amended: a run's final sliver of a second joins the second before it."""
+        ...
+
+
 class MetricsSink(Protocol):
     """One worker's live metrics; the worker calls these as events happen (times in seconds)."""
 
@@ -175,7 +189,7 @@ def _share(total: int, worker: int, n: int) -> int:
 @dataclass
 class WorkerResult:
     snapshot: dict[str, Any]
-    rows: list[dict[str, Any]]  # the time series (small rows: histograms are not kept per second)
+    intervals: int  # rows of the time series this worker closed (they went to its sink or its parent)
     negotiated: str | None
     docs_sent: int
     docs_received: int
@@ -197,10 +211,14 @@ class Worker:
                  on_interval: Callable[[int, dict[str, Any]], None] | None = None,
                  sink: MetricsSink | None = None,
                  publish: Callable[[], None] | None = None,
-                 parent_pid: int | None = None) -> None:
+                 parent_pid: int | None = None,
+                 series: RowSink | None = None) -> None:
         # `publish` ships the sink's state to another process (forked workers), `parent_pid` is the
         # process whose death must end this worker: a worker never outlives the run that started it.
+        # `series` takes each second's row as it closes (a worker alone in its run; forked workers hand
+        # their intervals to `on_interval`, and the parent merges them into its series).
         self.publish = publish
+        self.series = series
         self.parent_pid = parent_pid
         self.cfg = cfg
         self.index = index
@@ -212,8 +230,9 @@ class Worker:
         )
         self.on_interval = on_interval
         self.sessions: list[LoadSession] = []
-        # Only each second's row is kept, never its histograms, so that a run of hours stays flat in memory.
-        self.rows: list[dict[str, Any]] = []
+        # No row is kept: each goes to `series` / `on_interval` as its second closes. Only the last
+        # interval stays, for the run's final sliver of a second to join (see `_close_series`).
+        self.intervals = 0
         self._last_interval: Interval | None = None
         self.docs_sent = 0
         self.docs_received = 0
@@ -319,22 +338,13 @@ class Worker:
             for s in self.sessions:
                 await s.close()
         elapsed = self.clock()
-        last = self.recorder.intervals.close(elapsed)
-        if last.sent or last.answered or last.errors or last.dropped:
-            previous = self._last_interval
-            if self.n_workers == 1 and previous is not None and last.end_s - last.start_s < INTERVAL_S / 2:
-                # A sliver after the last full second (the final answers) joins the second before it, so
-                # that rates in the time series are not computed over a few milliseconds.
-                previous.merge(last)
-                self.rows[-1] = previous.to_row()
-            else:
-                self._emit_interval(last)
+        last = self._close_series(elapsed)
         if self.sink is not None:
             self._meter_interval(last, ended=True)
         self._flush_log(final=True)
         return WorkerResult(
             snapshot=self.recorder.snapshot(),
-            rows=self.rows,
+            intervals=self.intervals,
             negotiated=self.sessions[0].negotiated if self.sessions else None,
             docs_sent=self.docs_sent,
             docs_received=self.docs_received,
@@ -512,11 +522,29 @@ class Worker:
             self._flush_log()
             next_at += INTERVAL_S
 
+    def _close_series(self, now: float) -> Interval:
+        """At the end of the run: close the last interval at `now` and hand it on; returns it."""
+        last = self.recorder.intervals.close(now)
+        if last.sent or last.answered or last.errors or last.dropped:
+            previous = self._last_interval
+            if self.n_workers == 1 and previous is not None and last.end_s - last.start_s < INTERVAL_S / 2:
+                # A sliver after the last full second (the final answers) joins the second before it, so
+                # that rates in the time series are not computed over a few milliseconds.
+                previous.merge(last)
+                if self.series is not None:
+                    self.series.replace_last(previous.to_row())
+            else:
+                self._emit_interval(last)
+        return last
+
     def _emit_interval(self, interval: Interval) -> None:
         interval.inflight = sum(len(s.pending) for s in self.sessions)
         row = interval.to_row()
-        self.rows.append(row)
-        self._last_interval = interval
+        self.intervals += 1
+        if self.series is not None:
+            self.series.add(row)
+        # Kept (histograms and all) only where the run's final sliver may join it: one process alone.
+        self._last_interval = interval if self.n_workers == 1 else None
         if self.sink is not None:
             self._meter_interval(interval)
         if self.on_interval is not None:
@@ -550,7 +578,7 @@ class Worker:
 class RunResult:
     cfg: LoadConfig
     recorder: Recorder
-    rows: list[dict[str, Any]]
+    intervals: int  # rows of the time series (handed to the run's RowSink as they closed, not kept)
     negotiated: str | None
     docs_sent: int
     docs_received: int
@@ -573,13 +601,14 @@ class RunResult:
         return max(planned - cfg.warmup_s, 1e-9)
 
 
-def merge_results(cfg: LoadConfig, results: list[WorkerResult], rows: list[dict[str, Any]] | None = None) -> RunResult:
-    """One RunResult from every worker's; `rows` is the merged time series (one worker's own when None)."""
+def merge_results(cfg: LoadConfig, results: list[WorkerResult], intervals: int | None = None) -> RunResult:
+    """One RunResult from every worker's; `intervals` counts the merged time series' rows (one worker's
+    own when None)."""
     recorder = Recorder.from_snapshot(results[0].snapshot)
     for r in results[1:]:
         recorder.merge(Recorder.from_snapshot(r.snapshot))
-    if rows is None:
-        rows = results[0].rows
+    if intervals is None:
+        intervals = results[0].intervals
     dropped: dict[str, int] = {}
     for r in results:
         for k, v in r.dropped_by_reason.items():
@@ -587,7 +616,7 @@ def merge_results(cfg: LoadConfig, results: list[WorkerResult], rows: list[dict[
     return RunResult(
         cfg=cfg,
         recorder=recorder,
-        rows=rows,
+        intervals=intervals,
         negotiated=results[0].negotiated,
         docs_sent=sum(r.docs_sent for r in results),
         docs_received=sum(r.docs_received for r in results),
@@ -600,21 +629,12 @@ def merge_results(cfg: LoadConfig, results: list[WorkerResult], rows: list[dict[
     )
 
 
-def merge_intervals(per_worker: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One time series from every worker's: the k-th intervals cover the same second."""
-    rows = []
-    for k in range(max((len(w) for w in per_worker), default=0)):
-        merged: Interval | None = None
-        for w in per_worker:
-            if k < len(w):
-                iv = Interval.from_plain(w[k])
-                if merged is None:
-                    merged = iv
-                else:
-                    merged.merge(iv)
-        if merged is not None:
-            rows.append(merged.to_row())
-    return rows
+def merge_second(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the workers' intervals (`Interval.to_plain`) of the same second: their k-th."""
+    merged = Interval.from_plain(parts[0])
+    for part in parts[1:]:
+        merged.merge(Interval.from_plain(part))
+    return merged.to_row()
 
 
 def _install_loop() -> None:
@@ -642,7 +662,6 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
         result = asyncio.run(worker.run())
         if sink is not None:
             out.put(("metrics", index, sink.state()))  # the final counts, before the result
-        result.rows = []  # the parent merged the seconds as they came
         out.put(("result", index, result.to_plain()))
     except ConnectError as exc:
         out.put(("error", index, str(exc)))
@@ -651,10 +670,12 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
 
 
 def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = None,
-             metrics: MetricsExporter | None = None) -> RunResult:
+             metrics: MetricsExporter | None = None, series: RowSink | None = None) -> RunResult:
     """Run the whole load test, in this process or in `cfg.procs` forked workers.
 
-    With `metrics`, every worker feeds it (the caller stops it, after any linger)."""
+    Each second's row (merged across workers) goes to `series` and then to `on_row` (the live line) as
+    the second closes; nothing keeps them. With `metrics`, every worker feeds it (the caller stops it,
+    after any linger)."""
     run_id = uuid.uuid4().hex
     if cfg.procs <= 1:
         _install_loop()
@@ -667,7 +688,7 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
             if on_row is not None:
                 on_row(row)
 
-        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval, sink).run())
+        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval, sink, series=series).run())
         return merge_results(cfg, [result])
 
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
@@ -680,7 +701,7 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
     # SIGTERM must not leave the workers running: turn it into an exception that reaches the finally below.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return _collect(cfg, procs, out, on_row, metrics)
+        return _collect(cfg, procs, out, on_row, metrics, series)
     finally:
         signal.signal(signal.SIGTERM, previous)
         for p in procs:
@@ -698,8 +719,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict[str, Any]], None] | None,
-             metrics: MetricsExporter | None) -> RunResult:
-    """Read the workers' intervals, metrics and results off the queue until each has finished."""
+             metrics: MetricsExporter | None, series: RowSink | None = None) -> RunResult:
+    """Read the workers' intervals, metrics and results off the queue until each has finished. A second
+    is merged and handed on (`series`, then `on_row`) once every worker has reported it, then forgotten:
+    only seconds some worker has yet to report are held, a few at most."""
     if metrics is not None:
         # Every worker's series exist at 0 from the start, so rate() and increase() see the first second.
         for i in range(cfg.procs):
@@ -708,7 +731,6 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
     results: dict[int, WorkerResult] = {}
     errors: list[str] = []
     pending_rows: dict[int, dict[int, dict[str, Any]]] = {}
-    rows: list[dict[str, Any]] = []
     next_k = 0
     counts = [0] * cfg.procs
     limit = (cfg.duration_s or 0) + sum(d for d, _ in cfg.stages or []) + cfg.grace_s + cfg.connect_timeout_s + 60
@@ -724,11 +746,11 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
             k = counts[worker]
             counts[worker] += 1
             pending_rows.setdefault(k, {})[worker] = payload
-            # A second is merged (and shown) once every worker has reported it, then forgotten.
             while next_k in pending_rows and len(pending_rows[next_k]) == cfg.procs:
                 ready = pending_rows.pop(next_k)
-                row = merge_intervals([[ready[w]] for w in sorted(ready)])[0]
-                rows.append(row)
+                row = merge_second([ready[w] for w in sorted(ready)])
+                if series is not None:
+                    series.add(row)
                 if on_row is not None:
                     on_row(row)
                 next_k += 1
@@ -745,5 +767,6 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
     # Seconds that not every worker reached (a worker's last sliver): merged from those that did.
     for k in sorted(pending_rows):
         ready = pending_rows[k]
-        rows.append(merge_intervals([[ready[w]] for w in sorted(ready)])[0])
-    return merge_results(cfg, [results[i] for i in sorted(results)], rows)
+        if series is not None:
+            series.add(merge_second([ready[w] for w in sorted(ready)]))
+    return merge_results(cfg, [results[i] for i in sorted(results)], next_k + len(pending_rows))

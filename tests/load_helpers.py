@@ -27,7 +27,7 @@ from relay_process import LOOPBACK, flowrelay_command
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from loadtest.engine import LoadConfig, RunResult, run_load
+from loadtest.engine import LoadConfig, RowSink, RunResult, run_load
 from loadtest.outputs.summary import build_summary
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import choose_subprotocol
@@ -61,11 +61,23 @@ def cli_summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return orjson.loads(proc.stdout)
 
 
-def load_in_process(target: str, **options: Any) -> tuple[dict[str, Any], RunResult]:
-    """Run the engine in this process; returns the summary (as summary.json has it) and the raw result."""
+class RowList(list[dict[str, Any]]):
+    """A time-series sink that keeps every row in a list (fine for a test's few seconds; the engine itself
+    keeps none)."""
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.append(row)
+
+    def replace_last(self, row: dict[str, Any]) -> None:
+        self[-1] = row
+
+
+def load_in_process(target: str, series: RowSink | None = None, **options: Any) -> tuple[dict[str, Any], RunResult]:
+    """Run the engine in this process; returns the summary (as summary.json has it) and the raw result.
+    `series` (e.g. a RowList) takes the time series' rows."""
     options.setdefault("grace_s", 5.0)
     options.setdefault("connect_timeout_s", 5.0)
-    result = run_load(LoadConfig(target=target, **options))
+    result = run_load(LoadConfig(target=target, **options), series=series)
     return build_summary(result), result
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from load_helpers import assert_adds_up, fake_gateway, load_in_process, read_request_log
+from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process, read_request_log
 
 from loadtest.waker import Waker, make_waker
 
@@ -52,14 +52,14 @@ def test_closed_model_users_carry_on_after_their_connection_is_killed() -> None:
     # Four users on one connection, which the gateway ends at its 200th request: the requests in flight
     # fail with the close reason, the users wait for the reconnect and go on.
     with fake_gateway(delay_s=0.002, kill_after=200) as gw:
-        summary, result = load_in_process(gw.url, concurrency=4, duration_s=2.0)
+        rows = RowList()
+        summary, _ = load_in_process(gw.url, concurrency=4, duration_s=2.0, series=rows)
         assert gw.killed
     req = summary["requests"]
     assert_adds_up(summary)
     assert summary["reconnects"] >= 1
     assert 1 <= req["transport_failed"] <= 4
     assert req["unanswered"] == req["timeout"] == 0
-    rows = result.rows
     first_error = next(i for i, row in enumerate(rows) if row["errors"])
     assert sum(row["ok"] for row in rows[first_error + 1 :]) > 0, rows
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from load_helpers import assert_adds_up, fake_gateway, load_in_process
+from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process
 from relay_process import LOOPBACK
 
 from loadtest.session import ConnectError
@@ -23,7 +23,8 @@ def test_open_model_reports_a_stall_in_the_tail() -> None:
     # 200/s for 2 s; the 150th request (at 0.75 s) freezes every answer for 0.5 s. The open model keeps
     # sending on schedule, so ~100 requests wait out the stall and latency from due time shows it.
     with fake_gateway(delay_s=0.002, stall_after=150, stall_s=STALL_S) as gw:
-        summary, result = load_in_process(gw.url, rate=200.0, duration_s=2.0)
+        rows = RowList()
+        summary, _ = load_in_process(gw.url, rate=200.0, duration_s=2.0, series=rows)
         assert gw.stalled
     req = summary["requests"]
     assert req["sent"] == 400
@@ -33,7 +34,7 @@ def test_open_model_reports_a_stall_in_the_tail() -> None:
     assert latency["max"] >= 450.0, latency
     assert latency["p50"] < 100.0, "most requests were not caught in the stall"
     # The time series shows it too, in the second where the stalled answers arrived.
-    assert max(row["max_ms"] or 0.0 for row in result.rows) >= 450.0
+    assert max(row["max_ms"] or 0.0 for row in rows) >= 450.0
 
 
 def test_closed_model_hides_most_of_the_same_stall() -> None:
@@ -62,7 +63,8 @@ def test_connection_killed_mid_run_is_counted_and_reconnected(
     # 200/s for 2 s, 20 ms per answer (about 4 in flight); the 150th request's connection is ended at
     # 0.75 s with that request unanswered.
     with fake_gateway(delay_s=0.020, kill_after=150, kill_code=kill_code) as gw:
-        summary, result = load_in_process(gw.url, subprotocol=subprotocol, rate=200.0, duration_s=2.0)
+        rows = RowList()
+        summary, _ = load_in_process(gw.url, subprotocol=subprotocol, rate=200.0, duration_s=2.0, series=rows)
         assert gw.killed
         assert gw.connections >= 2
     req = summary["requests"]
@@ -75,7 +77,6 @@ def test_connection_killed_mid_run_is_counted_and_reconnected(
     assert set(req["dropped_by_reason"]) <= {"no connection"}
     assert req["failed"] == req["timeout"] == req["unanswered"] == 0
     # Traffic went on after the reconnect: answers in a later second than the one with the failures.
-    rows = result.rows
     first_error = next(i for i, row in enumerate(rows) if row["errors"])
     assert sum(row["ok"] for row in rows[first_error + 1 :]) > 100, rows
     assert req["ok"] > 300

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from loadtest.outputs.timeseries import TIMESERIES_FILE
+
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-# The names loadtest.outputs.summary writes (not imported from there: that module reads the engine's results).
+# The name loadtest.outputs.summary writes (not imported from there: that module reads the engine's results).
 SUMMARY_FILE = "summary.json"
-TIMESERIES_FILE = "timeseries.jsonl"
 REPORT_FILE = "report.html"
 COMPARISON_FILE = "comparison.html"
 
@@ -132,24 +133,31 @@ def load_results(results_dir: Path) -> Results:
     series_path = results_dir / TIMESERIES_FILE
     if not series_path.is_file():
         raise ResultsError(f"{results_dir}: no {TIMESERIES_FILE} beside {SUMMARY_FILE}")
-    rows: list[dict[str, Any]] = []
     try:
-        lines = series_path.read_bytes().splitlines()
+        rows = _read_series(series_path)
     except OSError as exc:
         raise ResultsError(f"{series_path}: cannot read: {exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ResultsError(f"{series_path}, line {number}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict) or not _is_number(row.get("t")):
-            raise ResultsError(f"{series_path}, line {number}: expected an object with a numeric 't'")
-        if not isinstance(row.get("error_reasons", {}), dict):
-            raise ResultsError(f"{series_path}, line {number}: 'error_reasons' should be an object")
-        rows.append(row)
     return Results(results_dir, summary, rows)
+
+
+def _read_series(series_path: Path) -> list[dict[str, Any]]:
+    """The rows of a timeseries.jsonl, read a line at a time (a soak's file can be long); raises
+    ResultsError on a malformed line."""
+    rows: list[dict[str, Any]] = []
+    with series_path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ResultsError(f"{series_path}, line {number}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict) or not _is_number(row.get("t")):
+                raise ResultsError(f"{series_path}, line {number}: expected an object with a numeric 't'")
+            if not isinstance(row.get("error_reasons", {}), dict):
+                raise ResultsError(f"{series_path}, line {number}: 'error_reasons' should be an object")
+            rows.append(row)
+    return rows
 
 
 def _json_kind(kind: type) -> str:

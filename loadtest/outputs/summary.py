@@ -1,4 +1,5 @@
-"""The end of a run: the summary (summary.json), the per-second time series, and the table a person reads.
+"""The end of a run: the summary (summary.json) and the table a person reads. (The per-second time series,
+`timeseries.jsonl`, is written as the run goes: loadtest.outputs.timeseries.)
 
 `summary.json` carries at least: `target`, `transport` (`websocket`, `grpc` or `http`, from the
 target's scheme), `subprotocol` {`offered`, `negotiated`}, `duration_s`,
@@ -24,7 +25,6 @@ from loadtest.engine import RunResult
 from loadtest.measure import LatencyHistogram
 
 SUMMARY_FILE = "summary.json"
-TIMESERIES_FILE = "timeseries.jsonl"
 REQUESTS_FILE = "requests.msgpack"
 
 
@@ -88,12 +88,9 @@ def _route_order(hops: dict[str, Any], first_seen: list[str]) -> dict[str, Any]:
     return {n: hops[n] for n in names}
 
 
-def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    with (out_dir / TIMESERIES_FILE).open("wb") as fh:
-        for row in rows:
-            fh.write(orjson.dumps(row) + b"\n")
 
 
 def _fmt(v: Any) -> str:
