@@ -26,13 +26,22 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
-from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_details, rpc_reason, wait_ready
+from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_reason, wait_ready
 from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
 
 log = logging.getLogger("flowrelay.load")
 
 STREAM_ENDED = "grpc stream ended by the server"
+# grpcio's own status for a message its core refused to send because the stream was already torn down
+# (the connection dropped, or the server ended the call while requests were still going out): code
+# INTERNAL with these details. grpcio sets it on the call locally, and the status the core reports for
+# the stream (UNAVAILABLE when the connection was lost) replaces it a moment later; a reader that looks
+# in between would count a dead target as an internal error.
+_LOCAL_SEND_FAILURE = "Internal error from Core"
+# How long to wait for the core's status after that local one; it comes with the same teardown.
+STATUS_WAIT_S = 2.0
+_STATUS_POLL_S = 0.005
 
 
 class GrpcSession(SessionBase):
@@ -93,7 +102,7 @@ class GrpcSession(SessionBase):
             while True:
                 message = await call.read()
                 if message is grpc.aio.EOF:
-                    code = await call.code()
+                    code, _ = await _reported_status(call, self._channel, await call.code(), await call.details())
                     if code != grpc.StatusCode.OK:
                         reason = f"grpc {code.name}"
                     break
@@ -112,9 +121,10 @@ class GrpcSession(SessionBase):
                 if self.closing and not pending:
                     self._drained.set()
         except grpc.aio.AioRpcError as err:
-            reason = rpc_reason(err)
+            code, details = await _reported_status(call, self._channel, err.code(), err.details())
+            reason = f"grpc {code.name}"
             if not self.closing:
-                log.warning("grpc session %d: %s", self.index, rpc_details(err))
+                log.warning("grpc session %d: %s", self.index, reason + (f": {details}" if details else ""))
         except Exception as other:  # a broken transport must not lose the requests in flight
             reason = rpc_reason(other)
         finally:
@@ -188,3 +198,23 @@ async def _drain(outbox: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
         if frame is None:
             return
         yield frame
+
+
+async def _reported_status(
+    call: grpc.aio.StreamStreamCall, channel: grpc.aio.Channel | None, code: grpc.StatusCode, details: str | None
+) -> tuple[grpc.StatusCode, str | None]:
+    """The stream's status as the core reports it. When `code`/`details` are grpcio's local mark for a
+    refused send (see _LOCAL_SEND_FAILURE), wait a bounded time for the core's own status, which
+    replaces it on the call. A channel that no longer has a ready connection lost it with the stream:
+    that is `UNAVAILABLE`, as the core reports it when its status does come. Otherwise the local
+    status stands."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STATUS_WAIT_S
+    while code == grpc.StatusCode.INTERNAL and details == _LOCAL_SEND_FAILURE:
+        if channel is not None and channel.get_state() != grpc.ChannelConnectivity.READY:
+            return grpc.StatusCode.UNAVAILABLE, "the connection was lost while a request was being sent"
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(_STATUS_POLL_S)
+        code, details = await call.code(), await call.details()
+    return code, details

@@ -16,6 +16,7 @@ number accepted where a string is expected, `null` meaning "not set". Pure: no I
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -421,6 +422,16 @@ class Model:
             "title": self.name,
             "properties": {f.name: f.schema() for f in self.fields},
         }
+        # A field's other names (`target_executor` for `targetExecutor`) are read and checked like the field, so
+        # the document says so: as extra keys they would otherwise be schema-valid with any value, and the door
+        # would refuse schema-valid bodies. Pattern properties, because Jina's schema lists only the main names.
+        aliases = {
+            f"^{re.escape(k)}$": {**{a: v for a, v in f.schema().items() if a != "default"}, "title": _title(k)}
+            for f in self.fields
+            for k in f.also
+        }
+        if aliases:
+            s["patternProperties"] = aliases
         required = [f.name for f in self.fields if f.required]
         if required:
             s["required"] = required
