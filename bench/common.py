@@ -85,6 +85,17 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
+def status_kb(pid: int, key: str = "VmRSS") -> int | None:
+    """A kB figure from /proc/PID/status (VmRSS, VmHWM, ...); None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def own_cpu_s() -> float:
     """CPU seconds of this process and of every child it has reaped (servers count once stopped)."""
     import resource

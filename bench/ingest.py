@@ -113,16 +113,6 @@ def startup_cpu(srv: c.Server, work: Path) -> dict[str, float]:
     return {"ingest": ingest.cpu_s, "load": load.cpu_s}
 
 
-def _status_kb(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def measure_rss(srv: c.Server, path: Path, work: Path) -> dict[str, Any]:
     ckpt, dead = work / "large.ckpt", work / "large.dead.jsonl"
     cmd = ingest_cmd(path, srv.url, "--checkpoint", str(ckpt), "--dead-letter", str(dead))
@@ -135,8 +125,8 @@ def measure_rss(srv: c.Server, path: Path, work: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         while proc.poll() is None and time.monotonic() - t0 < 900:
-            rss = _status_kb(proc.pid, "VmRSS")
-            hwm = _status_kb(proc.pid, "VmHWM")
+            rss = c.status_kb(proc.pid, "VmRSS")
+            hwm = c.status_kb(proc.pid, "VmHWM")
             if rss is not None:
                 samples.append((time.monotonic() - t0, rss))
                 if start_kb is None and ckpt.exists():

@@ -188,16 +188,6 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
 # ---- the machine and the relay, from /proc -------------------------------------------------------
 
 
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def open_fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -353,7 +343,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
         time.sleep(1.0)
         rss0 = []
         for _ in range(3):
-            rss0.append(rss_kb(pid) or 0)
+            rss0.append(c.status_kb(pid) or 0)
             time.sleep(0.3)
         out["rss0_kb"] = c.median(rss0)
         out["fds0"] = open_fds(pid)
@@ -391,7 +381,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
             time.sleep(min(2.0, args.hold / 4))
             samples = []
             while time.monotonic() < hold_end:
-                samples.append(rss_kb(pid) or 0)
+                samples.append(c.status_kb(pid) or 0)
                 time.sleep(min(1.0, max(0.0, hold_end - time.monotonic())))
             out["rss_idle_kb"] = c.median(samples)
             out["rss_idle_samples"] = len(samples)
@@ -434,7 +424,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     "seconds": max(a["seconds"] for a in acts),
                     "latency": merge_pcts(acts, "latency"),
                     "relay_requests": int(relay_status(relay.url)["envs"]["requests_total"]) - req0,
-                    "rss_after_kb": rss_kb(pid) or 0,
+                    "rss_after_kb": c.status_kb(pid) or 0,
                     "relay_cpu_cores": relay_cpu_a / wall_a,
                     "clients_cpu_cores": client_cpu_a / wall_a,
                     "other_cpu_cores": other_a / wall_a,
@@ -468,7 +458,7 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     break
                 time.sleep(0.5)
             out["relay_connections_open_after_close"] = left
-            out["rss_after_close_kb"] = rss_kb(pid) or 0
+            out["rss_after_close_kb"] = c.status_kb(pid) or 0
         finally:
             for cl in clients:
                 cl.stop()

@@ -46,16 +46,6 @@ WARMUP_FULL_S = 120.0
 WARMUP_QUICK_FRACTION = 0.2
 
 
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def with_children(pid: int) -> list[int]:
     """`pid` and its direct children (the load engine forks workers only with --procs > 1)."""
     pids = [pid]
@@ -175,10 +165,10 @@ def main() -> int:
                     now = time.monotonic()
                     if now >= next_at:
                         load_pids = with_children(load.pid)
-                        rss_load = [rss_kb(x) for x in load_pids]
+                        rss_load = [c.status_kb(x) for x in load_pids]
                         samples.append({
                             "t": round(now - t0, 2),
-                            "relay_rss_kb": rss_kb(relay_pid),
+                            "relay_rss_kb": c.status_kb(relay_pid),
                             "load_rss_kb": sum(x for x in rss_load if x) or None,
                             "load_pids": len(load_pids),
                             "relay_cpu_s": c.proc_cpu_s([relay_pid]),

@@ -799,22 +799,16 @@ class Recorder:
         self._intervals.flush()
         return self._latency
 
-    @latency.setter
-    def latency(self, histogram: LatencyHistogram) -> None:
-        self._intervals.flush()
-        self._latency = histogram
-        self._intervals.link_totals(self._latency, self._service_time)
-
     @property
     def service_time(self) -> LatencyHistogram:
         self._intervals.flush()
         return self._service_time
 
-    @service_time.setter
-    def service_time(self, histogram: LatencyHistogram) -> None:
+    def _replace_totals(self, latency: LatencyHistogram, service_time: LatencyHistogram) -> None:
+        """Put restored run totals in place; what the time series holds pending goes into them from now on."""
         self._intervals.flush()
-        self._service_time = histogram
-        self._intervals.link_totals(self._latency, self._service_time)
+        self._latency, self._service_time = latency, service_time
+        self._intervals.link_totals(latency, service_time)
 
     # -- events (the per-request path) --
 
@@ -923,8 +917,9 @@ class Recorder:
         if data.get("v") != _SNAPSHOT_VERSION:
             raise ValueError(f"unsupported recorder snapshot version {data.get('v')!r}")
         recorder = cls(warmup_s=float(data["warmup_s"]))
-        recorder.latency = LatencyHistogram.decode(data["latency"])
-        recorder.service_time = LatencyHistogram.decode(data["service_time"])
+        recorder._replace_totals(
+            LatencyHistogram.decode(data["latency"]), LatencyHistogram.decode(data["service_time"])
+        )
         recorder.scheduler_lag = LatencyHistogram.decode(data["scheduler_lag"])
         recorder.hops = {str(name): LatencyHistogram.decode(blob) for name, blob in data["hops"].items()}
         recorder.accounting = Accounting.from_plain(data["accounting"])
