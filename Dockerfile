@@ -17,6 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY pyproject.toml README.md /tmp/flowrelay-src/
 COPY relay /tmp/flowrelay-src/relay
 COPY loadtest /tmp/flowrelay-src/loadtest
+COPY flowrelay /tmp/flowrelay-src/flowrelay
 RUN pip install /tmp/flowrelay-src \
     && rm -rf /tmp/flowrelay-src
 

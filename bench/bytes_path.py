@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from relay import server
+from relay.doors import websocket
 from relay.executors import Chain
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
@@ -46,9 +47,9 @@ def path_function(mode: str, chain: Chain, frame: bytes) -> Any:
     is_bytes = mode == "bytes"
     codec = proto_codec if is_bytes else json_codec
     conn = SimpleNamespace(_ids=server.IdSource(), is_bytes=is_bytes, config=server.RelayConfig())
-    admit = server._Connection._admit
+    admit = websocket.ClientConnection._admit
     decode, encode = codec.decode_request, codec.encode_response
-    mark_numpy = server._mark_numpy
+    mark_numpy = websocket._mark_numpy
     run_sync = chain.run_sync
     payload: Any = frame if is_bytes else frame.decode()
 

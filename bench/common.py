@@ -258,7 +258,7 @@ def _child_env() -> dict[str, str]:
 
 def relay_server(*executors: str, extra: Sequence[str] = ()) -> contextlib.AbstractContextManager[Server]:
     """`flowrelay serve --port 0 -e ...` on 127.0.0.1 (logs at WARNING)."""
-    cmd = [PYTHON, "-m", "relay.cli", "serve", "--host", LOOPBACK, "--port", "0", "--log-level", "WARNING"]
+    cmd = [PYTHON, "-m", "flowrelay", "serve", "--host", LOOPBACK, "--port", "0", "--log-level", "WARNING"]
     for e in executors:
         cmd += ["-e", e]
     cmd += list(extra)
@@ -356,7 +356,7 @@ def run_pipelined(url: str, mode: str, window: int, duration_s: float, warmup_s:
 
 def flowrelay_load(args: list[str], timeout_s: float) -> tuple[dict[str, Any], ChildRun]:
     """`flowrelay load ... --json --quiet` in a child process: its summary.json and its run (CPU time)."""
-    cmd = [PYTHON, "-m", "relay.cli", "load", *args, "--json", "--quiet"]
+    cmd = [PYTHON, "-m", "flowrelay", "load", *args, "--json", "--quiet"]
     run = run_child(cmd, timeout_s=timeout_s)
     if run.returncode not in (0, 99) or not run.stdout.strip():
         raise RuntimeError(f"flowrelay load failed (exit {run.returncode}): {run.stderr[-2000:]}")

@@ -72,7 +72,7 @@ def generate_large(path: Path, size_bytes: int) -> int:
 
 
 def ingest_cmd(path: Path, url: str, *extra: str) -> list[str]:
-    return [c.PYTHON, "-m", "relay.cli", "ingest", str(path), url, "--batch", str(BATCH), "--connections",
+    return [c.PYTHON, "-m", "flowrelay", "ingest", str(path), url, "--batch", str(BATCH), "--connections",
             str(CONNECTIONS), "--max-inflight", str(CONCURRENCY // CONNECTIONS), "--json", "--quiet", *extra]
 
 

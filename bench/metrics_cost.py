@@ -21,7 +21,7 @@ import timeit
 
 from loadtest.outputs.prometheus import LoadSink
 from relay.metrics import RelayMetrics
-from relay.server import Observer
+from relay.observer import Observer
 from relay.wire.messages import DataRequest, Route, Status
 
 

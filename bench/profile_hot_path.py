@@ -113,7 +113,7 @@ def main() -> int:
         else:
             srv = stack.enter_context(c.echo_server())
             model = ["--concurrency", "64"] if mode == "closed" else ["--rate", str(args.rate)]
-            cmd = [c.PYTHON, "-m", "relay.cli", "load", srv.url, *model, "--duration", f"{secs + 2}s", "--json",
+            cmd = [c.PYTHON, "-m", "flowrelay", "load", srv.url, *model, "--duration", f"{secs + 2}s", "--json",
                    "--quiet"]
             proc = subprocess.Popen(cmd, cwd=c.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             try:

@@ -38,7 +38,7 @@ from typing import Any
 
 import common as c
 
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 
 GOAL_WITHIN_PCT = 5.0
 SAMPLE_S = 10.0
@@ -148,7 +148,7 @@ def main() -> int:
     try:
         with c.relay_server("upper", "sleeper=sleep:2ms") as relay:
             relay_pid = relay.pids()[0]
-            cmd = [c.PYTHON, "-m", "relay.cli", "load", relay.url, "--subprotocol", "bytes", "--rate", f"{args.rate:g}",
+            cmd = [c.PYTHON, "-m", "flowrelay", "load", relay.url, "--subprotocol", "bytes", "--rate", f"{args.rate:g}",
                    "--connections", str(args.connections), "--duration", f"{duration_s:g}s", "--out",
                    str(work / "run"), "--json", "--quiet"]
             print(f"relay {relay.url} (pid {relay_pid}); load: flowrelay load {' '.join(cmd[4:])}", flush=True)

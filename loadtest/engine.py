@@ -5,7 +5,7 @@ intended send times (the open model: latency is measured from the due time, so a
 cannot hide its stall; a request whose due time finds every connection at its in-flight limit is
 dropped and counted, never sent late in silence) or keeps C requests in flight (the closed model).
 Open model: one pass sends every request due by now, never one before its due time; a pass runs when
-loadtest.waker wakes the loop at the next due time (the loop's own timers are a millisecond coarse)
+loadtest.models.waker wakes the loop at the next due time (the loop's own timers are a millisecond coarse)
 and after every read of a connection. Closed model: a user's next request is sent from the callback
 that settles its last one (answer, failure or timeout), in the same turn of the event loop.
 Every second it rolls an interval of the time series; at the end it sends end-of-stream on every
@@ -34,18 +34,21 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
 
-from loadtest.measure import Interval, Recorder
-from loadtest.payloads import DocSpec, IdMaker, Template, build_templates
-from loadtest.schedule import ConstantRate, Schedule, Stages
-from loadtest.session import ConnectError, Pending
-from loadtest.transports import LoadSession, codec_mode, open_session, subprotocol_offer, transport_of
-from loadtest.waker import make_waker
+from loadtest.config import LoadConfig
+from loadtest.measure.recorder import Recorder
+from loadtest.measure.series import Interval
+from loadtest.models.schedule import Schedule
+from loadtest.models.waker import make_waker
+from loadtest.payloads import IdMaker, Template, build_templates
+from loadtest.sessions.base import ConnectError, Pending
+from loadtest.sessions.kinds import LoadSession, open_session
+from relay.common import loop as event_loop
 from relay.wire.answers import Answer
 from relay.wire.messages import Status
 
@@ -66,76 +69,6 @@ def _error_of(answer: Any) -> str | None:
     if status is not None and status.code >= 1:
         return status.exception.name if status.exception and status.exception.name else "error"
     return None
-
-
-@dataclass
-class LoadConfig:
-    """Everything a load run is told. Times in seconds."""
-
-    target: str
-    subprotocol: str = "bytes"  # json | bytes | none
-    connections: int = 1
-    max_inflight: int = 1000
-    rate: float | None = None
-    stages: list[tuple[float, float]] | None = None
-    arrival: str = "even"
-    concurrency: int | None = None
-    duration_s: float | None = None
-    requests: int | None = None
-    warmup_s: float = 0.0
-    endpoint: str = "/"
-    target_executor: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    docs: DocSpec = field(default_factory=DocSpec)
-    timeout_s: float = 30.0
-    grace_s: float = 10.0
-    connect_timeout_s: float = 10.0
-    procs: int = 1
-    log_requests: Path | None = None
-    compression: bool = False
-    ca_file: Path | None = None  # a CA certificate (PEM) to trust for wss:// targets
-    seed: int = 1
-    # Served by the caller's metrics exporter (the engine only feeds it); None: no metrics.
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    metrics_linger_s: float = 0.0
-
-    @property
-    def transport(self) -> str:
-        """`websocket`, `grpc` or `http`: the target's scheme decides (loadtest.transports)."""
-        return transport_of(self.target)
-
-    @property
-    def mode(self) -> str:
-        """The codec in use: over WebSocket what we offer decides it (a Jina gateway echoes nothing);
-        gRPC carries bytes, HTTP json."""
-        return codec_mode(self.transport, self.subprotocol)
-
-    @property
-    def offer(self) -> str | None:
-        return subprotocol_offer(self.transport, self.subprotocol)
-
-    def schedule(self) -> Schedule | None:
-        """The whole run's schedule (workers take turns through it); None in the closed model."""
-        if self.concurrency:
-            return None
-        if self.stages:
-            return Stages(self.stages, arrival=self.arrival, seed=self.seed, max_requests=self.requests)
-        assert self.rate is not None
-        return ConstantRate(self.rate, self.duration_s, max_requests=self.requests, arrival=self.arrival,
-                            seed=self.seed)
-
-    def target_rps(self) -> float | None:
-        if self.concurrency:
-            return None
-        if self.stages:
-            total = sum(d for d, _ in self.stages)
-            prev, area = 0.0, 0.0
-            for d, r in self.stages:
-                area += (prev + r) / 2 * d
-                prev = r
-            return area / total if total else None
-        return self.rate
 
 
 class RowSink(Protocol):
@@ -637,16 +570,9 @@ def merge_second(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged.to_row()
 
 
-def _install_loop() -> None:
-    from relay.server import install_uvloop
-
-    install_uvloop()
-
-
 def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
                  make_sink: Callable[[int], MetricsSink] | None = None) -> None:
     """Entry point of a worker process: run, stream intervals (and metrics), send the result back."""
-    _install_loop()
     sink = make_sink(index) if make_sink is not None else None
 
     def on_interval(worker: int, interval: Interval, row: dict[str, Any]) -> None:
@@ -659,7 +585,7 @@ def _worker_main(cfg: LoadConfig, index: int, n: int, run_id: str, out: Any,
     try:
         worker = Worker(cfg, index, n, run_id, on_interval, sink, publish if sink is not None else None,
                         parent_pid=os.getppid())
-        result = asyncio.run(worker.run())
+        result = event_loop.run(worker.run)
         if sink is not None:
             out.put(("metrics", index, sink.state()))  # the final counts, before the result
         out.put(("result", index, result.to_plain()))
@@ -678,7 +604,6 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
     after any linger)."""
     run_id = uuid.uuid4().hex
     if cfg.procs <= 1:
-        _install_loop()
         sink = None
         if metrics is not None:
             sink = metrics.sink(0)
@@ -688,7 +613,7 @@ def run_load(cfg: LoadConfig, on_row: Callable[[dict[str, Any]], None] | None = 
             if on_row is not None:
                 on_row(row)
 
-        result = asyncio.run(Worker(cfg, 0, 1, run_id, on_interval, sink, series=series).run())
+        result = event_loop.run(Worker(cfg, 0, 1, run_id, on_interval, sink, series=series).run)
         return merge_results(cfg, [result])
 
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")

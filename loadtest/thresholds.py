@@ -33,7 +33,7 @@ An unknown metric, operator or unit is a usage error raised by
 :func:`parse_threshold` / :func:`validate`, before any traffic is sent. A
 metric with no figure in the summary (no answers, no such hop) fails.
 
-Imports: the standard library and relay.units only.
+Imports: the standard library and relay.common.units only.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 
 __all__ = ["Threshold", "ThresholdError", "evaluate", "parse_threshold", "valid_metrics", "validate"]
 

@@ -15,7 +15,7 @@ embed, record) sends them back out without converting them either way. Executors
 
 Specs on the command line: `[name=]kind[:arg[:arg...]]`, for example `upper`, `sleeper=sleep:2ms`,
 `sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`, `record:/tmp/ids.sqlite`. Imports only
-relay.wire, relay.units and the standard library.
+relay.wire, relay.common.units and the standard library.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 from relay.wire.documents import NdArray
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
 

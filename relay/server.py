@@ -1,24 +1,15 @@
-"""The relay's WebSocket server: a gateway that Jina clients cannot tell from a Jina 3.x one.
+"""The relay's lifetime: one port, its listener and doors, a backend, from start to a graceful stop.
 
-It accepts WebSocket connections on `/` and `/dry_run` (other paths get 403 at the handshake, as a
-Jina gateway does), negotiates `json` or `bytes` and, unlike Jina, echoes the chosen subprotocol. Each
-connection reads requests while fewer than `prefetch` are in flight (reading stops, so TCP pushes back,
-as a Jina gateway's prefetch does), runs them through the Executor chain, and streams each response as
-soon as it is ready, out of order when Executors take different times.
-
-Where a Jina gateway drops TCP on bad input (the client sees 1006 and loses everything in flight),
-this one stops reading, answers what is in flight, then closes with a code and a reason: 1007 for
-malformed payloads, 1003 for a frame of the wrong type, 1009 for an oversized message. End of stream
-is answered the same way with 1000, a graceful stop with 1001.
-
-Plain HTTP GETs on the same port answer `/` (`{}`), `/status` and `/dry_run`, as Jina's WebSocket
-gateway does. I/O lives here; frames are turned into requests by relay.wire.
+A `RelayServer` accepts connections (relay.net), answers WebSocket handshakes on `/` and `/dry_run` (other
+paths get 403 at the handshake, as a Jina gateway does; unlike Jina it echoes the chosen subprotocol), hands
+each WebSocket session to the WebSocket door (relay.doors.websocket) and plain HTTP to `/`, `/status`,
+`/dry_run`, `/metrics` and the HTTP door. It keeps connections alive with pings and, on stop, lets every
+connection answer what it has in flight (bounded) before closing 1001.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import itertools
 import logging
@@ -32,28 +23,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import orjson
-
-from relay.acceptor import Acceptor, open_listeners
+from relay.doors.websocket import ClientConnection, DryRunSession
 from relay.executors import Chain
 from relay.gc_freeze import freeze_long_lived, safe_to_freeze
-from relay.http_types import HttpRequest, HttpResponse
-from relay.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession
+from relay.net.acceptor import Acceptor, open_listeners
+from relay.net.http_types import HttpRequest, HttpResponse
+from relay.net.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession
+from relay.observer import REFUSED_FD_LIMIT, REFUSED_MAX_CONNECTIONS, Observer
 
 if TYPE_CHECKING:
-    from relay.upstream import UpstreamBackend
-from relay.wire import json_codec, proto_codec
+    from relay.upstream.backend import UpstreamBackend
+
+from relay.wire import json_codec
 from relay.wire.codecs import choose_subprotocol
 from relay.wire.errors import (
-    CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
-    FrameTooLarge,
-    WireError,
-    WrongFrameType,
 )
-from relay.wire.messages import DataRequest, EndOfStream, Route, now_ns
-from relay.wire.proto import jina_pb2
 
 log = logging.getLogger("flowrelay.relay")
 
@@ -61,11 +46,6 @@ DEFAULT_PORT = 12345
 DEFAULT_PREFETCH = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 WS_PATHS = ("/", "/dry_run")
-# Why a client was refused for want of capacity (Observer.connection_refused): out of file descriptors at
-# accept (relay.acceptor), or past --max-connections at the handshake.
-REFUSED_FD_LIMIT = "fd_limit"
-REFUSED_MAX_CONNECTIONS = "max_connections"
-REFUSAL_REASONS = (REFUSED_FD_LIMIT, REFUSED_MAX_CONNECTIONS)
 
 
 @dataclass
@@ -104,19 +84,6 @@ class RelayStats:
     closes_sent: dict[int, int] = field(default_factory=dict)
 
 
-class Observer:
-    """Hooks the server calls on each event; the Prometheus exporter implements them."""
-
-    def connection_opened(self, subprotocol: str) -> None: ...
-    def connection_closed(self, subprotocol: str, code_sent: int | None, code_received: int | None) -> None: ...
-    def connection_refused(self, reason: str) -> None:
-        """A client turned away for want of capacity; `reason` is one of REFUSAL_REASONS."""
-    def request_started(self, endpoint: str) -> None: ...
-    def request_finished(self, req: DataRequest, duration_s: float) -> None: ...
-    def bytes_in(self, n: int) -> None: ...
-    def bytes_out(self, n: int) -> None: ...
-
-
 class RelayServer:
     """One relay: a chain of Executors (or an upstream Flow) behind a gateway on one port."""
 
@@ -128,7 +95,7 @@ class RelayServer:
         self.observer = observer or Observer()
         self._acceptor: Acceptor | None = None
         self._stopping = False
-        self._connections: set[_Connection] = set()
+        self._connections: set[ClientConnection] = set()
         self._transports: set[RelayProtocol] = set()
         self._keepalive: asyncio.Task[None] | None = None
         self._freezer: asyncio.Task[None] | None = None
@@ -158,7 +125,7 @@ class RelayServer:
         _check_fd_budget(cfg.max_connections)
         # The default backlog of 100 overflowed when thousands of clients connected at once (SYN retries of
         # a second and more); the kernel caps this at net.core.somaxconn anyway. The relay accepts by itself
-        # (relay.acceptor) so that a client past the file-descriptor limit is refused, logged and counted.
+        # (relay.net.acceptor) so that a client past the file-descriptor limit is refused, logged and counted.
         sockets = open_listeners(cfg.host, cfg.port, backlog=4096)
         self._acceptor = Acceptor(sockets, lambda: RelayProtocol(self), ssl_context, self._refused_at_accept)
         self._acceptor.start()
@@ -313,15 +280,15 @@ class RelayServer:
     def open_session(self, session: WebSocketSession) -> MessageSink:
         mode = session.subprotocol or "json"
         if session.path == "/dry_run":
-            return _DryRun(self, session, mode)
-        conn = _Connection(self, session, mode)
+            return DryRunSession(self, session, mode)
+        conn = ClientConnection(self, session, mode)
         self._connections.add(conn)
         self.stats.connections_open += 1
         self.stats.connections_total += 1
         self.observer.connection_opened(mode)
         return conn
 
-    def _connection_done(self, conn: _Connection, code_received: int | None) -> None:
+    def _connection_done(self, conn: ClientConnection, code_received: int | None) -> None:
         self._connections.discard(conn)
         self.stats.connections_open -= 1
         code_sent = conn.session.close_code_sent
@@ -346,39 +313,6 @@ class RelayServer:
         }
 
 
-class _DryRun:
-    """`/dry_run` over WebSocket: push an empty request through the whole Flow, answer its status, close 1000.
-    Nothing the client sends is read (a Jina client sends one empty frame)."""
-
-    def __init__(self, server: RelayServer, session: WebSocketSession, mode: str) -> None:
-        self.session = session
-        self.mode = mode
-        self._task = asyncio.create_task(self._run(server))
-
-    async def _run(self, server: RelayServer) -> None:
-        status = await server.chain.dry_run()
-        if self.mode == "bytes":
-            pb = jina_pb2.StatusProto()
-            if status.is_error:
-                proto_codec.status_to_proto(status, pb)
-            self.session.send(pb.SerializeToString(), text=False)
-        else:
-            self.session.send(orjson.dumps(json_codec.status_dict(status)), text=True)
-        self.session.close(CLOSE_NORMAL)
-
-    def has_room(self) -> bool:
-        return True
-
-    def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:
-        return None
-
-    def on_closed(self, code_received: int | None) -> None:
-        return None
-
-    def on_writable(self) -> None:
-        return None
-
-
 class IdSource:
     """Request and document ids of the same shape as a Jina gateway's (32 hex characters, like
     uuid4().hex): a random per-process prefix and a counter, at a fifth of uuid4's cost."""
@@ -400,219 +334,9 @@ def _version() -> str:
         return "dev"
 
 
-class _Connection:
-    """One client connection's gateway logic: admit requests while there is room, answer each when it is
-    ready, and close once, after everything in flight is answered."""
-
-    def __init__(self, server: RelayServer, session: WebSocketSession, mode: str) -> None:
-        self.server = server
-        self.session = session
-        self.mode = mode
-        self.is_bytes = mode == "bytes"
-        self.codec = proto_codec if self.is_bytes else json_codec
-        self.decode = self.codec.decode_request
-        self.chain = server.chain
-        self._submit: Callable[[DataRequest, Callable[[DataRequest], None]], None] | None = getattr(
-            server.chain, "submit", None
-        )
-        self.config = server.config
-        self.limit = server.config.max_message_size
-        self.in_flight = 0
-        self.prefetch = self.config.prefetch
-        self._ids = server.ids
-        # The three below are made when first needed: each object an idle session holds is one more for every
-        # full garbage collection to scan (10,000 sessions: see bench/relay_gc.py).
-        self._tasks: set[asyncio.Task[None]] | None = None  # running answers of an async chain
-        # Answers ready while the client is not reading (the transport's buffer is full): kept unencoded, so
-        # a slow reader holds at most the prefetch window of answers, not their encoded frames as well.
-        self._backlog: collections.deque[DataRequest] | None = None
-        self._done: asyncio.Future[None] | None = None
-        self._closed = False
-        self._closing: tuple[int, str] | None = None  # the close to send once nothing is in flight
-        self._drain_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def done(self) -> asyncio.Future[None]:
-        """Resolved once the connection is closed (what a graceful stop waits for)."""
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
-            if self._closed:
-                self._done.set_result(None)
-        return self._done
-
-    # ---- MessageSink ---------------------------------------------------------------------------
-
-    def has_room(self) -> bool:
-        # After end of stream or bad input nothing more is read: the messages are dropped, not held.
-        if self._closing is not None:
-            return True
-        # While the client is not reading its answers, admit nothing: the requests wait as small raw frames
-        # in the listener (and reading stops), not as answers that may be far larger.
-        if self.session.writing_paused:
-            return False
-        return not self.prefetch or self.in_flight < self.prefetch
-
-    def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:
-        if self._closing is not None:
-            return  # after end of stream (or an error) requests are ignored, as on a Jina gateway
-        try:
-            if self.is_bytes == is_text:
-                raise WrongFrameType(
-                    f"{'text' if is_text else 'binary'} frame on a {self.mode} connection; "
-                    f"send {'binary' if self.is_bytes else 'text'} frames"
-                )
-            if self.limit and size > self.limit:
-                raise FrameTooLarge(f"message of {size} bytes exceeds the limit of {self.limit}")
-            self.server.observer.bytes_in(size)
-            req = self.decode(data)
-        except WireError as err:
-            log.info("closing %s connection: %s", self.mode, err.reason)
-            self._finish(err.close_code, err.reason)
-            return
-        if isinstance(req, EndOfStream):
-            self._finish(CLOSE_NORMAL, "")
-            return
-        self._admit(req)
-        stats = self.server.stats
-        stats.requests_total += 1
-        stats.in_flight += 1
-        self.in_flight += 1
-        self.server.observer.request_started(req.exec_endpoint or "/")
-        if self._submit is not None:
-            # An upstream Flow answers through a callback from its link's read: no task per request.
-            self._submit(req, self._respond)
-        elif self.chain.is_async:
-            task = asyncio.create_task(self._answer_async(req))
-            if self._tasks is None:
-                self._tasks = set()
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            self.chain.run_sync(req)
-            self._respond(req)
-
-    def on_writable(self) -> None:
-        backlog = self._backlog
-        while backlog and not self.session.writing_paused:
-            self._send(backlog.popleft())
-        self._after_answer()
-
-    def on_closed(self, code_received: int | None) -> None:
-        # The requests still running go on to their end, as on a Jina gateway; their answers are dropped.
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        self._backlog = None
-        self._closed = True
-        self.server._connection_done(self, code_received)
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
-
-    # ---- requests ------------------------------------------------------------------------------
-
-    def _admit(self, req: DataRequest) -> None:
-        ids = self._ids
-        if not self.is_bytes:
-            # A json client cannot choose the id: the gateway makes one, as Jina does.
-            req.request_id = ids.next()
-        # Route entries a client sent are dropped, as a Jina gateway drops the ones it did not write.
-        req.routes = [Route(self.config.name, now_ns())]
-        if req.exec_endpoint is None:
-            req.exec_endpoint = "/"
-        if req.parameters is None:
-            # A Jina gateway always answers with `parameters`, empty if none were sent (`12 00` in bytes).
-            req.parameters = {}
-        # In Documents, or in the protobuf documents of a bytes request (left unconverted, see proto_codec).
-        req.fill_doc_ids(ids.next)
-
-    async def _answer_async(self, req: DataRequest) -> None:
-        await self.chain.run(req)
-        self._respond(req)
-
-    def _respond(self, req: DataRequest) -> None:
-        if self.session.writing_paused or self._backlog:
-            if self._backlog is None:
-                self._backlog = collections.deque()
-            self._backlog.append(req)  # encoded when the client reads again, in order of completion
-            return
-        self._send(req)
-        self._after_answer()
-
-    def _send(self, req: DataRequest) -> None:
-        gateway = req.routes[0]
-        req.target_executor = ""
-        if self.is_bytes and req.docs:
-            _mark_numpy(req)
-        gateway.end_ns = now_ns()
-        if self.session.is_open:
-            payload = self.codec.encode_response(req)
-            self.session.send(payload, text=not self.is_bytes)
-            self.server.observer.bytes_out(len(payload))
-        stats = self.server.stats
-        stats.in_flight -= 1
-        if req.is_error:
-            stats.requests_failed += 1
-        self.server.observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
-        self.in_flight -= 1
-
-    def _after_answer(self) -> None:
-        if self._closing is not None:
-            if self.in_flight == 0:
-                self._close_now()
-        elif self.has_room():
-            self.session.room_available()
-
-    # ---- closing -------------------------------------------------------------------------------
-
-    def _finish(self, code: int, reason: str) -> None:
-        """Stop reading; close with `code` once everything in flight is answered."""
-        if self._closing is None:
-            self._closing = (code, reason)
-        if self.in_flight == 0:
-            self._close_now()
-
-    def _close_now(self) -> None:
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        assert self._closing is not None
-        self.session.close(*self._closing)
-
-    def begin_shutdown(self) -> None:
-        """Graceful stop: read nothing more, answer what is in flight (bounded), then close 1001."""
-        self._closing = (CLOSE_GOING_AWAY, "the relay is shutting down")
-        if self.in_flight == 0:
-            self._close_now()
-        else:
-            self._drain_timer = asyncio.get_running_loop().call_later(self.config.drain_timeout_s, self._give_up)
-
-    def _give_up(self) -> None:
-        log.warning("gave up waiting for %d requests in flight", self.in_flight)
-        self._close_now()
-
-
-def install_uvloop() -> bool:
-    """Use uvloop when it is installed and not disabled with FLOWRELAY_NO_UVLOOP=1."""
-    if os.environ.get("FLOWRELAY_NO_UVLOOP"):
-        return False
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
-def _mark_numpy(req: DataRequest) -> None:
-    """Mark top-level arrays as numpy, as Jina 3.15+ gateways do before sending in bytes mode: jina's own
-    client reads an array without a `cls_name` as None."""
-    for doc in req.docs or ():
-        for arr in (doc.embedding, doc.tensor):
-            if arr is not None and not arr.cls_name:
-                arr.cls_name = "numpy"
-
-
 def _raise_fd_limit() -> None:
     """Raise the soft limit on open files to the hard one: each session holds a descriptor, and at the soft
-    limit new clients can only be refused (relay.acceptor). Above the hard limit only root may go: raise it
+    limit new clients can only be refused (relay.net.acceptor). Above the hard limit only root may go: raise it
     where the relay is started (`ulimit -Hn`, systemd `LimitNOFILE=`, `docker run --ulimit nofile=N:N`)."""
     try:
         import resource

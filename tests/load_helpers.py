@@ -27,7 +27,8 @@ from relay_process import LOOPBACK, flowrelay_command
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from loadtest.engine import LoadConfig, RowSink, RunResult, run_load
+from loadtest.config import LoadConfig
+from loadtest.engine import RowSink, RunResult, run_load
 from loadtest.outputs.summary import build_summary
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import choose_subprotocol

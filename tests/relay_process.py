@@ -49,11 +49,11 @@ _SERVING = re.compile(r"^flowrelay serving wss?://[^:/]+:(\d+)/")
 
 
 def flowrelay_command() -> list[str]:
-    """The installed `flowrelay` console script next to this interpreter, else `python -m relay.cli`."""
+    """The installed `flowrelay` console script next to this interpreter, else `python -m flowrelay`."""
     script = Path(sys.executable).with_name("flowrelay")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "relay.cli"]
+    return [sys.executable, "-m", "flowrelay"]
 
 
 def relay_env() -> dict[str, str]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import schemathesis
 
-from relay import openapi
+from relay.doors.openapi.models import JINA_ENDPOINT_REQUEST
 
 
 @schemathesis.hook
 def filter_body(context: Any, body: Any) -> bool:
     errors: list[dict[str, Any]] = []
-    openapi.JINA_ENDPOINT_REQUEST.check(body, ("body",), errors)
+    JINA_ENDPOINT_REQUEST.check(body, ("body",), errors)
     return not any(e["type"] == "value_error.ndarray" for e in errors)

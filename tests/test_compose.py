@@ -336,10 +336,10 @@ def test_the_package_builds_from_the_docker_context(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    assert {"relay/cli.py", "loadtest/cli.py", "relay/wire/proto/jina_pb2.py"} <= names
+    assert {"flowrelay/cli/main.py", "relay/server.py", "loadtest/engine.py", "relay/wire/proto/jina_pb2.py"} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as zf:
-        assert "flowrelay = relay.cli:main" in zf.read(entry_points).decode()
+        assert "flowrelay = flowrelay.cli.main:main" in zf.read(entry_points).decode()
 
 
 # ---- the dashboards ---------------------------------------------------------------------------------

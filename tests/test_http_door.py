@@ -36,9 +36,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jina_peer import RunningFlow, flow_fixture, free_port, shared_dir
 
+from relay.doors.http import HttpDoor, isoformat_utc
 from relay.executors import Chain
-from relay.http_door import HttpDoor, isoformat_utc
-from relay.http_types import HttpRequest
+from relay.net.http_types import HttpRequest
 from relay.server import RelayConfig, RelayServer
 
 FLOW = ("-e", "upper", "-e", "sleeper=sleep:1ms")  # gateway -> upper -> sleeper, as the captured Flow

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process, read_request_log
 
-from loadtest.waker import Waker, make_waker
+from loadtest.models.waker import Waker, make_waker
 
 
 def test_open_model_sends_each_request_at_or_after_its_due_time(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process
 from relay_process import LOOPBACK
 
-from loadtest.session import ConnectError
+from loadtest.sessions.base import ConnectError
 
 STALL_S = 0.5
 

@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 import pytest
 
-from loadtest.engine import LoadConfig, Worker, WorkerResult, _collect
-from loadtest.measure import Interval, Recorder
+from loadtest.config import LoadConfig
+from loadtest.engine import Worker, WorkerResult, _collect
+from loadtest.measure.recorder import Recorder
+from loadtest.measure.series import Interval
 from loadtest.outputs.timeseries import TimeSeriesFile
 
 WARM_S = 100  # seconds before measuring: allocators, caches and the file's buffer settle

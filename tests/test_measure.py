@@ -13,19 +13,11 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadtest.measure import (
-    MAX_HOPS,
-    MAX_REASONS,
-    OTHER,
-    SUMMARY_KEYS,
-    Accounting,
-    Interval,
-    IntervalStats,
-    LatencyHistogram,
-    Ledger,
-    Recorder,
-    hop_spans,
-)
+from loadtest.measure.accounting import MAX_REASONS, OTHER, Accounting, Ledger
+from loadtest.measure.histograms import SUMMARY_KEYS, LatencyHistogram
+from loadtest.measure.hops import MAX_HOPS, hop_spans
+from loadtest.measure.recorder import Recorder
+from loadtest.measure.series import Interval, IntervalStats
 
 
 @dataclass

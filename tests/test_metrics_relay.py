@@ -17,7 +17,7 @@ from metrics_helpers import scrape, series, value
 from relay_process import RelayProcess, read_until_closed, run_relay
 from websockets.asyncio.client import connect
 
-from relay.metrics import LATENCY_BUCKETS_S, MAX_LABEL_VALUES, MAX_QUANTILE_ERROR, OTHER
+from relay.common.buckets import LATENCY_BUCKETS_S, MAX_LABEL_VALUES, MAX_QUANTILE_ERROR, OTHER
 from relay.wire import DataRequest, Document, proto_codec
 
 TIMEOUT_S = 30.0

@@ -33,11 +33,13 @@ from http_door_harness import HttpRelay, serve_http
 from jina_peer import free_port, shared_dir
 from openapi_spec_validator import validate as validate_openapi
 
-from relay import openapi
+from relay.doors.openapi.document import used_models
+from relay.doors.openapi.models import DATA_OPERATIONS, JINA_ENDPOINT_REQUEST, JINA_REQUEST, LISTENER_OPERATIONS
+from relay.doors.openapi.types import validate
 
 FLOW = ("-e", "upper", "-e", "sleeper=sleep:1ms")
 MAX_EXAMPLES = 25
-DOOR_PATHS = {op.path for op in openapi.DATA_OPERATIONS}
+DOOR_PATHS = {op.path for op in DATA_OPERATIONS}
 EXPECTED_OPERATIONS = {
     ("/post", "post"),
     ("/index", "post"),
@@ -162,12 +164,12 @@ def _validator(document: dict[str, Any], name: str) -> jsonschema.Draft202012Val
 
 def test_schemas_come_from_the_models(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    for model in openapi.used_models([*openapi.DATA_OPERATIONS, *openapi.LISTENER_OPERATIONS]):
+    for model in used_models([*DATA_OPERATIONS, *LISTENER_OPERATIONS]):
         assert schemas[model.name] == model.schema()
-    for model in (openapi.JINA_ENDPOINT_REQUEST, openapi.JINA_REQUEST):
+    for model in (JINA_ENDPOINT_REQUEST, JINA_REQUEST):
         example = model.example
         _validator(document, model.name).validate(example)
-        cleaned, errors = openapi.validate(model, example)
+        cleaned, errors = validate(model, example)
         assert errors == [] and cleaned is not None
 
 

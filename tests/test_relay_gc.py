@@ -31,7 +31,7 @@ from upstream_helpers import bytes_request
 
 from relay.executors import Chain
 from relay.gc_freeze import freeze_long_lived, safe_to_freeze
-from relay.listener import RelayProtocol
+from relay.net.listener import RelayProtocol
 from relay.server import RelayConfig, RelayServer
 
 SESSIONS = 60

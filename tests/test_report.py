@@ -22,7 +22,7 @@ import pytest
 from load_helpers import run_load_cli
 from relay_process import flowrelay_command, run_relay
 
-from loadtest import demo
+from flowrelay.cli import demo
 from loadtest.outputs import report
 
 EXIT_OK, EXIT_USAGE = 0, 2

@@ -1,4 +1,4 @@
-"""loadtest.schedule: intended send times for the open-model load shapes."""
+"""loadtest.models.schedule: intended send times for the open-model load shapes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadtest.schedule import ConstantRate, Schedule, Stages, Warmup
+from loadtest.models.schedule import ConstantRate, Schedule, Stages, Warmup
 
 
 def _non_decreasing(times: list[float]) -> bool:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from loadtest import thresholds as thresholds_module
-from loadtest.measure import SUMMARY_KEYS, Recorder
+from loadtest.measure.histograms import SUMMARY_KEYS
+from loadtest.measure.recorder import Recorder
 from loadtest.thresholds import Threshold, ThresholdError, evaluate, parse_threshold, valid_metrics, validate
 
 

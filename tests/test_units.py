@@ -1,4 +1,4 @@
-"""relay.units: durations and sizes as users write them."""
+"""relay.common.units: durations and sizes as users write them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.units import format_duration, parse_duration, parse_size
+from relay.common.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from relay.upstream import UpstreamBackend, UpstreamConfig, UpstreamError, UpstreamPool
+from relay.upstream.backend import UpstreamBackend
+from relay.upstream.pool import UpstreamConfig, UpstreamError, UpstreamPool
 from relay.wire import proto_codec
 from relay.wire.documents import Document
 from relay.wire.messages import DataRequest, Route, now_ns

@@ -546,7 +546,8 @@ def test_docarray_reads_what_we_write_and_we_read_what_it_writes() -> None:
 
 
 def _serve_backend(*flags: str) -> Any:
-    from relay.cli import backend_from_args, build_parser
+    from flowrelay.cli.main import build_parser
+    from flowrelay.cli.serve import backend_from_args
 
     parser, _ = build_parser()
     return backend_from_args(parser.parse_args(["serve", *flags]))
@@ -568,8 +569,8 @@ def test_serve_upstream_docarray_picks_the_pools_codec() -> None:
 
 
 def _load_config(*flags: str) -> Any:
-    from loadtest.cli import config_from_args
-    from relay.cli import build_parser
+    from flowrelay.cli.load import config_from_args
+    from flowrelay.cli.main import build_parser
 
     parser, _ = build_parser()
     cfg, *_ = config_from_args(parser.parse_args(["load", *flags, "--rate", "1", "--requests", "1"]))
@@ -577,7 +578,7 @@ def _load_config(*flags: str) -> Any:
 
 
 def test_load_docarray_flag() -> None:
-    from loadtest.cli import UsageError
+    from flowrelay.cli.load import UsageError
 
     assert _load_config("ws://127.0.0.1:1").docs.docarray == "v1"
     assert _load_config("ws://127.0.0.1:1", "--docarray", "v2").docs.docarray == "v2"
@@ -590,7 +591,7 @@ def test_load_docarray_flag() -> None:
 
 def test_load_frames_and_answers_use_the_v2_encoding() -> None:
     from loadtest.payloads import DocSpec, build_templates
-    from loadtest.session import Session
+    from loadtest.sessions.ws import Session
 
     spec = DocSpec(docs_per_request=3, text_bytes=8, embedding_dim=4, tags={"k": "v"}, blob_bytes=2, docarray="v2")
     (template,) = build_templates("bytes", spec, "/index", {"p": 1})

@@ -11,7 +11,7 @@ answers from that message while they are still in it. Every answer must be what 
 * the pieces: what is kept and what is rewritten, ids, numpy marking, parameters, sparse arrays;
 * the upstream path: a bytes client's documents reach a bytes upstream and come back unconverted.
 
-Each request goes through what a relay connection does to it (relay.server: `_admit`, the chain, then
+Each request goes through what a relay connection does to it (relay.doors.websocket: `_admit`, the chain, then
 what `_send` does before it encodes) with a fixed clock and fixed ids, so that two runs can be compared.
 """
 
@@ -36,8 +36,10 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
 from relay import executors, server
+from relay.doors import websocket
 from relay.executors import Chain, Executor, RecordExecutor, parse_executor_spec
-from relay.upstream import UpstreamBackend, UpstreamConfig, UpstreamPool
+from relay.upstream.backend import UpstreamBackend
+from relay.upstream.pool import UpstreamConfig, UpstreamPool
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document, NamedScore, NdArray
 from relay.wire.errors import BadRequest
@@ -89,7 +91,7 @@ class _Clock:
 @contextlib.contextmanager
 def _fixed_time() -> Iterator[None]:
     clock = _Clock()
-    with mock.patch.object(server, "now_ns", clock), mock.patch.object(executors, "now_ns", clock):
+    with mock.patch.object(websocket, "now_ns", clock), mock.patch.object(executors, "now_ns", clock):
         yield
 
 
@@ -108,7 +110,7 @@ def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, Dat
         assert isinstance(req, DataRequest)
         if materialize:
             req.load_docs()
-        server._Connection._admit(_connection(), req)  # type: ignore[arg-type]
+        websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
         if chain.is_async:
             asyncio.run(chain.run(req))
         else:
@@ -117,8 +119,8 @@ def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, Dat
         gateway = req.routes[0]
         req.target_executor = ""
         if req.docs:
-            server._mark_numpy(req)
-        gateway.end_ns = server.now_ns()
+            websocket._mark_numpy(req)
+        gateway.end_ns = websocket.now_ns()
         return proto_codec.encode_response(req), req
 
 
@@ -381,7 +383,7 @@ def test_parameters_come_back_as_they_came_unless_replaced() -> None:
     # None sent: the relay answers `parameters: {}` (`12 00`), as the gateway did in iv_bytes_index.
     req = proto_codec.decode_request(_frame(Document(text="t")))
     assert isinstance(req, DataRequest) and req.parameters is None
-    server._Connection._admit(_connection(), req)  # type: ignore[arg-type]
+    websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
     pb = jina_pb2.DataRequestProto.FromString(proto_codec.encode_response(req))
     assert pb.HasField("parameters") and len(pb.parameters.fields) == 0
     assert b"\x12\x00" in proto_codec.encode_response(req)
@@ -436,7 +438,7 @@ def test_routes_are_written_as_timestamp_from_nanoseconds_writes_them() -> None:
 
     for ns in (0, 1, 999_999_999, 1_795_728_119_246_844_123, -1, -1_500_000_000):
         ours = jina_pb2.DataRequestProto()
-        proto_codec.envelope_to_proto(DataRequest(routes=[server.Route("g", ns, ns)]), ours)
+        proto_codec.envelope_to_proto(DataRequest(routes=[websocket.Route("g", ns, ns)]), ours)
         ts = Timestamp()
         ts.FromNanoseconds(ns)
         assert ours.routes[0].start_time == ts == ours.routes[0].end_time
@@ -481,7 +483,7 @@ async def _backend(mirror: bool = False) -> Any:
 def _admitted(frame: bytes) -> DataRequest:
     req = proto_codec.decode_request(frame)
     assert isinstance(req, DataRequest)
-    server._Connection._admit(_connection(), req)  # type: ignore[arg-type]
+    websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
     return req
 
 

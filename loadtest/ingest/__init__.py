@@ -9,9 +9,9 @@ Load tests send synthetic traffic; ingestion sends real data and must never lose
 * `checkpoint`: that record on disk, written atomically and durably by a thread, and the input's identity;
 * `deadletter`: the JSON Lines file of Documents set aside, with their reasons;
 * `ledger`: settles positions (acknowledged or dead-lettered) and tells when that is durable;
-* `delivery`: batches over persistent sessions (loadtest.session), bounded in flight, retried, paced;
+* `delivery`: batches over persistent sessions (loadtest.sessions.ws), bounded in flight, retried, paced;
 * `report`: the progress line and the summary;
 * `run`: puts them together and decides the exit code; `cli`: the flags.
 
-Imports relay.wire, relay.units and loadtest.session/payloads; nothing imports this package but the CLI.
+Imports relay.wire, relay.common.units and loadtest.sessions.ws/payloads; nothing imports this package but the CLI.
 """

@@ -1,7 +1,7 @@
 """Delivery: prepared batches -> persistent sessions -> acknowledged, retried, or dead-lettered.
 
 Batches (encoded by `prepare`, taken from a `sources` source) go out over `connections` persistent
-sessions (loadtest.session: answers matched by request id, reconnect with backoff), at most
+sessions (loadtest.sessions.ws: answers matched by request id, reconnect with backoff), at most
 `max_inflight` requests per connection. A batch holds its slot in the window (connections x
 max_inflight) from the moment it is taken until the ledger says its settlement is durable, so in-flight
 batches, batches waiting for a retry and batches answered but not yet checkpointed together never
@@ -18,7 +18,7 @@ stops the run at once.
 
 Stopping (interrupt, strict, nowhere to put a failed batch, offline, input error, checkpoint failure):
 nothing new is sent, answers in flight are awaited for a bounded grace, and what was not settled is left
-for the next run. Imports loadtest.session/payloads, relay.units and the ingest rooms.
+for the next run. Imports loadtest.sessions.ws/payloads, relay.common.units and the ingest rooms.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from loadtest.ingest.prepare import End, Failed, Malformed, Prepared, docs_of
 from loadtest.ingest.readers import Record
 from loadtest.ingest.sources import InlineSource, ProcessSource
 from loadtest.payloads import IdMaker
-from loadtest.session import ConnectError, Pending, Session
-from relay.units import format_duration
+from loadtest.sessions.base import ConnectError, Pending
+from loadtest.sessions.ws import Session
+from relay.common.units import format_duration
 from relay.wire.messages import DataRequest, Status
 
 TICK_S = 0.25

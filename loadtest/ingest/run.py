@@ -13,7 +13,7 @@ Exit codes (the README states them):
      in use by another run; reported before any traffic;
   4  a malformed record with --strict (or with no --dead-letter file): stopped there, file:line on stderr.
 
-Imports the ingest rooms, loadtest.session and relay.server (for uvloop).
+Imports the ingest rooms, loadtest.sessions.ws and relay.server (for uvloop).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from loadtest.ingest.progress import Settled
 from loadtest.ingest.readers import Input, InputError, ReaderOptions, Record, open_input
 from loadtest.ingest.report import ProgressLine
 from loadtest.ingest.sources import InlineSource, ProcessSource, can_fork, process_pays
-from loadtest.session import ConnectError
+from loadtest.sessions.base import ConnectError
+from relay.common import loop as event_loop
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -146,12 +147,6 @@ def _prepare(cfg: IngestConfig) -> _Prepared:
         raise
 
 
-def _install_loop() -> None:
-    from relay.server import install_uvloop
-
-    install_uvloop()
-
-
 def _source(cfg: IngestConfig, p: _Prepared) -> InlineSource | ProcessSource:
     """The prepared batches: from a forked reading process, or inline. Call before any event loop exists."""
     d = cfg.delivery
@@ -212,8 +207,7 @@ def run_ingest(cfg: IngestConfig, stream: TextIO | None = None,
             return _already_complete(cfg, p)
         progress = ProgressLine(p.inp, stream, enabled=cfg.progress)
         source = _source(cfg, p)
-        _install_loop()
-        delivery, connect_error = asyncio.run(_deliver(cfg, p, progress, source))
+        delivery, connect_error = event_loop.run(_deliver, cfg, p, progress, source)
         if cfg.progress:
             progress(delivery)
         progress.done()

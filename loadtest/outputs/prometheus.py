@@ -3,7 +3,7 @@
 Names, types and labels are the contract in `dashboards/METRICS.md` (`flowrelay_load_*`, every series
 with a `worker` label). Histograms use the relay's buckets (`relay.metrics.LATENCY_BUCKETS_S`, 100 µs to
 60 s, worst-case `histogram_quantile` error 28 %), so load and relay panels line up; the per-hop spans
-come from `loadtest.measure.hop_spans`, as in the summary.
+come from `loadtest.measure.hops.hop_spans`, as in the summary.
 
 One port whatever `--procs` is: the parent process serves, and it alone. With `--procs 1` the worker runs
 in the parent and its `LoadSink` is read live at each scrape. With `--procs N` each forked worker counts
@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from loadtest.measure import hop_spans
+from loadtest.measure.hops import hop_spans
 from relay.metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, BucketHistogram, capped, histogram_family
 
 __all__ = ["LoadSink", "PrometheusExporter"]

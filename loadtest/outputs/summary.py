@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from loadtest.engine import RunResult
-from loadtest.measure import LatencyHistogram
+from loadtest.measure.histograms import LatencyHistogram
 
 SUMMARY_FILE = "summary.json"
 REQUESTS_FILE = "requests.msgpack"

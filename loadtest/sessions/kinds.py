@@ -1,8 +1,8 @@
 """The protocol a load target speaks, chosen once from its URL scheme, and the session kind that speaks it.
 
-    ws://  wss://     WebSocket, json or bytes subprotocol   loadtest.session.Session
-    grpc:// grpcs://  the streaming `jina.JinaRPC/Call`       loadtest.session_grpc.GrpcSession
-    http:// https://  `POST /post`, Jina's JSON model          loadtest.session_http.HttpSession
+    ws://  wss://     WebSocket, json or bytes subprotocol   loadtest.sessions.ws.Session
+    grpc:// grpcs://  the streaming `jina.JinaRPC/Call`       loadtest.sessions.grpc.GrpcSession
+    http:// https://  `POST /post`, Jina's JSON model          loadtest.sessions.http.HttpSession
 
 Every session kind offers the interface the engine drives (`LoadSession`): `connect`, `can_send`,
 `send(rid, frame, due_s, docs, warmup)` with a pre-encoded frame (and `post`, the same without
@@ -18,19 +18,11 @@ The gRPC and HTTP sessions are imported only when used, so a WebSocket run loads
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
 
-from loadtest.session import AnswerCallback, FailureCallback, Pending, Session
-
-if TYPE_CHECKING:
-    from loadtest.engine import LoadConfig
-
-WEBSOCKET = "websocket"
-GRPC = "grpc"
-HTTP = "http"
-
-SCHEMES = {"ws": WEBSOCKET, "wss": WEBSOCKET, "grpc": GRPC, "grpcs": GRPC, "http": HTTP, "https": HTTP}
+from loadtest.config import GRPC, HTTP, LoadConfig, transport_of
+from loadtest.sessions.base import AnswerCallback, FailureCallback, Pending
+from loadtest.sessions.ws import Session
 
 
 class LoadSession(Protocol):
@@ -55,49 +47,6 @@ class LoadSession(Protocol):
     async def close(self) -> None: ...
 
 
-def transport_of(url: str) -> str:
-    """`websocket`, `grpc` or `http`, from the URL's scheme. Raises ValueError for any other."""
-    scheme = urlsplit(url).scheme.lower()
-    try:
-        return SCHEMES[scheme]
-    except KeyError:
-        raise ValueError(
-            f"target {url!r}: the scheme must be ws://, wss://, grpc://, grpcs://, http:// or https://"
-        ) from None
-
-
-def codec_mode(transport: str, subprotocol: str) -> str:
-    """The frames to build: `bytes` (DataRequestProto) or `json`."""
-    if transport == GRPC:
-        return "bytes"
-    if transport == HTTP:
-        return "json"
-    return "bytes" if subprotocol == "bytes" else "json"
-
-
-def subprotocol_offer(transport: str, subprotocol: str) -> str | None:
-    """What a WebSocket session offers in its handshake; nothing for the other protocols."""
-    if transport != WEBSOCKET or subprotocol == "none":
-        return None
-    return subprotocol
-
-
-def usage_problem(transport: str, subprotocol_given: bool, compression: bool, concurrency: int | None,
-                  connections: int) -> str | None:
-    """Options that do not apply to the target's protocol, as a message for the user (None: fine)."""
-    if transport == WEBSOCKET:
-        return None
-    carries = "protobuf (DataRequestProto)" if transport == GRPC else "JSON (POST /post)"
-    if subprotocol_given:
-        return f"--subprotocol is for ws:// targets; a {transport}:// target always carries {carries}"
-    if compression:
-        return f"--compression (permessage-deflate) is for ws:// targets, not {transport}://"
-    if transport == HTTP and concurrency and concurrency > connections:
-        return (f"over http:// a connection carries one request at a time: --concurrency {concurrency} needs "
-                f"--connections >= {concurrency} (got {connections})")
-    return None
-
-
 def open_session(
     cfg: LoadConfig,
     index: int,
@@ -108,12 +57,12 @@ def open_session(
     """A session of the kind the target's scheme asks for (not yet connected)."""
     transport = transport_of(cfg.target)
     if transport == GRPC:
-        from loadtest.session_grpc import GrpcSession
+        from loadtest.sessions.grpc import GrpcSession
 
         return GrpcSession(cfg.target, cfg.max_inflight, clock, on_answer, on_failure, index=index,
                            connect_timeout_s=cfg.connect_timeout_s, docarray=cfg.docs.docarray)
     if transport == HTTP:
-        from loadtest.session_http import HttpSession
+        from loadtest.sessions.http import HttpSession
 
         return HttpSession(cfg.target, clock, on_answer, on_failure, index=index,
                            connect_timeout_s=cfg.connect_timeout_s)

@@ -1,6 +1,6 @@
 """One gRPC channel to a Flow's gateway, driving one streaming `jina.JinaRPC/Call` with many requests in flight.
 
-The gRPC twin of loadtest.session.Session, with the same interface and the same promises: the engine
+The gRPC twin of loadtest.sessions.ws.Session, with the same interface and the same promises: the engine
 hands `send` a pre-encoded `DataRequestProto` (the bytes-mode frame, sent as is: the channel has no
 serializer), answers are matched by `header.request_id` (a Jina gateway keeps the client's id), and
 every request leaves the table through exactly one of `on_answer`, `on_failure`.
@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
-from relay.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_reason, wait_ready
+from loadtest.sessions.base import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
+from relay.common.grpc_channel import CALL, ChannelError, open_ready_channel, rpc_reason, wait_ready
 from relay.wire.codecs import bytes_codec
 from relay.wire.errors import WireError
 
@@ -45,7 +45,7 @@ _STATUS_POLL_S = 0.005
 
 
 class GrpcSession(SessionBase):
-    """One channel and one `Call` stream of a load run; same interface as loadtest.session.Session."""
+    """One channel and one `Call` stream of a load run; same interface as loadtest.sessions.ws.Session."""
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from relay.grpc_channel import server_options
+from relay.common.grpc_channel import server_options
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
@@ -223,7 +223,7 @@ class GrpcDoor:
         primary = getattr(self.relay.chain, "primary", None)
         discover = getattr(primary, "endpoint_discovery", None)
         if discover is not None:
-            from relay.upstream import UpstreamError
+            from relay.upstream.pool import UpstreamError
 
             try:
                 pb.endpoints.extend(await discover())

@@ -1,6 +1,6 @@
 """One keep-alive HTTP connection to a Flow's HTTP gateway: `POST /post` with the JSON request model.
 
-The HTTP twin of loadtest.session.Session, with the same interface. The engine hands `send` the json
+The HTTP twin of loadtest.sessions.ws.Session, with the same interface. The engine hands `send` the json
 frame (`{"data": [...], "execEndpoint": ..., "parameters": ...}`, Jina's `JinaEndpointRequestModel`),
 which is POSTed as is; the answer (camelCase keys, `+00:00` timestamps) is read with
 relay.wire.json_codec.decode_response_envelope, so per-hop spans come from its `routes` as over
@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from loadtest.session import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
+from loadtest.sessions.base import AnswerCallback, ConnectError, FailureCallback, Pending, SessionBase
 from relay.wire import json_codec
 from relay.wire.errors import WireError
 
@@ -55,7 +55,7 @@ def describe_http_error(exc: BaseException) -> str:
 
 
 class HttpSession(SessionBase):
-    """One keep-alive connection of a load run; same interface as loadtest.session.Session."""
+    """One keep-alive connection of a load run; same interface as loadtest.sessions.ws.Session."""
 
     def __init__(
         self,

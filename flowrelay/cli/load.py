@@ -18,15 +18,15 @@ import orjson
 import yaml
 
 from loadtest import thresholds as thresholds_mod
-from loadtest.engine import LoadConfig, run_load
+from loadtest.config import LoadConfig, codec_mode, transport_of, usage_problem
+from loadtest.engine import run_load
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.prometheus import PrometheusExporter
 from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_summary
 from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
 from loadtest.payloads import DocSpec
-from loadtest.session import ConnectError
-from loadtest.transports import codec_mode, transport_of, usage_problem
-from relay.units import parse_duration
+from loadtest.sessions.base import ConnectError
+from relay.common.units import parse_duration
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -177,7 +177,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
             except ValueError as exc:
                 raise UsageError(f"--stage {s!r}: {exc}") from None
     elif scenario.get("stages") is not None:
-        from loadtest.schedule import Stages
+        from loadtest.models.schedule import Stages
 
         try:
             stages = list(Stages.from_scenario(scenario["stages"]).stages)
@@ -372,7 +372,7 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
 
 
 def register(sub: Any) -> dict[str, Any]:
-    """Add this room's verbs to the `flowrelay` command."""
+    """Add `load` to the `flowrelay` command."""
     p = sub.add_parser(
         "load",
         help="drive a Flow (or relay) at a configured rate and measure it",
@@ -382,8 +382,4 @@ def register(sub: Any) -> dict[str, Any]:
         "per-hop spans from routes, and an accounting that adds up.",
     )
     add_load_arguments(p)
-    from loadtest import demo
-    from loadtest.ingest import cli as ingest_cli
-    from loadtest.outputs import report
-
-    return {"load": run, **demo.register(sub), **report.register(sub), **ingest_cli.register(sub)}
+    return {"load": run}

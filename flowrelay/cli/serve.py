@@ -1,7 +1,7 @@
-"""The `flowrelay` command: one CLI, one verb per job (`serve`, `load`, `demo`, `report`, ...).
+"""The `flowrelay serve` verb: flags -> a RelayConfig and a backend (built-in Executors or an upstream Flow)
+-> a running relay, until SIGTERM or SIGINT.
 
-Each verb's options are declared by the room that owns it (`relay.cli` for serve, `loadtest.cli` for
-load and report); this module only dispatches. Usage errors exit 2 with a message, before any traffic.
+Usage errors exit 2 with a message, before anything listens; a port that cannot be bound exits 1.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+from relay.common import loop as event_loop
+from relay.common.units import parse_duration, parse_size
+from relay.doors.http import HttpDoor
 from relay.executors import Chain, ExecutorSpecError
-from relay.http_door import HttpDoor
 from relay.metrics import RelayMetrics
 from relay.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -24,15 +26,11 @@ from relay.server import (
     DEFAULT_PREFETCH,
     RelayConfig,
     RelayServer,
-    install_uvloop,
 )
-from relay.units import parse_duration, parse_size
-from relay.upstream import UpstreamBackend, UpstreamConfig, UpstreamPool
+from relay.upstream.backend import UpstreamBackend
+from relay.upstream.pool import UpstreamConfig, UpstreamPool
 
 EXIT_USAGE = 2
-
-Verb = Callable[[argparse.Namespace], int]
-
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -170,7 +168,7 @@ def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
         if urlsplit(url).scheme in ("grpc", "grpcs"):  # the URL's scheme picks the link kind
             if args.upstream_subprotocol == "json":
                 raise ValueError("--upstream-subprotocol json is for ws:// upstreams: gRPC carries protobuf")
-            from relay.upstream_grpc import GrpcUpstreamPool
+            from relay.upstream.grpc import GrpcUpstreamPool
 
             return GrpcUpstreamPool(cfg)
         return UpstreamPool(cfg)
@@ -231,7 +229,7 @@ async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend, grpc_port:
     door = None
     try:
         if grpc_port is not None:
-            from relay.grpc_door import GrpcDoor
+            from relay.doors.grpc import GrpcDoor
 
             door = GrpcDoor(server, grpc_port)
             await door.start()
@@ -254,48 +252,20 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ValueError, ExecutorSpecError) as exc:
         print(f"flowrelay serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    install_uvloop()
     try:
-        asyncio.run(_serve(config, chain, args.grpc_port))
+        event_loop.run(_serve, config, chain, args.grpc_port)
     except OSError as exc:
         print(f"flowrelay serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
-    parser = argparse.ArgumentParser(
-        prog="flowrelay",
-        description="A Jina-compatible WebSocket relay, and a load tester for Jina Flows.",
-    )
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs: dict[str, Verb] = {}
-
-    serve = sub.add_parser(
+def register(sub: Any) -> dict[str, Any]:
+    """Add `serve` to the `flowrelay` command."""
+    p = sub.add_parser(
         "serve",
         help="run the relay with built-in Executors",
         description="Run a WebSocket gateway that speaks Jina's protocol, with built-in Executors.",
     )
-    add_serve_arguments(serve)
-    verbs["serve"] = run_serve
-
-    try:
-        from loadtest import cli as load_cli
-    except ImportError:  # the load engine is optional for a relay-only install
-        load_cli = None  # type: ignore[assignment]
-    if load_cli is not None:
-        verbs.update(load_cli.register(sub))
-    return parser, verbs
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, verbs = build_parser()
-    args = parser.parse_args(argv)
-    if not args.verb:
-        parser.print_help()
-        return EXIT_USAGE
-    return verbs[args.verb](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    add_serve_arguments(p)
+    return {"serve": run_serve}

@@ -2,7 +2,7 @@
 
 `flowrelay serve --upstream grpc://HOST:PORT` lets browsers and json clients, which speak WebSocket,
 reach a Flow whose gateway speaks only gRPC (Jina's default). `GrpcUpstreamPool` is the twin of
-relay.upstream.UpstreamPool and shares its health and recovery tracking, its `forward(req) ->
+relay.upstream.pool.UpstreamPool and shares its health and recovery tracking, its `forward(req) ->
 DataRequest`, backpressure and timeout, `start`, `close` and `status`; only the link differs: each of
 the `--upstream-connections` links is its own channel (and TCP connection) carrying one streaming
 `jina.JinaRPC/Call`, with up to `max_inflight` requests in flight, answers matched by
@@ -13,7 +13,7 @@ Failure is handled as on the WebSocket links: when a stream ends (the Flow died:
 every request in flight on it is answered to its client with an error status naming the cause, the link
 opens a new stream with backoff while the others keep serving, and while none is up requests are
 answered at once with `upstream unavailable`. The relay rebuilds routes on the way back as for any
-upstream (relay.upstream.UpstreamBackend): its own `gateway` entry, then the upstream gateway's entry
+upstream (relay.upstream.pool.UpstreamBackend): its own `gateway` entry, then the upstream gateway's entry
 renamed `upstream`, then the Flow's Executors.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from relay.grpc_channel import (
+from relay.common.grpc_channel import (
     CALL,
     DRY_RUN,
     ENDPOINT_DISCOVERY,
@@ -37,15 +37,15 @@ from relay.grpc_channel import (
     rpc_details,
     wait_ready,
 )
-from relay.upstream import (
+from relay.upstream.pool import (
     Done,
     LinkStats,
     UpstreamConfig,
     UpstreamError,
     UpstreamPool,
-    _error_status,
     _finish,
     _Recovering,
+    upstream_error_status,
 )
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
@@ -175,7 +175,7 @@ class GrpcUpstreamPool(UpstreamPool):
             frame = await self._unary(DRY_RUN, self.cfg.request_timeout_s)
         except (ChannelError, grpc.aio.AioRpcError) as exc:
             why = rpc_details(exc) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            return _error_status(f"upstream {self.cfg.url} dry run failed: {why}", "UpstreamError")
+            return upstream_error_status(f"upstream {self.cfg.url} dry run failed: {why}", "UpstreamError")
         return proto_codec.from_status_proto(jina_pb2.StatusProto.FromString(frame))
 
     async def endpoint_discovery(self) -> list[str]:

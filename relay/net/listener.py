@@ -33,7 +33,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from relay.http_types import HttpRequest, HttpResponse
+from relay.net.http_types import HttpRequest, HttpResponse
 
 log = logging.getLogger("flowrelay.listener")
 

@@ -3,7 +3,7 @@
     flowrelay ingest docs.jsonl ws://127.0.0.1:12345 --endpoint /index --batch 32 --connections 4 \\
         --rate 2000 --checkpoint docs.ckpt --dead-letter failed.jsonl
 
-Imports the ingest rooms and relay.units.
+Imports the ingest rooms and relay.common.units.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from loadtest.ingest.delivery import DeliveryConfig
 from loadtest.ingest.readers import FORMATS, ReaderOptions
 from loadtest.ingest.report import format_summary
 from loadtest.ingest.run import EXIT_INCOMPLETE, EXIT_USAGE, IngestConfig, UsageError, run_ingest
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 
 DESCRIPTION = """\
 Send a user's Documents from files into a Flow: once, to the end, nothing lost. Batches go over persistent

@@ -1,6 +1,6 @@
 """One WebSocket client connection to an upstream gateway, on an asyncio protocol of our own.
 
-The twin of relay.listener for the client side: websockets' sans-I/O core (`websockets.client.
+The twin of relay.net.listener for the client side: websockets' sans-I/O core (`websockets.client.
 ClientProtocol`: handshake, framing, size checks, close handshake, pings answered) is driven directly from
 `data_received`, and every complete message goes to a callback in the same call, with no task, queue or
 future per message. Frames queued in one turn of the event loop are written with a single

@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.engine import LoadConfig, run_load
+from loadtest.config import LoadConfig
+from loadtest.engine import run_load
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.summary import build_summary, format_table, write_summary
 from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
 from loadtest.payloads import DocSpec
-from loadtest.session import ConnectError
+from loadtest.sessions.base import ConnectError
 from loadtest.thresholds import evaluate, parse_threshold
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 
 DEMO_EXECUTORS = ["upper", "sleeper=sleep:2ms", "embed:64"]
 DEMO_THRESHOLDS = ["latency.p99<250ms", "errors.rate<0.001"]
@@ -32,7 +33,7 @@ _READY = re.compile(rb"serving ws://127\.0\.0\.1:(\d+)/")
 
 def start_relay(executors: list[str], timeout_s: float = 20.0) -> tuple[subprocess.Popen[bytes], int]:
     """A `flowrelay serve` child on a free loopback port; returns it and its port once it listens."""
-    cmd = [sys.executable, "-m", "relay.cli", "serve", "--port", "0", "--log-level", "WARNING"]
+    cmd = [sys.executable, "-m", "flowrelay", "serve", "--port", "0", "--log-level", "WARNING"]
     for e in executors:
         cmd += ["--executor", e]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

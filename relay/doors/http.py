@@ -14,9 +14,9 @@ None for the others (the listener then answers 404):
   fit the model answers 422 with FastAPI's `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, and
   malformed JSON the same `json_invalid` error a Jina gateway gives. Other methods on these paths get 405
   (with `Allow`); HEAD is answered like GET on the GET routes.
-* `GET /openapi.json`: an OpenAPI 3.1 document generated from the models in relay.openapi;
+* `GET /openapi.json`: an OpenAPI 3.1 document generated from the models in relay.doors.openapi;
   `GET /docs` (Swagger UI) and `GET /redoc` (Redoc), whose assets are served from `/docs-assets/...`
-  (relay.docs_ui): no CDN, nothing leaves the machine.
+  (relay.doors.docs_ui): no CDN, nothing leaves the machine.
 * CORS when `config.cors` is on (`--cors`, off by default, as Jina's): preflight `OPTIONS` is answered for any
   path, and the door's answers carry `Access-Control-Allow-Origin` (`*`, or the request's origin when
   `--allowed-origins` restricts them). No credentials are allowed: the relay uses none.
@@ -39,8 +39,11 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from relay import docs_ui, openapi
-from relay.http_types import HttpRequest, HttpResponse
+from relay.doors import docs_ui
+from relay.doors.openapi.document import openapi_document
+from relay.doors.openapi.models import DATA_OPERATIONS, LISTENER_OPERATIONS, METRICS_OPERATION, Operation
+from relay.doors.openapi.types import Model, validate
+from relay.net.http_types import HttpRequest, HttpResponse
 from relay.wire.documents import Document, as_struct_values
 from relay.wire.errors import BadRequest
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
@@ -74,7 +77,7 @@ class HttpDoor:
         self.server = server
         self.title = title
         self.description = description
-        data = {op.path: op for op in openapi.DATA_OPERATIONS}
+        data = {op.path: op for op in DATA_OPERATIONS}
         self._routes: dict[str, dict[str, Handler]] = {
             path: {op.method.upper(): self._data_handler(op)} for path, op in data.items()
         }
@@ -170,10 +173,10 @@ class HttpDoor:
     # ---- docs ----------------------------------------------------------------------------------
 
     def openapi_document(self) -> dict[str, Any]:
-        ops = [*openapi.DATA_OPERATIONS, *openapi.LISTENER_OPERATIONS]
+        ops = [*DATA_OPERATIONS, *LISTENER_OPERATIONS]
         if "/metrics" in getattr(self.server, "extra_http", {}):
-            ops.append(openapi.METRICS_OPERATION)
-        return openapi.openapi_document(
+            ops.append(METRICS_OPERATION)
+        return openapi_document(
             self.title, _version(), self.description, ops, auth=bool(self.server.config.auth_token)
         )
 
@@ -220,7 +223,7 @@ class HttpDoor:
 
     # ---- data requests -------------------------------------------------------------------------
 
-    def _data_handler(self, op: openapi.Operation) -> Handler:
+    def _data_handler(self, op: Operation) -> Handler:
         model = op.request
         assert model is not None
         fixed_endpoint = None if op.path == "/post" else op.path
@@ -239,7 +242,7 @@ class HttpDoor:
             return True
         return any(hmac.compare_digest(t, token) for t in parse_qs(req.query).get("token", []))
 
-    async def _data(self, req: HttpRequest, model: openapi.Model, fixed_endpoint: str | None) -> HttpResponse:
+    async def _data(self, req: HttpRequest, model: Model, fixed_endpoint: str | None) -> HttpResponse:
         if not self._authorized(req):
             return HttpResponse.json(
                 401,
@@ -254,7 +257,7 @@ class HttpDoor:
         body, problem = read_json_body(req)
         if problem is not None:
             return problem
-        cleaned, errors = openapi.validate(model, body)
+        cleaned, errors = validate(model, body)
         if errors or cleaned is None:
             return HttpResponse.json(422, {"detail": errors})
         try:
@@ -376,7 +379,7 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 
 def build_request(cleaned: dict[str, Any], fixed_endpoint: str | None) -> DataRequest:
-    """A DataRequest from a validated body (relay.openapi.validate). Raises _DocumentError (for a 422) when a
+    """A DataRequest from a validated body (relay.validate). Raises _DocumentError (for a 422) when a
     document passes the model but not the wire layer's reader."""
     data = cleaned.get("data")
     loc: list[str | int] = ["body", "data"]

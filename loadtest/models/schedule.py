@@ -16,7 +16,7 @@ The closed model (a fixed number of concurrent senders) has no due times and is
 run by the engine itself; it has no class here.
 
 This module is pure: no I/O, no clocks, no asyncio. Imports: the standard
-library and relay.units only.
+library and relay.common.units only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.units import parse_duration
+from relay.common.units import parse_duration
 
 __all__ = ["Arrival", "ConstantRate", "Schedule", "Stages", "Warmup"]
 

@@ -1,0 +1,1 @@
+"""The `flowrelay` command line: a module per verb (see flowrelay.cli.main)."""

@@ -1,0 +1,1 @@
+"""Load sessions, one kind per protocol (WebSocket, gRPC, HTTP), all driven through the same interface."""
