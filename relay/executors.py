@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from relay.common.timers import precise_sleep
 from relay.common.units import parse_duration
 from relay.wire.documents import NdArray
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
@@ -145,11 +146,15 @@ class SleepExecutor(Executor):
             return self._rng.lognormvariate(math.log(self.median_s), self.sigma) if self.median_s > 0 else 0.0
         return self.median_s
 
-    async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
+    def delay_for(self, params: dict[str, Any]) -> float:
+        """This request's delay in seconds: its `sleep_ms` parameter, else the configured delay or a draw."""
         override = params.get("sleep_ms")
-        delay = float(override) / 1000.0 if isinstance(override, (int, float)) else self.delay_s()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        return float(override) / 1000.0 if isinstance(override, (int, float)) else self.delay_s()
+
+    async def process_async(self, req: DataRequest, params: dict[str, Any]) -> None:
+        # Not asyncio.sleep: under uvloop it can return up to a millisecond early when the loop is busy,
+        # and this delay is what users calibrate against (relay.common.timers).
+        await precise_sleep(self.delay_for(params))
 
     def process(self, req: DataRequest, params: dict[str, Any]) -> None:
         raise RuntimeError("SleepExecutor is asynchronous")

@@ -177,10 +177,13 @@ def run_relay(
 
 
 @contextlib.asynccontextmanager
-async def relay_in_process(*specs: str, **config: Any) -> AsyncIterator[RelayServer]:
-    """A RelayServer on 127.0.0.1 and a free port, in the running event loop; stopped on exit."""
+async def relay_in_process(*specs: str, chain: Chain | None = None, **config: Any) -> AsyncIterator[RelayServer]:
+    """A RelayServer on 127.0.0.1 and a free port, in the running event loop; stopped on exit. Its Executors
+    come from `specs` (as `flowrelay serve -e SPEC`), or are `chain`."""
     config.setdefault("ping_interval_s", None)
-    server = RelayServer(RelayConfig(host=LOOPBACK, port=0, **config), Chain.from_specs(list(specs) or ["upper"]))
+    if chain is None:
+        chain = Chain.from_specs(list(specs) or ["upper"])
+    server = RelayServer(RelayConfig(host=LOOPBACK, port=0, **config), chain)
     await server.start()
     try:
         yield server
