@@ -32,13 +32,11 @@ loadtest.measure (hop spans). The engine does not import this module: the CLI ha
 from __future__ import annotations
 
 import contextlib
-import socket
-import socketserver
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +44,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from loadtest.measure.hops import hop_spans
+from loadtest.outputs.http_server import bind_http_server, url_host
 from relay.metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, BucketHistogram, capped, histogram_family
 
 __all__ = ["LoadSink", "PrometheusExporter"]
@@ -181,15 +180,6 @@ def _make_sink(worker: int) -> LoadSink:
     return LoadSink(worker)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup that can take seconds); not needed.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-
 class PrometheusExporter:
     """Serves every worker's `LoadSink` at GET /metrics on HOST:PORT (the engine's `MetricsExporter`).
 
@@ -203,15 +193,13 @@ class PrometheusExporter:
         self.registry.register(self)  # a custom collector: see collect()
         self._sinks: dict[int, LoadSink] = {}
         self._thread: threading.Thread | None = None
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
-        self._httpd = server_class((host, port), self._handler_class())
+        self._httpd = bind_http_server(host, port, self._handler_class())
         self.host = host
         self.port: int = self._httpd.server_address[1]
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return f"http://{url_host(self.host)}:{self.port}/metrics"
 
     # ---- the engine's side ---------------------------------------------------------------------
 

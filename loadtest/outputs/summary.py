@@ -7,7 +7,8 @@ target's scheme), `subprotocol` {`offered`, `negotiated`}, `duration_s`,
 {`target_rps`, `achieved_rps` (sent per second of the measured window), `ok_rps`}, `docs` {`sent`,
 `received`}, `latency_ms` (from the intended send time) and `service_time_ms` (from the actual
 send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hops` {name: same keys},
-`errors` {reason: count}, `error_rate`, `thresholds` [{`expr`, `ok`, `value`}], and
+`errors` {reason: count}, `error_rate`, `stages` [[duration_s, target_rps], ...] (null without),
+`thresholds` [{`expr`, `ok`, `value`}], and
 `latency_distribution` {`latency_ms`, `service_time_ms`}: each the full histogram as HdrHistogram's
 percentile-distribution points [[percentile (0..100), ms], ...], thickening toward the tail and ending at
 [100, max] (empty when nothing was answered), for the report's percentile plot.
@@ -51,6 +52,7 @@ def build_summary(result: RunResult) -> dict[str, Any]:
         "duration_s": round(result.elapsed_s, 3),
         "measured_duration_s": round(measured_s, 3),
         "warmup_s": cfg.warmup_s,
+        "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
         "requests": requests,
         "rate": {
             "target_rps": rate["target_rps"],
