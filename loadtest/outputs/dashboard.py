@@ -30,14 +30,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from loadtest.config import LoadConfig
-from loadtest.outputs.http_server import bind_http_server, url_host
+from loadtest.outputs.http_server import BackgroundHTTPServer
 from loadtest.outputs.live_thresholds import LiveThresholds
 from loadtest.outputs.report.page import final_sections, load_page, run_context
+from loadtest.outputs.summary import run_fields
 from relay.common.web import HTML_CONTENT_TYPE, SSE_CONTENT_TYPE, SSE_KEEPALIVE, SSE_RETRY
 from relay.common.web.events import HELLO, EventLog, SpooledRows
 
@@ -68,20 +69,7 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def run_info(cfg: LoadConfig) -> dict[str, Any]:
     """What the page says about a run before it has a summary: summary.json's keys, from the configuration."""
-    return {
-        "target": cfg.target,
-        "transport": cfg.transport,
-        "subprotocol": {"offered": cfg.offer},
-        "model": "closed" if cfg.concurrency else "open",
-        "arrival": None if cfg.concurrency else cfg.arrival,
-        "concurrency": cfg.concurrency,
-        "connections": cfg.connections,
-        "procs": cfg.procs,
-        "warmup_s": cfg.warmup_s,
-        "rate": {"target_rps": cfg.target_rps()},
-        "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return {**run_fields(cfg, time.time()), "rate": {"target_rps": cfg.target_rps()}}
 
 
 class DashboardFeed(Protocol):
@@ -113,25 +101,26 @@ class DashboardServer:
     OSError); serves from the first row or `start()`; `close()` ends every stream and stops."""
 
     def __init__(self, host: str, port: int, run: Mapping[str, Any], linger_s: float = 0.0) -> None:
-        self.linger_s = linger_s
         self.log = EventLog(SpooledRows(ROWS_IN_MEMORY), max_backlog=MAX_BACKLOG)
         self.log.set_state(HELLO, {"ctx": run_context(run)})
         self._page = load_page(run, [], None, events=EVENTS_PATH.lstrip("/")).encode()
-        self._thread: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._httpd: ThreadingHTTPServer = bind_http_server(host, port, self._handler_class())
+        self._server = BackgroundHTTPServer(host, port, self._handler_class(), "dashboard-http", linger_s)
         self.host = host
-        self.port: int = self._httpd.server_address[1]
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}/"
+        return f"{self._server.origin}/"
+
+    @property
+    def linger_s(self) -> float:
+        return self._server.linger_s
 
     # ---- the feed ------------------------------------------------------------------------------
 
     def add(self, row: dict[str, Any]) -> None:
         self.log.add_row(row)
-        if self._thread is None:
+        if not self._server.serving:
             self.start()
 
     def replace_last(self, row: dict[str, Any]) -> None:
@@ -149,24 +138,16 @@ class DashboardServer:
     # ---- serving -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="dashboard-http", daemon=True)
-            self._thread.start()
+        self._server.start()
 
     def linger(self) -> None:
         """Keep the page up `linger_s` after the run (a browser may still be reading)."""
-        if self.linger_s > 0:
-            self.start()
-            self._closed.wait(self.linger_s)
+        self._server.linger()
 
     def close(self) -> None:
-        self._closed.set()
+        """End every stream (the browsers keep what they drew) and stop serving."""
         self.log.close()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        self._httpd.server_close()
+        self._server.close()
 
     def __enter__(self) -> DashboardServer:
         return self

@@ -31,9 +31,6 @@ loadtest.measure (hop spans). The engine does not import this module: the CLI ha
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -44,7 +41,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from loadtest.measure.hops import hop_spans
-from loadtest.outputs.http_server import bind_http_server, url_host
+from loadtest.outputs.http_server import BackgroundHTTPServer
 from relay.metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, BucketHistogram, capped, histogram_family
 
 __all__ = ["LoadSink", "PrometheusExporter"]
@@ -188,18 +185,20 @@ class PrometheusExporter:
     """
 
     def __init__(self, port: int, host: str = "127.0.0.1", linger_s: float = 0.0) -> None:
-        self.linger_s = linger_s
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # a custom collector: see collect()
         self._sinks: dict[int, LoadSink] = {}
-        self._thread: threading.Thread | None = None
-        self._httpd = bind_http_server(host, port, self._handler_class())
+        self._server = BackgroundHTTPServer(host, port, self._handler_class(), "metrics-http", linger_s)
         self.host = host
-        self.port: int = self._httpd.server_address[1]
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}/metrics"
+        return f"{self._server.origin}/metrics"
+
+    @property
+    def linger_s(self) -> float:
+        return self._server.linger_s
 
     # ---- the engine's side ---------------------------------------------------------------------
 
@@ -214,25 +213,16 @@ class PrometheusExporter:
         self._sinks[worker] = LoadSink.from_state(state)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
-            self._thread.start()
+        self._server.start()
 
     # ---- the caller's side ---------------------------------------------------------------------
 
     def linger(self) -> None:
         """Keep serving `linger_s` after the run, so that a scraper takes the final values."""
-        if self.linger_s > 0:
-            self.start()
-            time.sleep(self.linger_s)
+        self._server.linger()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        with contextlib.suppress(OSError):
-            self._httpd.server_close()
+        self._server.close()
 
     def __enter__(self) -> PrometheusExporter:
         return self

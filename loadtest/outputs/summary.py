@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.config import LoadConfig
 from loadtest.engine import RunResult
 from loadtest.measure.histograms import LatencyHistogram
 
@@ -38,21 +39,10 @@ def build_summary(result: RunResult) -> dict[str, Any]:
     requests["dropped_by_reason"] = dict(result.dropped_by_reason)
     rate = base["rate"]
     return {
-        "target": cfg.target,
-        "transport": cfg.transport,
+        **run_fields(cfg, result.started_wall),
         "subprotocol": {"offered": cfg.offer, "negotiated": result.negotiated, "codec": cfg.mode},
-        "model": "closed" if cfg.concurrency else "open",
-        "arrival": None if cfg.concurrency else cfg.arrival,
-        "concurrency": cfg.concurrency,
-        "connections": cfg.connections,
-        "max_inflight": cfg.max_inflight,
-        "procs": cfg.procs,
-        "endpoint": cfg.endpoint,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_wall)),
         "duration_s": round(result.elapsed_s, 3),
         "measured_duration_s": round(measured_s, 3),
-        "warmup_s": cfg.warmup_s,
-        "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
         "requests": requests,
         "rate": {
             "target_rps": rate["target_rps"],
@@ -74,6 +64,25 @@ def build_summary(result: RunResult) -> dict[str, Any]:
             "latency_ms": _distribution(result.recorder.latency),
             "service_time_ms": _distribution(result.recorder.service_time),
         },
+    }
+
+
+def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
+    """What the run was asked to do, under summary.json's keys (also what a live page shows before the end)."""
+    return {
+        "target": cfg.target,
+        "transport": cfg.transport,
+        "subprotocol": {"offered": cfg.offer},
+        "model": "closed" if cfg.concurrency else "open",
+        "arrival": None if cfg.concurrency else cfg.arrival,
+        "concurrency": cfg.concurrency,
+        "connections": cfg.connections,
+        "max_inflight": cfg.max_inflight,
+        "procs": cfg.procs,
+        "endpoint": cfg.endpoint,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
+        "warmup_s": cfg.warmup_s,
+        "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
     }
 
 

@@ -34,7 +34,7 @@ from loadtest.outputs.report.data import (
     target_breakpoints,
 )
 from loadtest.outputs.report.figures import comparison_charts, final_charts, time_charts
-from relay.common.web import UPLOT_VERSION, render_page
+from relay.common.web import UPLOT_VERSION, chart_box, render_page
 
 REPORT_FILE = "report.html"
 COMPARISON_FILE = "comparison.html"
@@ -104,14 +104,6 @@ def _fmt_value(value: object) -> str:
 
 
 # ---- chart boxes and sections ------------------------------------------------------------------------------
-
-
-def chart_box(spec: Mapping[str, Any], hidden: bool = False) -> str:
-    """The box a chart is drawn in: its title, a place for its controls, the plot, and its note."""
-    note = f'<p class="note">{_esc(spec["note"])}</p>' if spec.get("note") else ""
-    return (f'<div class="chart" id="{_esc(spec["id"])}" data-kind="{_esc(spec["kind"])}"{" hidden" if hidden else ""}>'
-            f'<div class="head"><p class="title">{_esc(spec["title"])}</p><div class="controls"></div></div>'
-            f'<div class="plot"></div>{note}</div>')
 
 
 def _charts_of(specs: Iterable[Mapping[str, Any]], section: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -50,8 +51,6 @@ def render_page(*, title: str, header: str, nav: Sequence[tuple[str, str]], body
                 footer: str) -> str:
     """The whole page. ``header``, ``body`` and ``footer`` are trusted HTML (their makers escape what they
     quote); ``title`` and the ``nav`` labels are text; ``data`` is what the page's script draws."""
-    from html import escape
-
     links = "".join(f'<a href="#{escape(anchor)}">{escape(label)}</a>' for anchor, label in nav)
     values = {
         "title": escape(title),
@@ -67,6 +66,14 @@ def render_page(*, title: str, header: str, nav: Sequence[tuple[str, str]], body
     }
     # One pass over the template: a value is never searched for placeholders (the scripts contain braces).
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], asset("page.html"))
+
+
+def chart_box(spec: Mapping[str, Any]) -> str:
+    """The box a chart spec is drawn in: its title, a place for its controls, the plot, and its note."""
+    note = f'<p class="note">{escape(spec["note"])}</p>' if spec.get("note") else ""
+    return (f'<div class="chart" id="{escape(spec["id"])}" data-kind="{escape(spec["kind"])}">'
+            f'<div class="head"><p class="title">{escape(spec["title"])}</p><div class="controls"></div></div>'
+            f'<div class="plot"></div>{note}</div>')
 
 
 def sse_message(data: bytes, event: str | None = None) -> bytes:

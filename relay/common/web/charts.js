@@ -229,7 +229,8 @@
           })});
         } else {
           const ys = xs.map(t => { const r = at[set].get(t); return r ? valueOf(r, s, null) : null; });
-          if (s.if_any && !ys.some(v => v)) continue;
+          if (s.if_any && !ys.some(v => v)) continue;  // e.g. drops: only when there were some
+          if (s.if_present && !ys.some(v => v !== null)) continue;
           columns.push({s, ys});
         }
       }

@@ -49,7 +49,7 @@
     if (!box.children.length) {
       for (const tile of data.tiles) {
         box.insertAdjacentHTML("beforeend", `<div class="tile" data-key="${esc(tile.key)}"><div class="k">${esc(tile.label)}</div>`
-          + `<div class="v"><span class="n">–</span><span class="u">${esc(tile.unit || "")}</span></div></div>`);
+          + `<div class="v${tile.fmt === "text" ? " text" : ""}"><span class="n">–</span><span class="u">${esc(tile.unit || "")}</span></div></div>`);
       }
     }
     for (const tile of data.tiles) {
