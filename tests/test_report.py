@@ -1,7 +1,7 @@
 """`flowrelay report`: the HTML report of a results folder and the comparison of two, from real runs.
 
 Two short runs (2 s each, `flowrelay load --out` against a `flowrelay serve` subprocess on 127.0.0.1) are
-made once per test session and shared with test_report_browser.py and test_dashboard_browser.py: A at 300/s
+made once per test session and shared with test_report_browser.py: A at 300/s
 through `upper -> sleeper (2 ms) -> fail (2 %)` with a warm-up, B at 400/s through a 3 ms sleeper. The checks
 read the written HTML: self-contained (uPlot inlined once, no remote script or stylesheet), a few hundred
 kilobytes at most, every figure there, values escaped; and the command's usage errors (exit 2 with a message).
