@@ -99,6 +99,9 @@ class LoadConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_linger_s: float = 0.0
+    # Served by the caller's live dashboard (the engine only hands it rows); None: no dashboard.
+    dashboard: tuple[str, int] | None = None
+    dashboard_linger_s: float = 0.0
 
     @property
     def transport(self) -> str:

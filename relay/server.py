@@ -101,7 +101,8 @@ class RelayServer:
         self._freezer: asyncio.Task[None] | None = None
         self.ids = IdSource()
         self.port = config.port
-        self.extra_http: dict[str, Callable[[], tuple[int, str, bytes]]] = {}
+        # GET pages beside the gateway (/metrics, /dashboard): (status, content type, body), or a whole response.
+        self.extra_http: dict[str, Callable[[], tuple[int, str, bytes] | HttpResponse]] = {}
         # Other HTTP requests (POST /post, /openapi.json, ...) go to the HTTP door when it is installed.
         self.http_door: Any = None
         # What the listener reads (ListenerHost).
@@ -269,7 +270,10 @@ class RelayServer:
                 )
             extra = self.extra_http.get(path)
             if extra is not None:
-                code, content_type, payload = extra()
+                answer = extra()
+                if isinstance(answer, HttpResponse):  # e.g. a stream (the dashboard's events)
+                    return answer
+                code, content_type, payload = answer
                 return HttpResponse(code, [("content-type", content_type)], payload)
         if self.http_door is not None:
             response = await self.http_door.handle(request)

@@ -108,3 +108,47 @@ def page_errors(driver: Any) -> list[str]:
     errors = list(driver.execute_script("return window.__pageErrors || []"))
     errors += [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     return errors
+
+
+# Per chart box of a flowrelay page: what the page's script drew there. A uPlot chart: its series and points, and
+# how many pixels of its canvas are painted in a series' colour (a line or a bar, not just axes and grid); an HTML
+# bar chart: its bars; either: the empty-state note, if that is what it shows.
+CHARTS_JS = """
+const hex = c => { const m = /^#([0-9a-f]{6})$/i.exec(c || ''); if (!m) return null;
+  const n = parseInt(m[1], 16); return [n >> 16 & 255, n >> 8 & 255, n & 255]; };
+const out = [];
+for (const el of document.querySelectorAll('.chart')) {
+  const chart = (window.flowrelay && window.flowrelay.charts[el.id]) || null;
+  const box = el.getBoundingClientRect();
+  const state = {id: el.id, kind: el.dataset.kind, shown: !el.closest('[hidden]'),
+    title: (el.querySelector('.title') || {}).textContent || '',
+    empty: (el.querySelector('.empty') || {}).textContent || '',
+    width: box.width, height: box.height, series: 0, points: 0, painted: 0, bars: 0, x: '', y: ''};
+  if (chart) { state.x = chart.spec.x || ''; state.y = chart.spec.y || ''; }
+  if (chart && chart.plot) {
+    const u = chart.plot;
+    state.series = u.series.length - 1;
+    state.points = u.data[0].length;
+    const colours = u.series.slice(1).filter(s => s.show).map(s => hex(s._stroke || s.stroke)).filter(Boolean);
+    const c = u.ctx, img = c.getImageData(0, 0, c.canvas.width, c.canvas.height).data;
+    for (let i = 0; i < img.length; i += 4) {
+      if (img[i + 3] < 200) continue;
+      if (colours.some(k => Math.abs(k[0] - img[i]) + Math.abs(k[1] - img[i + 1]) + Math.abs(k[2] - img[i + 2]) < 24))
+        state.painted++;
+    }
+  }
+  state.bars = el.querySelectorAll('.bar[data-value]').length;
+  out.push(state);
+}
+return out;
+"""
+
+
+def chart_states(driver: Any) -> list[dict[str, Any]]:
+    """What the page drew in each chart box (see CHARTS_JS)."""
+    return list(driver.execute_script(CHARTS_JS))
+
+
+def drawn(chart: dict[str, Any]) -> bool:
+    """A chart that shows data: a uPlot chart with painted series, or an HTML bar chart with bars."""
+    return (chart["kind"] == "bars" and chart["bars"] > 0) or (chart["series"] > 0 and chart["painted"] > 30)

@@ -1,10 +1,10 @@
 """`flowrelay report`: the HTML report of a results folder and the comparison of two, from real runs.
 
 Two short runs (2 s each, `flowrelay load --out` against a `flowrelay serve` subprocess on 127.0.0.1) are
-made once per test session and shared with test_report_browser.py: A at 300/s through
-`upper -> sleeper (2 ms) -> fail (2 %)` with a warm-up, B at 400/s through a 3 ms sleeper. The checks
-read the written HTML: self-contained (plotly.js inlined once, no remote script or stylesheet), every
-figure there, values escaped; and the command's usage errors (exit 2 with a message).
+made once per test session and shared with test_report_browser.py: A at 300/s
+through `upper -> sleeper (2 ms) -> fail (2 %)` with a warm-up, B at 400/s through a 3 ms sleeper. The checks
+read the written HTML: self-contained (uPlot inlined once, no remote script or stylesheet), a few hundred
+kilobytes at most, every figure there, values escaped; and the command's usage errors (exit 2 with a message).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,14 +25,16 @@ from relay_process import flowrelay_command, run_relay
 
 from flowrelay.cli import demo
 from loadtest.outputs import report
+from relay.common import web
 
 EXIT_OK, EXIT_USAGE = 0, 2
 RUN_DURATION = "2s"
-REPORT_FIGURES = ("fig-throughput", "fig-latency", "fig-distribution", "fig-hops", "fig-errors-time",
-                  "fig-errors-reason")
+REPORT_FIGURES = ("fig-throughput", "fig-latency", "fig-hops-time", "fig-inflight", "fig-lag", "fig-errors-time",
+                  "fig-distribution", "fig-hops", "fig-errors-reason")
 COMPARISON_FIGURES = ("fig-cmp-percentiles", "fig-cmp-distribution", "fig-cmp-latency", "fig-cmp-hops",
                       "fig-cmp-throughput")
-MAX_PAGE_BYTES = 6_000_000  # plotly.js (about 4.8 MB) once, plus the figures
+MAX_PAGE_BYTES = 300_000  # uPlot (51 KB), the page's script and styles, and a short run's rows
+UPLOT_BANNER = re.compile(r"/\*! https://github\.com/leeoniya/uPlot \(v(\d+\.\d+\.\d+)\) \*/")
 
 
 # ---- real runs, made once ------------------------------------------------------------------------------
@@ -109,22 +112,30 @@ def parse_page(text: str) -> _Page:
     return page
 
 
+def page_data(text: str) -> dict[str, Any]:
+    """The data the page's script draws (script#flowrelay-data)."""
+    match = re.search(r'<script id="flowrelay-data" type="application/json">(.*?)</script>', text, re.DOTALL)
+    assert match, "the page carries its data in script#flowrelay-data"
+    return orjson.loads(match.group(1))
+
+
 def assert_self_contained(text: str) -> _Page:
-    """No remote (or any external) script, stylesheet or media, plotly.js inlined exactly once."""
+    """No remote (or any external) script, stylesheet or media; uPlot inlined exactly once, its release build."""
     page = parse_page(text)
     remote = [s for s in page.srcs if re.match(r"^\s*(https?:)?//", s, re.IGNORECASE)]
     assert not remote, f"remote references: {remote}"
     assert not page.srcs, f"external references (the page must be one file): {page.srcs}"
     assert not re.search(r"<script[^>]+src\s*=", text, re.IGNORECASE)
-    assert sum(1 for s in page.inline_scripts if s.get("id") == "plotly-js") == 1
-    banner = re.findall(r"\* plotly\.js v\d+\.\d+\.\d+", text)
-    assert len(banner) == 1, f"plotly.js should be inlined once, found its banner {len(banner)} times"
-    assert text.count("window.PLOTLYENV") >= 1
+    assert sum(1 for s in page.inline_scripts if s.get("id") == "uplot-js") == 1
+    banners = UPLOT_BANNER.findall(text)
+    assert banners == [web.UPLOT_VERSION], f"uPlot should be inlined once, found {banners}"
+    assert "plotly" not in text.lower()
     return page
 
 
 def figure_ids(text: str) -> set[str]:
-    return set(re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', text))
+    """The charts the page draws."""
+    return {spec["id"] for spec in page_data(text)["charts"]}
 
 
 # ---- the results folder -----------------------------------------------------------------------------------
@@ -174,9 +185,13 @@ def test_report_command_writes_a_self_contained_page_with_every_figure(runs: tup
     reason = next(iter(summary["errors"]))
     assert html.escape(reason) in text
     # axis titles carry their units
+    axes = {spec.get(axis) for spec in page_data(text)["charts"] for axis in ("x", "y")}
     for unit in ("requests per second (req/s)", "latency (ms)", "time since start (s)", "time per request (ms)",
-                 "errors per second (1/s)"):
-        assert unit.replace("/", "\\u002f") in text, unit  # figure JSON escapes "/" (and "<", ">")
+                 "errors per second (1/s)", "lag (ms)", "requests (count)"):
+        assert unit in axes, unit
+    # the rows the time charts draw are the results folder's, every one
+    rows = [orjson.loads(line) for line in (results / "timeseries.jsonl").read_bytes().splitlines()]
+    assert page_data(text)["rows"] == [rows]
 
 
 def test_report_to_a_chosen_path_and_the_python_api(runs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -223,23 +238,31 @@ def test_results_without_a_distribution_still_report(runs: tuple[Path, Path], tm
     assert "percentiles only" in text
 
 
-def test_a_short_last_interval_is_folded_into_the_one_before() -> None:
-    rows = [
-        {"t": 1.0, "interval_s": 1.0, "sent": 300, "ok": 297, "errors": 3, "answered": 300, "dropped": 0,
-         "max_ms": 5.0, "p50_ms": 2.0, "error_reasons": {"timeout": 1}},
-        {"t": 2.0, "interval_s": 1.0, "sent": 300, "ok": 300, "errors": 0, "answered": 299, "dropped": 0,
-         "max_ms": 6.0, "p50_ms": 2.1, "error_reasons": {}},
-        {"t": 2.004, "interval_s": 0.004, "sent": 0, "ok": 1, "errors": 1, "answered": 2, "dropped": 0,
-         "max_ms": 9.0, "p50_ms": 9.0, "error_reasons": {"timeout": 1}},
-    ]
-    shown = report.display_rows(rows)
-    assert len(shown) == 2
-    last = shown[-1]
-    assert last["t"] == 2.004 and last["ok"] == 301 and last["errors"] == 1
-    assert last["ok_rps"] == pytest.approx(301 / 1.004, abs=0.01)
-    assert last["max_ms"] == 9.0 and last["p50_ms"] == 2.1
-    assert last["error_reasons"] == {"timeout": 1}
-    assert report.display_rows(rows[:2]) == rows[:2]
+def test_a_report_of_rows_from_before_hops_and_lag_were_kept(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Rows without the per-hop figures and the lag (an older results folder) still make a whole page."""
+    results = copy_results(runs[1], tmp_path / "older")
+    rows = [orjson.loads(line) for line in (results / "timeseries.jsonl").read_bytes().splitlines()]
+    for row in rows:
+        for key in ("hops", "lag_p99_ms", "lag_max_ms", "p999_ms"):
+            row.pop(key)
+    (results / "timeseries.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    text = report.write_report(results, tmp_path / "older.html").read_text(encoding="utf-8")
+    assert figure_ids(text) == set(REPORT_FIGURES) - {"fig-errors-reason"}
+
+
+def test_rows_carry_each_hop_and_the_schedulers_lag_per_second(runs: tuple[Path, Path]) -> None:
+    """The time series gains per-hop p50/p99 (and mean), p99.9 and the scheduler's lag for each second."""
+    rows = [orjson.loads(line) for line in (runs[0] / "timeseries.jsonl").read_bytes().splitlines()]
+    measured = [r for r in rows if r["ok"]]
+    assert measured
+    for row in measured:
+        assert set(row["hops"]) >= {"gateway", "upper", "sleeper", "fail", "outside_gateway"}, row["hops"]
+        for figures in row["hops"].values():
+            assert figures["p50_ms"] <= figures["p99_ms"]
+        # the sleeper sleeps 2 ms: its span's median says so, and the gateway's span holds it
+        assert 2.0 <= row["hops"]["sleeper"]["p50_ms"] <= row["hops"]["gateway"]["p99_ms"]
+        assert row["p99_ms"] <= row["p999_ms"] <= row["max_ms"]
+        assert row["lag_p99_ms"] is not None and row["lag_p99_ms"] <= row["lag_max_ms"]
 
 
 def test_demo_writes_its_report_with_this_module(runs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ import yaml
 from loadtest import thresholds as thresholds_mod
 from loadtest.config import LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
+from loadtest.outputs.dashboard import DashboardServer, RunFeed, parse_address, run_info
 from loadtest.outputs.live import LiveLine
+from loadtest.outputs.live_thresholds import LiveThresholds
 from loadtest.outputs.prometheus import PrometheusExporter
 from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_summary
 from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
@@ -88,6 +90,12 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-host", help="address for --metrics-port (default 127.0.0.1)")
     p.add_argument("--metrics-linger", metavar="DURATION",
                    help="after the run, keep serving metrics this long so a scraper takes the last values (default 0s)")
+    p.add_argument("--dashboard", metavar="[HOST:]PORT",
+                   help="serve a live dashboard at http://HOST:PORT/ while the run lasts (default host 127.0.0.1; "
+                   "port 0 picks a free one); at the end it shows what the report shows")
+    p.add_argument("--dashboard-linger", metavar="DURATION",
+                   help="after the run, keep the dashboard up this long (default 0s: the run never waits for a "
+                   "browser)")
 
 
 # scenario keys -> flag dests (a scenario file uses the flags' long names, with - or _)
@@ -96,7 +104,7 @@ _SCENARIO_KEYS = {
     "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
     "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
     "log_requests", "procs", "compression", "metrics_port", "metrics_host", "metrics_linger", "ca_file",
-    "docarray",
+    "docarray", "dashboard", "dashboard_linger",
 }
 
 
@@ -267,6 +275,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
     if metrics_linger_s < 0:
         raise UsageError("--metrics-linger must be >= 0")
 
+    dashboard = _pick(args, scenario, "dashboard")
+    if dashboard is not None:
+        try:
+            dashboard = parse_address(dashboard)
+        except ValueError as exc:
+            raise UsageError(f"--dashboard {exc}") from None
+    dashboard_linger_s = _duration(_pick(args, scenario, "dashboard_linger"), "--dashboard-linger") or 0.0
+    if dashboard_linger_s < 0:
+        raise UsageError("--dashboard-linger must be >= 0")
+
     exprs = list(scenario.get("thresholds") or []) + list(args.threshold or [])
     for expr in exprs:
         try:
@@ -305,6 +323,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         metrics_port=metrics_port,
         metrics_host=str(_pick(args, scenario, "metrics_host", "127.0.0.1")),
         metrics_linger_s=metrics_linger_s,
+        dashboard=dashboard,
+        dashboard_linger_s=dashboard_linger_s,
     )
     return cfg, exprs, out, bool(args.quiet)
 
@@ -326,21 +346,38 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         print(f"flowrelay load: metrics at {exporter.url}", file=sys.stderr, flush=True)
+    dashboard: DashboardServer | None = None
+    if cfg.dashboard is not None:
+        try:
+            dashboard = DashboardServer(*cfg.dashboard, run_info(cfg), cfg.dashboard_linger_s)
+        except OSError as exc:
+            print(f"flowrelay load: cannot serve the dashboard on {cfg.dashboard[0]}:{cfg.dashboard[1]}: {exc}",
+                  file=sys.stderr)
+            if exporter is not None:
+                exporter.close()
+            return EXIT_USAGE
+        print(f"flowrelay load: dashboard at {dashboard.url}", file=sys.stderr, flush=True)
     try:
-        return _run(args, cfg, exprs, out, quiet, exporter)
+        return _run(args, cfg, exprs, out, quiet, exporter, dashboard)
     finally:
         if exporter is not None:
             exporter.close()
+        if dashboard is not None:
+            dashboard.close()
 
 
 def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path | None, quiet: bool,
-         exporter: PrometheusExporter | None) -> int:
+         exporter: PrometheusExporter | None, dashboard: DashboardServer | None = None) -> int:
     live = LiveLine(enabled=not quiet)
     # Rows go to disk as each second closes; without --out they go nowhere (the summary needs none).
     series = TimeSeriesFile(out / TIMESERIES_FILE) if out is not None else None
+    rows: Any = series
+    if dashboard is not None:
+        schedule = cfg.schedule()
+        rows = RunFeed(dashboard, LiveThresholds(exprs, schedule.target_rate_at if schedule else None), series)
     finished = False
     try:
-        result = run_load(cfg, on_row=live, metrics=exporter, series=series)
+        result = run_load(cfg, on_row=live, metrics=exporter, series=rows)
         finished = True
     except ConnectError as exc:
         print(f"flowrelay load: cannot connect: {exc}", file=sys.stderr)
@@ -355,6 +392,8 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
     summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
     if out is not None:
         write_summary(out, summary)
+    if dashboard is not None:
+        dashboard.finish(summary)
     if args.json:
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -362,10 +401,15 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
         if out is not None:
             print(f"\nresults in {out}/")
     result.recorder.accounting.check()
-    if exporter is not None and exporter.linger_s > 0:
+    lingering = [s for s in (exporter, dashboard) if s is not None and s.linger_s > 0]
+    if lingering:
         sys.stdout.flush()
+        # Together, not one after the other: the longest linger is the wait.
+        longest = max(lingering, key=lambda s: s.linger_s)
+        for server in lingering:
+            server.start()
         with contextlib.suppress(KeyboardInterrupt):
-            exporter.linger()
+            longest.linger()
     if any(not t["ok"] for t in summary["thresholds"]):
         return EXIT_THRESHOLDS
     return EXIT_OK

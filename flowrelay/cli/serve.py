@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from relay.common import loop as event_loop
 from relay.common.units import parse_duration, parse_size
+from relay.dashboard import RelayDashboard
 from relay.doors.http import HttpDoor
 from relay.executors import Chain, ExecutorSpecError
 from relay.metrics import RelayMetrics
@@ -224,6 +225,8 @@ async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend, grpc_port:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    # /dashboard and /dashboard/events: read from the metrics once a second, nothing per request.
+    dashboard = RelayDashboard(server, metrics).install()
     scheme = "wss" if config.certfile else "ws"
     print(f"flowrelay serving {scheme}://{config.host}:{server.port}/ {chain.describe()}", flush=True)
     door = None
@@ -238,6 +241,7 @@ async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend, grpc_port:
         await stop.wait()
         print("flowrelay stopping: draining requests in flight", flush=True)
     finally:
+        dashboard.close()
         if door is not None:
             await door.stop(config.drain_timeout_s)
         await server.stop()

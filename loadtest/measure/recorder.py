@@ -4,8 +4,8 @@ the time series; merged exactly, and shipped between processes as a msgpack-able
 Latency follows wrk2: it is measured from the request's *intended* send time (its due time from the schedule),
 so a server that stalls the sender is charged for the whole stall. Service time (from the actual send) and
 scheduler lag (actual send minus due time) are kept apart, so one can tell a slow server from a slow load
-generator. An ok answer's latency and service time are recorded once, into the second's interval, and added in
-bulk (hdrh adds the counts arrays in C) to the run's totals when the second closes.
+generator. An ok answer's latency, service time and hop spans, and a send's lag, are recorded once, into the
+second's interval, and added in bulk (hdrh adds the counts arrays in C) to the run's totals when the second closes.
 
 Called on the engine's per-request path: pure, no I/O, no clocks, no asyncio. Times are floats in seconds on
 the engine's clock (seconds since the run's start).
@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loadtest.measure.accounting import OTHER, Accounting
+from loadtest.measure.accounting import Accounting
 from loadtest.measure.histograms import SNAPSHOT_VERSION, LatencyHistogram
-from loadtest.measure.hops import MAX_HOPS, hop_spans
-from loadtest.measure.series import IntervalStats
+from loadtest.measure.hops import hop_spans
+from loadtest.measure.series import IntervalStats, RunTotals, hop_histogram
 
 
 class Recorder:
@@ -36,21 +36,18 @@ class Recorder:
     :func:`hop_spans`), and scheduler_lag (send minus due, for every send).
     Failed answers, transport failures and timeouts are counted, not timed.
 
-    ``latency`` and ``service_time`` are filled through :attr:`intervals`
-    (see :class:`IntervalStats`), so each answer is recorded once; reading them
-    brings them up to date. Assigning ``intervals`` (a fresh time series) keeps
-    that link.
+    ``latency``, ``service_time``, ``scheduler_lag`` and ``hops`` are filled
+    through :attr:`intervals` (see :class:`IntervalStats`), so each value is
+    recorded once; reading them brings them up to date. Assigning ``intervals``
+    (a fresh time series) keeps that link.
     """
 
     def __init__(self, warmup_s: float = 0.0, start_s: float = 0.0) -> None:
         self.warmup_s = float(warmup_s)
-        self._latency = LatencyHistogram()
-        self._service_time = LatencyHistogram()
-        self.scheduler_lag = LatencyHistogram()
-        self.hops: dict[str, LatencyHistogram] = {}
+        self._totals = RunTotals()
         self.accounting = Accounting()
         self._intervals = IntervalStats(start_s, self.warmup_s)
-        self._intervals.link_totals(self._latency, self._service_time)
+        self._intervals.link_totals(self._totals)
 
     @property
     def intervals(self) -> IntervalStats:
@@ -58,25 +55,35 @@ class Recorder:
 
     @intervals.setter
     def intervals(self, stats: IntervalStats) -> None:
-        self._intervals.link_totals(None, None)  # hands over what is pending, then lets go
+        self._intervals.link_totals(None)  # hands over what is pending, then lets go
         self._intervals = stats
-        stats.link_totals(self._latency, self._service_time)
+        stats.link_totals(self._totals)
+
+    def _totals_now(self) -> RunTotals:
+        self._intervals.flush()
+        return self._totals
 
     @property
     def latency(self) -> LatencyHistogram:
-        self._intervals.flush()
-        return self._latency
+        return self._totals_now().latency
 
     @property
     def service_time(self) -> LatencyHistogram:
-        self._intervals.flush()
-        return self._service_time
+        return self._totals_now().service_time
 
-    def _replace_totals(self, latency: LatencyHistogram, service_time: LatencyHistogram) -> None:
+    @property
+    def scheduler_lag(self) -> LatencyHistogram:
+        return self._totals_now().scheduler_lag
+
+    @property
+    def hops(self) -> dict[str, LatencyHistogram]:
+        return self._totals_now().hops
+
+    def _replace_totals(self, totals: RunTotals) -> None:
         """Put restored run totals in place; what the time series holds pending goes into them from now on."""
         self._intervals.flush()
-        self._latency, self._service_time = latency, service_time
-        self._intervals.link_totals(latency, service_time)
+        self._totals = totals
+        self._intervals.link_totals(totals)
 
     # -- events (the per-request path) --
 
@@ -87,10 +94,10 @@ class Recorder:
     def on_sent(self, due_s: float, sent_s: float) -> None:
         if due_s < self.warmup_s:
             self.accounting.warmup.sent += 1
+            self._intervals.on_warmup_sent(sent_s, sent_s - due_s)
         else:
             self.accounting.sent += 1
-            self.scheduler_lag.record(sent_s - due_s)
-        self._intervals.on_sent(sent_s)
+            self._intervals.on_sent(sent_s, sent_s - due_s)
 
     def on_answer(
         self,
@@ -108,20 +115,14 @@ class Recorder:
             self._intervals.on_answer(answered_s, latency_s, service_s, False, f"executor: {error}")
             self.accounting.ledger(due_s < self.warmup_s).add_failed(error)
             return
+        hops = hop_spans(routes, service_s) if routes else None
         if due_s < self.warmup_s:
-            self._intervals.on_answer(answered_s, latency_s, service_s, True)
+            self._intervals.on_answer(answered_s, latency_s, service_s, True, hops=hops)
             self.accounting.warmup.ok += 1
             return
         # Recorded once, for the time series and the run's totals alike.
-        self._intervals.on_measured_answer(answered_s, latency_s, service_s)
+        self._intervals.on_measured_answer(answered_s, latency_s, service_s, hops)
         self.accounting.ok += 1
-        if routes:
-            hops = self.hops
-            for name, span_s in hop_spans(routes, service_s).items():
-                histogram = hops.get(name)
-                if histogram is None:
-                    histogram = self._new_hop(name)
-                histogram.record(span_s)
 
     def on_transport_error(self, due_s: float, now_s: float, reason: str) -> None:
         """A sent request failed with its connection, e.g. reason ``close 1006``."""
@@ -141,14 +142,6 @@ class Recorder:
         """Close the current time-series interval; see :meth:`IntervalStats.roll`."""
         return self._intervals.roll(now_s)
 
-    def _new_hop(self, name: str) -> LatencyHistogram:
-        if len(self.hops) >= MAX_HOPS:
-            name = OTHER
-            if name in self.hops:
-                return self.hops[name]
-        histogram = self.hops[name] = LatencyHistogram()
-        return histogram
-
     # -- combining --
 
     def merge(self, other: Recorder) -> None:
@@ -158,14 +151,12 @@ class Recorder:
             raise ValueError(
                 f"cannot merge recorders with different warm-ups ({self.warmup_s} s, {other.warmup_s} s)"
             )
-        self.latency.merge(other.latency)
-        self.service_time.merge(other.service_time)
-        self.scheduler_lag.merge(other.scheduler_lag)
-        for name, histogram in other.hops.items():
-            mine = self.hops.get(name)
-            if mine is None:
-                mine = self._new_hop(name)
-            mine.merge(histogram)
+        mine, theirs = self._totals_now(), other._totals_now()
+        mine.latency.merge(theirs.latency)
+        mine.service_time.merge(theirs.service_time)
+        mine.scheduler_lag.merge(theirs.scheduler_lag)
+        for name, histogram in theirs.hops.items():
+            hop_histogram(mine.hops, name).merge(histogram)
         self.accounting.merge(other.accounting)
 
     def snapshot(self) -> dict[str, Any]:
@@ -185,11 +176,12 @@ class Recorder:
         if data.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported recorder snapshot version {data.get('v')!r}")
         recorder = cls(warmup_s=float(data["warmup_s"]))
-        recorder._replace_totals(
-            LatencyHistogram.decode(data["latency"]), LatencyHistogram.decode(data["service_time"])
-        )
-        recorder.scheduler_lag = LatencyHistogram.decode(data["scheduler_lag"])
-        recorder.hops = {str(name): LatencyHistogram.decode(blob) for name, blob in data["hops"].items()}
+        recorder._replace_totals(RunTotals(
+            latency=LatencyHistogram.decode(data["latency"]),
+            service_time=LatencyHistogram.decode(data["service_time"]),
+            scheduler_lag=LatencyHistogram.decode(data["scheduler_lag"]),
+            hops={str(name): LatencyHistogram.decode(blob) for name, blob in data["hops"].items()},
+        ))
         recorder.accounting = Accounting.from_plain(data["accounting"])
         return recorder
 

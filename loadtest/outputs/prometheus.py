@@ -31,14 +31,9 @@ loadtest.measure (hop spans). The engine does not import this module: the CLI ha
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import socketserver
-import threading
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +41,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from loadtest.measure.hops import hop_spans
+from loadtest.outputs.http_server import BackgroundHTTPServer
 from relay.metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, BucketHistogram, capped, histogram_family
 
 __all__ = ["LoadSink", "PrometheusExporter"]
@@ -181,15 +177,6 @@ def _make_sink(worker: int) -> LoadSink:
     return LoadSink(worker)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup that can take seconds); not needed.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-
 class PrometheusExporter:
     """Serves every worker's `LoadSink` at GET /metrics on HOST:PORT (the engine's `MetricsExporter`).
 
@@ -198,20 +185,20 @@ class PrometheusExporter:
     """
 
     def __init__(self, port: int, host: str = "127.0.0.1", linger_s: float = 0.0) -> None:
-        self.linger_s = linger_s
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # a custom collector: see collect()
         self._sinks: dict[int, LoadSink] = {}
-        self._thread: threading.Thread | None = None
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
-        self._httpd = server_class((host, port), self._handler_class())
+        self._server = BackgroundHTTPServer(host, port, self._handler_class(), "metrics-http", linger_s)
         self.host = host
-        self.port: int = self._httpd.server_address[1]
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return f"{self._server.origin}/metrics"
+
+    @property
+    def linger_s(self) -> float:
+        return self._server.linger_s
 
     # ---- the engine's side ---------------------------------------------------------------------
 
@@ -226,25 +213,16 @@ class PrometheusExporter:
         self._sinks[worker] = LoadSink.from_state(state)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
-            self._thread.start()
+        self._server.start()
 
     # ---- the caller's side ---------------------------------------------------------------------
 
     def linger(self) -> None:
         """Keep serving `linger_s` after the run, so that a scraper takes the final values."""
-        if self.linger_s > 0:
-            self.start()
-            time.sleep(self.linger_s)
+        self._server.linger()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        with contextlib.suppress(OSError):
-            self._httpd.server_close()
+        self._server.close()
 
     def __enter__(self) -> PrometheusExporter:
         return self

@@ -7,7 +7,8 @@ target's scheme), `subprotocol` {`offered`, `negotiated`}, `duration_s`,
 {`target_rps`, `achieved_rps` (sent per second of the measured window), `ok_rps`}, `docs` {`sent`,
 `received`}, `latency_ms` (from the intended send time) and `service_time_ms` (from the actual
 send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hops` {name: same keys},
-`errors` {reason: count}, `error_rate`, `thresholds` [{`expr`, `ok`, `value`}], and
+`errors` {reason: count}, `error_rate`, `stages` [[duration_s, target_rps], ...] (null without),
+`thresholds` [{`expr`, `ok`, `value`}], and
 `latency_distribution` {`latency_ms`, `service_time_ms`}: each the full histogram as HdrHistogram's
 percentile-distribution points [[percentile (0..100), ms], ...], thickening toward the tail and ending at
 [100, max] (empty when nothing was answered), for the report's percentile plot.
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.config import LoadConfig
 from loadtest.engine import RunResult
 from loadtest.measure.histograms import LatencyHistogram
 
@@ -37,20 +39,10 @@ def build_summary(result: RunResult) -> dict[str, Any]:
     requests["dropped_by_reason"] = dict(result.dropped_by_reason)
     rate = base["rate"]
     return {
-        "target": cfg.target,
-        "transport": cfg.transport,
+        **run_fields(cfg, result.started_wall),
         "subprotocol": {"offered": cfg.offer, "negotiated": result.negotiated, "codec": cfg.mode},
-        "model": "closed" if cfg.concurrency else "open",
-        "arrival": None if cfg.concurrency else cfg.arrival,
-        "concurrency": cfg.concurrency,
-        "connections": cfg.connections,
-        "max_inflight": cfg.max_inflight,
-        "procs": cfg.procs,
-        "endpoint": cfg.endpoint,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_wall)),
         "duration_s": round(result.elapsed_s, 3),
         "measured_duration_s": round(measured_s, 3),
-        "warmup_s": cfg.warmup_s,
         "requests": requests,
         "rate": {
             "target_rps": rate["target_rps"],
@@ -72,6 +64,25 @@ def build_summary(result: RunResult) -> dict[str, Any]:
             "latency_ms": _distribution(result.recorder.latency),
             "service_time_ms": _distribution(result.recorder.service_time),
         },
+    }
+
+
+def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
+    """What the run was asked to do, under summary.json's keys (also what a live page shows before the end)."""
+    return {
+        "target": cfg.target,
+        "transport": cfg.transport,
+        "subprotocol": {"offered": cfg.offer},
+        "model": "closed" if cfg.concurrency else "open",
+        "arrival": None if cfg.concurrency else cfg.arrival,
+        "concurrency": cfg.concurrency,
+        "connections": cfg.connections,
+        "max_inflight": cfg.max_inflight,
+        "procs": cfg.procs,
+        "endpoint": cfg.endpoint,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
+        "warmup_s": cfg.warmup_s,
+        "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
     }
 
 

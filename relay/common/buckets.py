@@ -30,6 +30,7 @@ __all__ = [
     "MAX_QUANTILE_ERROR",
     "OTHER",
     "BucketHistogram",
+    "bucket_quantile",
     "capped",
     "histogram_family",
 ]
@@ -112,6 +113,25 @@ def histogram_family(
             buckets.append((le, acc))
         family.add_metric(list(labels), buckets, hist.total)
     return family
+
+
+def bucket_quantile(q: float, counts: Sequence[int], bounds: Sequence[float] = LATENCY_BUCKETS_S) -> float | None:
+    """The q-quantile (0..1) of observations counted per bucket (`BucketHistogram.counts`, not cumulative), as
+    Prometheus's histogram_quantile estimates it: linear inside the bucket the rank falls in (the first bucket
+    starts at 0); in the +Inf bucket, the last bound. None when nothing was counted."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    below = 0
+    for i, count in enumerate(counts):
+        if count and below + count >= rank:
+            if i >= len(bounds):
+                return bounds[-1]
+            lower = bounds[i - 1] if i else 0.0
+            return lower + (bounds[i] - lower) * max(rank - below, 0.0) / count
+        below += count
+    return bounds[-1]
 
 
 def capped(table: Mapping[str, object], key: str) -> str:

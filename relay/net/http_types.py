@@ -6,6 +6,7 @@ The listener parses HTTP/1.1 with h11 and answers WebSocket upgrades itself; eve
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -32,6 +33,9 @@ class HttpResponse:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # A body written as it comes (server-sent events), instead of `body`: the listener sends each chunk as the
+    # iterator yields it, until it ends or the client goes; then the connection closes.
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, status: int, body: object, headers: list[tuple[str, str]] | None = None) -> HttpResponse:

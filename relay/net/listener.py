@@ -139,6 +139,7 @@ class RelayProtocol(asyncio.Protocol):
         self._http_request: HttpRequest | None = None
         self._http_body: list[bytes] | None = None
         self._http_busy = False
+        self._streaming: asyncio.Task[None] | None = None  # answering with a streamed body (server-sent events)
         self._ws: ServerProtocol | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
@@ -184,6 +185,8 @@ class RelayProtocol(asyncio.Protocol):
             rcvd = ws.close_rcvd
             self.sink.on_closed(rcvd.code if rcvd is not None else 1006)
         self.host.connection_lost(self)
+        if self._streaming is not None:
+            self._streaming.cancel()  # a stream waits for its next chunk: the client will not read it
         # Break the reference cycles of a session (protocol <-> transport, protocol <-> session <-> sink, and
         # websockets' parser generator, whose frame holds its ServerProtocol), so that a closed session is freed
         # by reference counting alone: the server freezes long-lived sessions out of the collector's sight
@@ -262,6 +265,9 @@ class RelayProtocol(asyncio.Protocol):
         except Exception:
             log.exception("HTTP handler failed for %s %s", request.method, request.path)
             response = HttpResponse.json(500, {"detail": "internal error"})
+        if response.stream is not None and request.method != "HEAD":
+            await self._stream_http(response)
+            return
         self._send_http(response, head_only=request.method == "HEAD")
         self._http_busy = False
         assert self._h11 is not None  # an HTTP connection never upgrades while a request is answered
@@ -292,6 +298,36 @@ class RelayProtocol(asyncio.Protocol):
             self._close_transport()
             return
         self.transport.write(out)
+
+    async def _stream_http(self, response: HttpResponse) -> None:
+        """Send a response whose body comes in chunks (chunked encoding), until it ends or the client goes;
+        then close the connection. Stopping the relay closes the transport, which ends the stream too."""
+        stream = response.stream
+        assert stream is not None and self._h11 is not None
+        self._streaming = asyncio.current_task()
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        headers += [(b"server", self.host.server_header.encode("latin-1")), (b"connection", b"close"),
+                    (b"date", email.utils.formatdate(usegmt=True).encode("ascii"))]
+        try:
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(self._h11.send(h11.Response(status_code=response.status, headers=headers)))
+            async for chunk in stream:
+                if self.transport is None or self.transport.is_closing():
+                    break
+                self.transport.write(self._h11.send(h11.Data(data=chunk)))
+            else:
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.write(self._h11.send(h11.EndOfMessage()))
+        except (asyncio.CancelledError, h11.LocalProtocolError):
+            pass
+        finally:
+            self._streaming = None
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            self._close_transport()
 
     def _http_error(self, status: int, message: str) -> None:
         if self._h11 is not None and self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
