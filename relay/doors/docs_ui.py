@@ -14,11 +14,11 @@ that a bundle would load (Redoc's badge logo, from Redocly's CDN) is replaced as
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+
+from relay.doors.static_assets import Asset
 
 ASSETS_PACKAGE = "drf_spectacular_sidecar"
 ASSET_PREFIX = "/docs-assets/"
@@ -71,13 +71,6 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
 def static_root() -> Path | None:
     """The package's static folder, found without importing the package (its __init__ imports Django)."""
     spec = importlib.util.find_spec(ASSETS_PACKAGE)
@@ -105,7 +98,7 @@ def asset(name: str) -> Asset | None:
         content_type = entry[1]
         for old, new in PATCHES.get(name, ()):
             body = body.replace(old, new)
-    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    return Asset.of(body, content_type)
 
 
 def assets_installed() -> bool:
