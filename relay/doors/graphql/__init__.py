@@ -9,7 +9,8 @@
     door.py       GraphQL over HTTP: POST and GET `/graphql`, GraphiQL on GET without a query, assets
     graphiql.py   the GraphiQL page and its files, installed with the package (assets/, with their licenses)
 
-Only door.py and adapter.py are imported by the relay; schema.py and execution.py import graphql-core, which the
-door imports when first used, so a relay without it still starts (and answers 503 with a hint on /graphql).
-Imports: relay.wire, relay.net.http_types, the standard library, orjson and graphql-core; never the server.
+Only door.py and adapter.py are imported by the relay; schema.py and execution.py import graphql-core (a
+dependency of flowrelay), which the door imports when first used, so a relay installed without it still starts
+and answers 503 with the fix on /graphql. Imports: relay.wire, relay.net.http_types, relay.doors.static_assets,
+the standard library, orjson and graphql-core; never the server (adapter.py names the HTTP door for types only).
 """

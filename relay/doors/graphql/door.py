@@ -38,8 +38,8 @@ log = logging.getLogger("flowrelay.graphql")
 PATH = "/graphql"
 ASSET_PREFIX = graphiql.ASSET_PREFIX
 MISSING_LIBRARY = (
-    "GraphQL needs the graphql-core package, which is not installed with this relay: "
-    "pip install 'flowrelay[graphql]' (or pip install graphql-core), then restart it"
+    "GraphQL needs the graphql-core package, a dependency of flowrelay that is not installed here: "
+    "pip install 'graphql-core>=3.2.3,<3.4', then restart the relay"
 )
 _JSON = [("content-type", "application/json")]
 
