@@ -6,8 +6,10 @@ several; a mutation's run one after another, a query's concurrently, as GraphQL 
 some; `data` null when the request failed before execution, as Jina's gateway answers it):
 
 * An Executor's error does not fail the field: the documents come back as the Flow answered them (as Jina
-  answers) and `errors` says which Executor raised what (`extensions.executor`, `exception`, `args`), where
-  Jina reports nothing. An unreachable upstream Flow has no documents to give: the field fails (data null).
+  answers) and `errors` says which Executor raised what (`extensions.executor`, `exception`, `args`, with
+  `code` EXECUTOR_ERROR), where Jina reports nothing. An unreachable upstream Flow has no documents to give: the
+  field fails (data null, `code` UPSTREAM_UNAVAILABLE). Input GraphQL's types accept but a Document cannot hold
+  (tags that are not an object, a negative granularity) is a field error with `code` BAD_USER_INPUT.
 * Malformed or invalid queries get graphql-core's errors, with `locations`; an unknown field names its type.
 * Bounds: a query of at most `MAX_TOKENS` tokens, selections at most `MAX_SELECTION_DEPTH` deep (fragments
   included), so answers stay within what JSON writers handle; input documents are bounded in
@@ -57,6 +59,11 @@ MAX_SELECTION_DEPTH = 50
 CACHE_ENTRIES = 256
 CACHE_MAX_QUERY_CHARS = 16 * 1024
 UPSTREAM_ERROR = "UpstreamError"
+# `extensions.code` of the errors the door reports while executing (the convention of Apollo and others): input
+# that GraphQL's types let through but a Document cannot hold, an Executor's error, an unreachable upstream.
+BAD_USER_INPUT = "BAD_USER_INPUT"
+EXECUTOR_ERROR = "EXECUTOR_ERROR"
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
 
 
 class SelectionDepthRule(ValidationRule):
@@ -186,7 +193,7 @@ class GraphQLExecutor:
             docs = documents_from_input(data) if data is not None else None
             params = json_object(parameters, "parameters") if parameters is not None else {}
         except BadRequest as exc:
-            raise GraphQLError(exc.reason) from None
+            raise GraphQLError(exc.reason, extensions={"code": BAD_USER_INPUT}) from None
         req = DataRequest(exec_endpoint=execEndpoint, target_executor=targetExecutor, parameters=params, docs=docs)
         await self.seam.run(req, state.take_size())
         if state.want_routes:
@@ -200,7 +207,8 @@ class GraphQLExecutor:
         try:
             return req.load_docs() or []
         except BadRequest as exc:
-            raise GraphQLError(f"the Flow answered documents GraphQL cannot show: {exc.reason}") from None
+            raise GraphQLError(f"the Flow answered documents GraphQL cannot show: {exc.reason}",
+                               extensions={"code": "INTERNAL_SERVER_ERROR"}) from None
 
 
 def executor_error(status: Status, info: Any) -> GraphQLError:
@@ -213,7 +221,8 @@ def executor_error(status: Status, info: Any) -> GraphQLError:
         f"{executor} failed: {description}",
         info.field_nodes,
         path=info.path.as_list(),
-        extensions={"executor": executor, "exception": name, "args": list(exc.args) if exc is not None else []},
+        extensions={"code": UPSTREAM_UNAVAILABLE if name == UPSTREAM_ERROR else EXECUTOR_ERROR, "executor": executor,
+                    "exception": name, "args": list(exc.args) if exc is not None else []},
     )
 
 
