@@ -44,8 +44,9 @@ PATCHES: dict[str, tuple[tuple[bytes, bytes], ...]] = {
 
 # The seed page's example, shown when the page is first opened.
 DEFAULT_QUERY = """\
-# The relay serves Jina's GraphQL API for the Flow behind it: Query and Mutation docs(data, targetExecutor,
-# parameters, execEndpoint = "/search"). Only the fields you select are sent back.
+# Jina's GraphQL API, for the Flow behind this relay:
+# docs(data, targetExecutor, parameters, execEndpoint)
+# answers the fields you select, and only those.
 mutation {
   docs(data: {text: "abcd"}) {
     id
