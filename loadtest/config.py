@@ -99,6 +99,8 @@ class LoadConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_linger_s: float = 0.0
+    # An http:// target: this GraphQL query or mutation instead of POST /post (loadtest.sessions.graphql).
+    graphql: str | None = None
 
     @property
     def transport(self) -> str:

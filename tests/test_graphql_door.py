@@ -117,7 +117,7 @@ def test_target_executor_runs_only_that_executor(url: str) -> None:
                                 extensions={"routes": True})
     assert status == 200 and body["data"] == _capture("mutation_target_executor.json")["data"]
     routes = {r["executor"]: r for r in body["extensions"]["routes"]["docs"]}
-    assert routes["upper"]["endTime"] is None and routes["sleeper"]["endTime"] is not None
+    assert "end_time" not in routes["upper"] and "end_time" in routes["sleeper"]
 
 
 def test_an_unknown_field_gets_jinas_error(url: str) -> None:
@@ -196,7 +196,7 @@ def test_parameters_reach_the_executors(url: str) -> None:
     sleeper = next(r for r in body["extensions"]["routes"]["docs"] if r["executor"] == "sleeper")
     from relay.wire.messages import parse_timestamp
 
-    assert parse_timestamp(sleeper["endTime"]) - parse_timestamp(sleeper["startTime"]) >= 30_000_000
+    assert parse_timestamp(sleeper["end_time"]) - parse_timestamp(sleeper["start_time"]) >= 30_000_000
 
 
 def test_a_malformed_query_gets_the_standard_error_shape(url: str) -> None:

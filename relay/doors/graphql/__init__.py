@@ -10,7 +10,8 @@
     graphiql.py   the GraphiQL page and its files, installed with the package (assets/, with their licenses)
 
 Only door.py and adapter.py are imported by the relay; schema.py and execution.py import graphql-core (a
-dependency of flowrelay), which the door imports when first used, so a relay installed without it still starts
-and answers 503 with the fix on /graphql. Imports: relay.wire, relay.net.http_types, relay.doors.static_assets,
-the standard library, orjson and graphql-core; never the server (adapter.py names the HTTP door for types only).
+dependency of flowrelay), which the door imports when it is made, so that a relay installed without it still
+starts (it logs the fix) and answers 503 with the fix on /graphql. Imports: relay.wire, relay.net.http_types,
+relay.doors.static_assets, the standard library, orjson and graphql-core; never the server (adapter.py names
+the HTTP door for types only).
 """

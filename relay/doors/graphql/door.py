@@ -63,6 +63,9 @@ class GraphQLDoor:
         self.title = title
         self._executor: GraphQLExecutor | None = None
         self._missing = False
+        # Made now rather than on the first request, which would wait ~0.1 s for graphql-core's import and the
+        # schema (and a relay without graphql-core says so at start).
+        self.executor()
 
     def owns(self, path: str) -> bool:
         """Whether `path` is the door's."""
@@ -75,12 +78,12 @@ class GraphQLDoor:
         return self.owns(req.path)
 
     def executor(self) -> GraphQLExecutor | None:
-        """The executor, made on first use; None when graphql-core is not installed."""
+        """The executor; None when graphql-core is not installed."""
         if self._executor is None and not self._missing:
             try:
                 from relay.doors.graphql.execution import GraphQLExecutor
             except ImportError as exc:
-                log.warning("GET/POST /graphql answer 503: %s (%s)", MISSING_LIBRARY, exc)
+                log.warning("/graphql answers 503: %s (%s)", MISSING_LIBRARY, exc)
                 self._missing = True
                 return None
             self._executor = GraphQLExecutor(self.seam)

@@ -15,7 +15,8 @@ some; `data` null when the request failed before execution, as Jina's gateway an
   included), so answers stay within what JSON writers handle; input documents are bounded in
   relay.doors.graphql.documents.
 * `extensions.routes` (when the request's `extensions` has `"routes": true`): per `docs` field (by its response
-  key), the routes of its Flow request with RFC 3339 times, for clients that measure hops (the load target).
+  key), the routes of its Flow request as the json subprotocol writes them (`executor`, `start_time`,
+  `end_time`: RFC 3339), for clients that measure hops (the load target).
 
 Imports graphql-core, relay.wire and this package.
 """
@@ -50,8 +51,9 @@ from graphql.utilities import get_operation_ast
 from relay.doors.graphql import schema as jina_schema
 from relay.doors.graphql.documents import documents_from_input, json_object
 from relay.doors.graphql.seam import FlowSeam
+from relay.wire import json_codec
 from relay.wire.errors import BadRequest
-from relay.wire.messages import DataRequest, Route, Status, format_timestamp
+from relay.wire.messages import DataRequest, Status
 
 MAX_TOKENS = 100_000
 MAX_SELECTION_DEPTH = 50
@@ -197,7 +199,7 @@ class GraphQLExecutor:
         req = DataRequest(exec_endpoint=execEndpoint, target_executor=targetExecutor, parameters=params, docs=docs)
         await self.seam.run(req, state.take_size())
         if state.want_routes:
-            state.routes[info.path.key] = routes_json(req.routes)
+            state.routes[info.path.key] = json_codec.routes_to_json(req.routes)
         status = req.status
         if status is not None and status.is_error:
             error = executor_error(status, info)
@@ -224,17 +226,6 @@ def executor_error(status: Status, info: Any) -> GraphQLError:
         extensions={"code": UPSTREAM_UNAVAILABLE if name == UPSTREAM_ERROR else EXECUTOR_ERROR, "executor": executor,
                     "exception": name, "args": list(exc.args) if exc is not None else []},
     )
-
-
-def routes_json(routes: list[Route]) -> list[dict[str, Any]]:
-    return [
-        {
-            "executor": r.executor,
-            "startTime": format_timestamp(r.start_ns) if r.start_ns is not None else None,
-            "endTime": format_timestamp(r.end_ns) if r.end_ns is not None else None,
-        }
-        for r in routes
-    ]
 
 
 def answer(data: Any, errors: list[GraphQLError], extensions: dict[str, Any] | None = None) -> dict[str, Any]:
