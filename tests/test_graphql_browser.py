@@ -11,15 +11,11 @@ Without chromium, chromedriver or selenium the tests skip with the reason, excep
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import chromium, clear_logs, page_errors, requested_urls
+from browser_harness import chromium, clear_logs, page_errors, requested_urls, screenshot, wait_for
 from http_door_harness import HttpRelay, serve_http
 
 WAIT_S = 30.0
@@ -32,25 +28,7 @@ def browser() -> Iterator[Any]:
 
 
 def _wait_for(driver: Any, condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            found = condition()
-        except Exception:  # the page is still being built
-            found = None
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; page errors: {page_errors(driver)}")
-
-
-def _screenshot(driver: Any, name: str) -> Path:
-    folder = Path(os.environ.get("FLOWRELAY_SCREENSHOTS", tempfile.gettempdir())) / "flowrelay-graphiql"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    assert driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-    return path
+    return wait_for(driver, condition, what, WAIT_S)
 
 
 def _run_the_default_query(driver: Any, page_url: str) -> str:
@@ -79,7 +57,7 @@ def _only_the_relay(urls: list[str], relay: HttpRelay) -> None:
 def test_graphiql_runs_the_seed_pages_mutation(browser: Any) -> None:
     with serve_http("-e", "upper") as relay:
         result = _run_the_default_query(browser, relay.http_url + "/graphql")
-        _screenshot(browser, "graphiql.png")
+        screenshot(browser, "flowrelay-graphiql", "graphiql.png")
         errors = page_errors(browser)
         urls = requested_urls(browser)
     assert '"text": "ABCD"' in result and '"matches": null' in result

@@ -13,28 +13,23 @@ Imports the standard library and relay.doors.static_assets.
 from __future__ import annotations
 
 import functools
-import html
 import json
 from pathlib import Path
 
-from relay.doors.static_assets import Asset
+from relay.doors.static_assets import CSS, JS, TEXT, Asset, html_page, load_asset
 
 ASSET_PREFIX = "/graphql-assets/"
 ASSETS_DIR = Path(__file__).parent / "assets"
 
-_JS = "application/javascript; charset=utf-8"
-_CSS = "text/css; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
-
 # URL under /graphql-assets/ -> (file in assets/, content type)
 ASSETS: dict[str, tuple[str, str]] = {
-    "graphiql.min.js": ("graphiql.min.js", _JS),
-    "graphiql.min.css": ("graphiql.min.css", _CSS),
-    "react.production.min.js": ("react.production.min.js", _JS),
-    "react-dom.production.min.js": ("react-dom.production.min.js", _JS),
-    "LICENSE-graphiql": ("LICENSE-graphiql", _TEXT),
-    "LICENSE-react": ("LICENSE-react", _TEXT),
-    "LICENSE-react-dom": ("LICENSE-react-dom", _TEXT),
+    "graphiql.min.js": ("graphiql.min.js", JS),
+    "graphiql.min.css": ("graphiql.min.css", CSS),
+    "react.production.min.js": ("react.production.min.js", JS),
+    "react-dom.production.min.js": ("react-dom.production.min.js", JS),
+    "LICENSE-graphiql": ("LICENSE-graphiql", TEXT),
+    "LICENSE-react": ("LICENSE-react", TEXT),
+    "LICENSE-react-dom": ("LICENSE-react-dom", TEXT),
     "README.md": ("README.md", "text/markdown; charset=utf-8"),
 }
 # The source map is not shipped: its comment goes, so that a browser's developer tools do not ask for it.
@@ -73,7 +68,7 @@ INIT_JS = f"""\
   }}));
 }})();
 """.encode()
-GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"init.js": (INIT_JS, _JS)}
+GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"init.js": (INIT_JS, JS)}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -84,39 +79,16 @@ CONTENT_SECURITY_POLICY = (
 @functools.cache
 def asset(name: str) -> Asset | None:
     """The file served at ASSET_PREFIX + name, or None when there is none."""
-    generated = GENERATED_ASSETS.get(name)
-    if generated is not None:
-        return Asset.of(*generated)
-    entry = ASSETS.get(name)
-    if entry is None:
-        return None
-    try:
-        body = (ASSETS_DIR / entry[0]).read_bytes()
-    except OSError:
-        return None
-    for old, new in PATCHES.get(name, ()):
-        body = body.replace(old, new)
-    return Asset.of(body, entry[1])
+    return load_asset(name, ASSETS_DIR, ASSETS, GENERATED_ASSETS, PATCHES)
 
 
 def page(title: str) -> bytes:
-    t = html.escape(title)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} - GraphiQL</title>
-<link rel="icon" href="data:,">
+    head = """<link rel="icon" href="data:,">
 <link rel="stylesheet" href="graphql-assets/graphiql.min.css">
-<style>body {{ margin: 0; height: 100vh; overflow: hidden; }} #graphiql {{ height: 100vh; }}</style>
-</head>
-<body>
-<div id="graphiql">Loading GraphiQL...</div>
+<style>body { margin: 0; height: 100vh; overflow: hidden; } #graphiql { height: 100vh; }</style>"""
+    body = """<div id="graphiql">Loading GraphiQL...</div>
 <script src="graphql-assets/react.production.min.js"></script>
 <script src="graphql-assets/react-dom.production.min.js"></script>
 <script src="graphql-assets/graphiql.min.js"></script>
-<script src="graphql-assets/init.js"></script>
-</body>
-</html>
-""".encode()
+<script src="graphql-assets/init.js"></script>"""
+    return html_page(f"{title} - GraphiQL", head, body)
