@@ -46,7 +46,7 @@ from relay.doors.openapi.document import openapi_document
 from relay.doors.openapi.models import DATA_OPERATIONS, LISTENER_OPERATIONS, METRICS_OPERATION, Operation
 from relay.doors.openapi.types import Model, validate
 from relay.doors.static_assets import asset_response
-from relay.net.http_types import HttpRequest, HttpResponse
+from relay.net.http_types import HttpRequest, HttpResponse, is_json_media_type
 from relay.wire.documents import Document, as_struct_values
 from relay.wire.errors import BadRequest
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
@@ -325,17 +325,11 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HttpResponse:
     return HttpResponse.json(422, {"detail": errors})
 
 
-def _is_json_media_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    main, _, sub = media.partition("/")
-    return main == "application" and (sub == "json" or sub.endswith("+json"))
-
-
 def read_json_body(req: HttpRequest) -> tuple[Any, HttpResponse | None]:
     """The request's JSON body, or a 422 answer, as FastAPI reads a body: JSON when the content type is absent
     or JSON; any other content type, an empty body or `null` is not the object the model wants."""
     content_type = req.header("content-type")
-    if content_type is not None and not _is_json_media_type(content_type):
+    if content_type is not None and not is_json_media_type(content_type):
         return None, _unprocessable([{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}])
     raw = req.body
     if raw:

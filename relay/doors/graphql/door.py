@@ -28,7 +28,7 @@ import orjson
 from relay.doors.graphql import graphiql
 from relay.doors.graphql.seam import FlowSeam
 from relay.doors.static_assets import asset_response
-from relay.net.http_types import HttpRequest, HttpResponse
+from relay.net.http_types import HttpRequest, HttpResponse, is_json_media_type, media_type
 
 if TYPE_CHECKING:
     from relay.doors.graphql.execution import GraphQLExecutor
@@ -142,21 +142,15 @@ class GraphQLDoor:
         return HttpResponse(200, list(_JSON), payload)
 
 
-def _is_json_media_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    main, _, sub = media.partition("/")
-    return main == "application" and (sub == "json" or sub.endswith("+json"))
-
-
 def _from_body(req: HttpRequest) -> dict[str, Any]:
     content_type = req.header("content-type")
-    if content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/graphql":
+    if content_type is not None and media_type(content_type) == "application/graphql":
         try:
             query = req.body.decode("utf-8")
         except UnicodeDecodeError:
             raise _NotAGraphQLRequest(400, "the query is not UTF-8") from None
         return _request({"query": query})
-    if content_type is not None and not _is_json_media_type(content_type):
+    if content_type is not None and not is_json_media_type(content_type):
         raise _NotAGraphQLRequest(415, f"unsupported content type {content_type!r}: send application/json "
                                   "(or application/graphql with the query alone)")
     try:
