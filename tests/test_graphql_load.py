@@ -50,13 +50,14 @@ def test_executor_errors_count_as_failed_requests_and_an_impossible_threshold_ex
 
 
 def test_parameters_endpoint_and_target_executor_fill_their_variables(tmp_path: Path) -> None:
+    """A query from a file using every run variable undeclared; documents with tags, an embedding and a blob."""
     query = tmp_path / "query.graphql"
     query.write_text("mutation Run { docs(data: $docs, parameters: $parameters, execEndpoint: $execEndpoint, "
                      "targetExecutor: $targetExecutor) { text } }")
     with serve_http("-e", "upper", "-e", "sleeper=sleep:1ms") as relay:
         done = run_load_cli(relay.http_url, "--graphql", f"@{query}", "--concurrency", "1", "--requests", "10",
                             "--param", "sleep_ms=20", "--endpoint", "/index", "--target-executor", "sleeper",
-                            "--json", "--quiet")
+                            "--tags", '{"k": "v"}', "--embedding-dim", "4", "--blob-bytes", "8", "--json", "--quiet")
     assert done.returncode == 0, done.stderr
     summary = cli_summary(done)
     assert summary["requests"]["ok"] == 10
