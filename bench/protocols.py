@@ -1,16 +1,18 @@
-"""One real Jina Flow measured over WebSocket, HTTP and gRPC by the load engine, side by side.
+"""One real Jina Flow measured over WebSocket, HTTP, gRPC and GraphQL by the load engine, side by side.
 
 What it measures: three real Jina 3.34 Flows with the same Executors (gateway -> `upper`, a trivial
-Executor; tests/jina_peer.py), one per gateway protocol (`--protocol websocket`, `http`, `grpc`), each
-driven by `flowrelay load` in a process of its own, 1 doc per request, first second left out as warm-up:
+Executor; tests/jina_peer.py), one per gateway protocol (`--protocol websocket`, `http`, `grpc`; the HTTP
+Flow also serves Jina's `/graphql`, `--graphql`, which is the fourth column: `flowrelay load
+http://.../graphql --graphql 'mutation { docs(data: $docs) { id } }'`), each driven by `flowrelay load` in a
+process of its own, 1 doc per request, first second left out as warm-up:
 
   open    `--rate R` (default 200/s): the latency a steady load sees (p50/p99 from the due time) and the
           rate achieved;
   closed  `--concurrency 32`: the most the Flow answers (requests/s) with 32 requests in flight.
 
 Connections: WebSocket and gRPC use one (a WebSocket session / one channel with one `JinaRPC/Call`
-stream, many requests in flight); HTTP/1.1 carries one request at a time per connection, so it gets 32
-keep-alive connections (`--connections 32`), enough for both models.
+stream, many requests in flight); HTTP/1.1 carries one request at a time per connection, so HTTP and
+GraphQL get 32 keep-alive connections (`--connections 32`), enough for both models.
 
 How to read it: one row per (model, protocol) with the medians of the repetitions (min-max of req/s
 beside them). `gen req/s per core` is the load generator's efficiency: requests it completed (warm-up
@@ -36,27 +38,37 @@ from typing import Any
 
 import common as c
 
-PROTOCOLS = ("websocket", "http", "grpc")
+PROTOCOLS = ("websocket", "http", "grpc", "graphql")
+FLOW_PROTOCOLS = ("websocket", "http", "grpc")  # graphql is the HTTP Flow's /graphql
 SCHEMES = {"websocket": "ws", "http": "http", "grpc": "grpc"}
 MODELS = ("open", "closed")
 HTTP_CONNECTIONS = 32
+ONE_REQUEST_AT_A_TIME = ("http", "graphql")
+GRAPHQL_QUERY = "mutation { docs(data: $docs) { id } }"
 
 
 @contextlib.contextmanager
 def jina_flow(protocol: str, timeout_s: float = 120.0) -> Iterator[c.Server]:
-    """A real Jina 3.34 Flow (gateway -> `upper`) with a `protocol` gateway, via tests/jina_peer.py."""
+    """A real Jina 3.34 Flow (gateway -> `upper`) with a `protocol` gateway, via tests/jina_peer.py; an HTTP
+    Flow also serves `/graphql`."""
     sys.path.insert(0, str(c.REPO / "tests"))
     try:
         import jina_peer  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
-    with jina_peer.run_flow(protocol=protocol, sleep_ms=0, no_sleeper=True, timeout_s=timeout_s) as flow:
+    with jina_peer.run_flow(protocol=protocol, sleep_ms=0, no_sleeper=True, timeout_s=timeout_s,
+                            graphql=protocol == "http") as flow:
         yield c.Server(name=protocol, url=f"{SCHEMES[protocol]}://{c.LOOPBACK}:{flow.port}", pid_source=flow.pids)
+
+
+def connection_args(protocol: str) -> list[str]:
+    args = ["--connections", str(HTTP_CONNECTIONS if protocol in ONE_REQUEST_AT_A_TIME else 1)]
+    return [*args, "--graphql", GRAPHQL_QUERY] if protocol == "graphql" else args
 
 
 def load_args(protocol: str, model: str, rate: float, concurrency: int, duration_s: float, warmup_s: float
               ) -> list[str]:
-    args = ["--connections", str(HTTP_CONNECTIONS if protocol == "http" else 1),
+    args = [*connection_args(protocol),
             "--duration", f"{duration_s}s", "--warmup", f"{warmup_s}s", "--timeout", "10s"]
     if model == "open":
         return [*args, "--rate", str(rate)]
@@ -65,7 +77,7 @@ def load_args(protocol: str, model: str, rate: float, concurrency: int, duration
 
 def startup_cpu_s(srv: c.Server, protocol: str) -> float:
     """CPU seconds of a `flowrelay load` run that sends one request: the fixed cost of a run."""
-    args = ["--connections", str(HTTP_CONNECTIONS if protocol == "http" else 1), "--rate", "1", "--requests", "1"]
+    args = [*connection_args(protocol), "--rate", "1", "--requests", "1"]
     _, run = c.flowrelay_load([srv.url, *args], timeout_s=60)
     return run.cpu_s
 
@@ -107,17 +119,20 @@ def main() -> int:
     args = p.parse_args()
     c.install_sigterm_as_interrupt()
     duration_s, warmup_s = (3.0, 1.0) if args.quick else (5.0, 1.0)
-    load_before = c.header(f"protocols: one Jina Flow (gateway -> upper) over WebSocket, HTTP and gRPC, "
+    load_before = c.header(f"protocols: one Jina Flow (gateway -> upper) over WebSocket, HTTP, gRPC and GraphQL, "
                            f"open {args.rate:g}/s and closed {args.concurrency} in flight, {args.reps} reps"
                            f"{' (quick)' if args.quick else ''}", args.wait_quiet)
     started = time.monotonic()
     noise = c.Noise()
     runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        flows = {proto: stack.enter_context(jina_flow(proto)) for proto in PROTOCOLS}
+        flows = {proto: stack.enter_context(jina_flow(proto)) for proto in FLOW_PROTOCOLS}
+        flows["graphql"] = c.Server(name="graphql", url=flows["http"].url + "/graphql",
+                                    pid_source=flows["http"].pid_source)
         print("flows: " + ", ".join(f"{k} {s.url}" for k, s in flows.items()), flush=True)
         for rep in range(args.reps):
-            order = PROTOCOLS[rep % 3 :] + PROTOCOLS[: rep % 3]
+            shift = rep % len(PROTOCOLS)
+            order = PROTOCOLS[shift:] + PROTOCOLS[:shift]
             startup = {proto: startup_cpu_s(flows[proto], proto) for proto in order}
             print("  rep {} start-up CPU: {}".format(
                 rep + 1, ", ".join(f"{k} {v:.2f} s" for k, v in startup.items())), flush=True)

@@ -102,6 +102,8 @@ class LoadConfig:
     # Served by the caller's live dashboard (the engine only hands it rows); None: no dashboard.
     dashboard: tuple[str, int] | None = None
     dashboard_linger_s: float = 0.0
+    # An http:// target: this GraphQL query or mutation instead of POST /post (loadtest.sessions.graphql).
+    graphql: str | None = None
 
     @property
     def transport(self) -> str:

@@ -68,6 +68,8 @@ class RelayMetrics(Observer):
         self.connections_total: dict[str, int] = {}
         self.endpoints: dict[str, _Endpoint] = {}
         self.executors: dict[str, BucketHistogram] = {}
+        # door -> [ok, error]: the doors are the relay's own names, a handful.
+        self.doors: dict[str, list[int]] = {}
         # (code, direction) -> count; received codes are client-supplied, so each direction is capped.
         self.closes: dict[tuple[str, str], int] = {}
         self._close_codes: dict[str, dict[str, None]] = {"sent": {}, "received": {}}
@@ -129,6 +131,13 @@ class RelayMetrics(Observer):
             hist.counts[_bisect(_BOUNDS, span_s)] += 1
             hist.total += span_s
 
+    def door_request_finished(self, door: str, req: DataRequest) -> None:
+        counts = self.doors.get(door)
+        if counts is None:
+            counts = self.doors[door] = [0, 0]
+        status = req.status
+        counts[1 if status is not None and status.code >= 1 else 0] += 1
+
     def bytes_in(self, n: int) -> None:
         self.bytes_received += n
 
@@ -182,6 +191,12 @@ class RelayMetrics(Observer):
         for name, ep in endpoints:
             c.add_metric([name, "ok"], ep.ok)
             c.add_metric([name, "error"], ep.error)
+        yield c
+        c = CounterMetricFamily(p + "door_requests", "Requests answered, by the door they came in through (http, "
+                                "graphql) and outcome", labels=["door", "outcome"])
+        for door, (ok, error) in sorted(self.doors.items()):
+            c.add_metric([door, "ok"], ok)
+            c.add_metric([door, "error"], error)
         yield c
         yield GaugeMetricFamily(p + "requests_in_flight", "Requests admitted and not yet answered",
                                 value=self.in_flight)

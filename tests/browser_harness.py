@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,31 @@ def chart_states(driver: Any) -> list[dict[str, Any]]:
 def drawn(chart: dict[str, Any]) -> bool:
     """A chart that shows data: a uPlot chart with painted series, or an HTML bar chart with bars."""
     return (chart["kind"] == "bars" and chart["bars"] > 0) or (chart["series"] > 0 and chart["painted"] > 30)
+
+
+def wait_for(driver: Any, condition: Any, what: str, timeout_s: float) -> Any:
+    """Poll `condition()` until it returns something true (exceptions count as not yet: the page is still being
+    built); that value. Fails naming `what` and the page's errors after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            found = condition()
+        except Exception:
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; page errors: {page_errors(driver)}")
+
+
+def screenshot(driver: Any, folder: str, name: str, full_height: bool = False) -> Path:
+    """Save a screenshot under $FLOWRELAY_SCREENSHOTS (or the temp folder) / `folder` / `name`; its path, printed.
+    `full_height`: grow the window to the page's height first (up to 4000 px)."""
+    path = Path(os.environ.get("FLOWRELAY_SCREENSHOTS", tempfile.gettempdir())) / folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if full_height:
+        height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
+        driver.set_window_size(1280, min(int(height) + 100, 4000))
+    assert driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path

@@ -300,7 +300,8 @@ def _close_output(proc: subprocess.Popen[str], pump: threading.Thread) -> None:
 
 
 def _start_once(
-    python: Path, protocol: str, port: int, sleep_ms: float, no_sleeper: bool, flavour: str, timeout_s: float
+    python: Path, protocol: str, port: int, sleep_ms: float, no_sleeper: bool, flavour: str, timeout_s: float,
+    graphql: bool = False,
 ) -> tuple[subprocess.Popen[str], RunningFlow, threading.Thread]:
     cmd = [
         str(python),
@@ -314,6 +315,8 @@ def _start_once(
     ]
     if no_sleeper:
         cmd.append("--no-sleeper")
+    if graphql:
+        cmd.append("--graphql")
     output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
     ready, eof = threading.Event(), threading.Event()
     proc = subprocess.Popen(
@@ -357,8 +360,10 @@ def run_flow(
     no_sleeper: bool = False,
     flavour: str = "legacy",
     timeout_s: float = 60,
+    graphql: bool = False,
 ) -> Iterator[RunningFlow]:
     """Start ``gateway -> upper [-> sleeper]`` on 127.0.0.1 and stop its whole process group on exit.
+    ``graphql``: also serve ``/graphql`` (an ``http`` Flow of the legacy flavour only).
 
     With ``port=None`` a free port is picked, and the start is retried once on a fresh port if the Flow
     dies before it is ready (another process may have taken the port in between).
@@ -368,7 +373,7 @@ def run_flow(
         raise PeerMissing(setup_hint(flavour))
 
     def start(chosen: int) -> tuple[subprocess.Popen[str], RunningFlow, threading.Thread]:
-        return _start_once(python, protocol, chosen, sleep_ms, no_sleeper, flavour, timeout_s)
+        return _start_once(python, protocol, chosen, sleep_ms, no_sleeper, flavour, timeout_s, graphql)
 
     if port is not None:
         proc, flow, pump = start(port)

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socketserver
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import chromium, clear_logs, page_errors, requested_urls
+from browser_harness import chromium, clear_logs, page_errors, requested_urls, screenshot, wait_for
 from http_door_harness import HttpRelay, serve_http
 
 WAIT_S = 30.0
@@ -66,27 +63,11 @@ def _open(driver: Any, url: str) -> None:
 
 
 def _wait_for(driver: Any, condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            found = condition()
-        except Exception:  # the page is still being built
-            found = None
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; page errors: {page_errors(driver)}")
+    return wait_for(driver, condition, what, WAIT_S)
 
 
 def _screenshot(driver: Any, name: str) -> Path:
-    folder = Path(os.environ.get("FLOWRELAY_SCREENSHOTS", tempfile.gettempdir())) / "flowrelay-http-docs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
-    driver.set_window_size(1280, min(int(height) + 100, 4000))
-    assert driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-    return path
+    return screenshot(driver, "flowrelay-http-docs", name, full_height=True)
 
 
 def _only_the_relay(urls: list[str], relay: HttpRelay) -> None:

@@ -18,7 +18,7 @@ import orjson
 import yaml
 
 from loadtest import thresholds as thresholds_mod
-from loadtest.config import LoadConfig, codec_mode, transport_of, usage_problem
+from loadtest.config import HTTP, LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
 from loadtest.outputs.dashboard import DashboardServer, RunFeed, parse_address, run_info
 from loadtest.outputs.live import LiveLine
@@ -71,6 +71,10 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docarray", choices=["v1", "v2"],
                    help="the target's documents in bytes mode: v1 = docarray < 0.30 (default), v2 = docarray >= 0.30 "
                    "(DocProto maps with TextDoc's fields, what a docarray >= 0.30 Flow reads)")
+    p.add_argument("--graphql", metavar="QUERY|@FILE",
+                   help="with an http:// target: send this GraphQL query or mutation (to the URL's path, /graphql "
+                   "by default) instead of POST /post; the generated Documents are $docs, and $parameters, "
+                   "$execEndpoint, $targetExecutor are filled too, e.g. 'mutation { docs(data: $docs) { id } }'")
     p.add_argument("--timeout", help="a request unanswered this long counts as timed out (default 30s)")
     p.add_argument("--grace", help="at the end, how long to wait for answers in flight (default 10s)")
     p.add_argument("--threshold", action="append", metavar="EXPR",
@@ -104,7 +108,7 @@ _SCENARIO_KEYS = {
     "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
     "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
     "log_requests", "procs", "compression", "metrics_port", "metrics_host", "metrics_linger", "ca_file",
-    "docarray", "dashboard", "dashboard_linger",
+    "docarray", "dashboard", "dashboard_linger", "graphql",
 }
 
 
@@ -163,6 +167,27 @@ def _ca_file(value: Any, target: str) -> Path | None:
     if not path.is_file():
         raise UsageError(f"--ca-file {path}: no such file")
     return path
+
+
+def _graphql_query(value: Any, target: str) -> str | None:
+    """`--graphql QUERY` or `@FILE`, checked (loadtest.sessions.graphql.prepare_query); None when not given."""
+    if value is None:
+        return None
+    if transport_of(target) != HTTP:
+        raise UsageError(f"--graphql is for http:// targets (a Flow's or relay's /graphql), not {target!r}")
+    text = str(value)
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"--graphql {value}: {exc}") from None
+    from loadtest.sessions.graphql import prepare_query
+
+    try:
+        prepare_query(text)
+    except ValueError as exc:
+        raise UsageError(f"--graphql: {exc}") from None
+    return text
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], Path | None, bool]:
@@ -325,6 +350,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         metrics_linger_s=metrics_linger_s,
         dashboard=dashboard,
         dashboard_linger_s=dashboard_linger_s,
+        graphql=_graphql_query(_pick(args, scenario, "graphql"), target),
     )
     return cfg, exprs, out, bool(args.quiet)
 

@@ -18,6 +18,8 @@ connection breaks the request in flight fails with the cause, the session stops 
 backoff until it answers again.
 
 Each session owns its aiohttp client; request tasks and the reconnect task are cancelled by `close()`.
+`request_body` and `read_answer` are what another request model over the same connections changes
+(loadtest.sessions.graphql).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -121,7 +124,7 @@ class HttpSession(SessionBase):
         rid = entry.rid
         try:
             try:
-                async with client.post(self.post_url, data=frame, headers=HEADERS) as resp:
+                async with client.post(self.post_url, data=self.request_body(frame), headers=HEADERS) as resp:
                     body = await resp.read()
                     status = resp.status
             except _CONNECTION_ERRORS as exc:
@@ -139,7 +142,7 @@ class HttpSession(SessionBase):
                 self.late_answers += 1  # timed out while the answer was on its way
                 return
             try:
-                resp_req, ndocs = json_codec.decode_response_envelope(body)
+                resp_req, ndocs = self.read_answer(body)
             except WireError as err:
                 log.warning("http session %d: unreadable answer: %s", self.index, err)
                 self.unknown_answers += 1
@@ -149,6 +152,14 @@ class HttpSession(SessionBase):
             self._check_drained()
         finally:
             self._tasks.pop(rid, None)
+
+    def request_body(self, frame: bytes) -> bytes:
+        """What is POSTed for the engine's json frame: the frame itself (Jina's request model)."""
+        return frame
+
+    def read_answer(self, body: bytes) -> tuple[Any, int]:
+        """An answer's request (id, status, routes) and its doc count. Raises WireError if unreadable."""
+        return json_codec.decode_response_envelope(body)
 
     def _finish(self, entry: Pending, reason: str) -> None:
         """Fail `entry` with `reason`, unless it already left the table (timed out)."""

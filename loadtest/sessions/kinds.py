@@ -3,6 +3,7 @@
     ws://  wss://     WebSocket, json or bytes subprotocol   loadtest.sessions.ws.Session
     grpc:// grpcs://  the streaming `jina.JinaRPC/Call`       loadtest.sessions.grpc.GrpcSession
     http:// https://  `POST /post`, Jina's JSON model          loadtest.sessions.http.HttpSession
+      with --graphql  a GraphQL query or mutation          loadtest.sessions.graphql.GraphQLSession
 
 Every session kind offers the interface the engine drives (`LoadSession`): `connect`, `can_send`,
 `send(rid, frame, due_s, docs, warmup)` with a pre-encoded frame (and `post`, the same without
@@ -61,6 +62,11 @@ def open_session(
 
         return GrpcSession(cfg.target, cfg.max_inflight, clock, on_answer, on_failure, index=index,
                            connect_timeout_s=cfg.connect_timeout_s, docarray=cfg.docs.docarray)
+    if transport == HTTP and cfg.graphql is not None:
+        from loadtest.sessions.graphql import GraphQLSession
+
+        return GraphQLSession(cfg.target, cfg.graphql, clock, on_answer, on_failure, index=index,
+                              connect_timeout_s=cfg.connect_timeout_s)
     if transport == HTTP:
         from loadtest.sessions.http import HttpSession
 

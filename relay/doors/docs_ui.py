@@ -14,31 +14,25 @@ that a bundle would load (Redoc's badge logo, from Redocly's CDN) is replaced as
 from __future__ import annotations
 
 import functools
-import hashlib
-import html
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+
+from relay.doors.static_assets import CSS, JS, JSON, TEXT, Asset, html_page, load_asset
 
 ASSETS_PACKAGE = "drf_spectacular_sidecar"
 ASSET_PREFIX = "/docs-assets/"
 
-_JS = "application/javascript; charset=utf-8"
-_CSS = "text/css; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
-_JSON = "application/json"
-
 # URL under /docs-assets/ -> (file under the package's static/drf_spectacular_sidecar/, content type)
 ASSETS: dict[str, tuple[str, str]] = {
-    "swagger-ui/swagger-ui-bundle.js": ("swagger-ui-dist/swagger-ui-bundle.js", _JS),
-    "swagger-ui/swagger-ui-bundle.js.map": ("swagger-ui-dist/swagger-ui-bundle.js.map", _JSON),
-    "swagger-ui/swagger-ui.css": ("swagger-ui-dist/swagger-ui.css", _CSS),
-    "swagger-ui/swagger-ui.css.map": ("swagger-ui-dist/swagger-ui.css.map", _JSON),
+    "swagger-ui/swagger-ui-bundle.js": ("swagger-ui-dist/swagger-ui-bundle.js", JS),
+    "swagger-ui/swagger-ui-bundle.js.map": ("swagger-ui-dist/swagger-ui-bundle.js.map", JSON),
+    "swagger-ui/swagger-ui.css": ("swagger-ui-dist/swagger-ui.css", CSS),
+    "swagger-ui/swagger-ui.css.map": ("swagger-ui-dist/swagger-ui.css.map", JSON),
     "swagger-ui/favicon-32x32.png": ("swagger-ui-dist/favicon-32x32.png", "image/png"),
-    "swagger-ui/LICENSE": ("swagger-ui-dist/LICENSE", _TEXT),
-    "redoc/redoc.standalone.js": ("redoc/bundles/redoc.standalone.js", _JS),
-    "redoc/redoc.standalone.js.map": ("redoc/bundles/redoc.standalone.js.map", _JSON),
-    "redoc/LICENSE": ("redoc/LICENSE", _TEXT),
+    "swagger-ui/LICENSE": ("swagger-ui-dist/LICENSE", TEXT),
+    "redoc/redoc.standalone.js": ("redoc/bundles/redoc.standalone.js", JS),
+    "redoc/redoc.standalone.js.map": ("redoc/bundles/redoc.standalone.js.map", JSON),
+    "redoc/LICENSE": ("redoc/LICENSE", TEXT),
 }
 
 # Swagger UI's start-up, a file of its own so that the page needs no inline script. The spec URL is relative
@@ -55,7 +49,7 @@ window.ui = SwaggerUIBundle({
   presets: [SwaggerUIBundle.presets.apis],
 });
 """
-GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"swagger-ui/init.js": (SWAGGER_INIT_JS, _JS)}
+GENERATED_ASSETS: dict[str, tuple[bytes, str]] = {"swagger-ui/init.js": (SWAGGER_INIT_JS, JS)}
 
 # Byte replacements made when an asset is loaded. Redoc's "API docs by Redocly" badge loads its logo from a CDN
 # (the only resource either bundle fetches from elsewhere); it gets an inline blank image instead.
@@ -71,13 +65,6 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
 def static_root() -> Path | None:
     """The package's static folder, found without importing the package (its __init__ imports Django)."""
     spec = importlib.util.find_spec(ASSETS_PACKAGE)
@@ -90,22 +77,7 @@ def static_root() -> Path | None:
 @functools.cache
 def asset(name: str) -> Asset | None:
     """The asset served at ASSET_PREFIX + name, or None if there is no such asset (or it is not installed)."""
-    generated = GENERATED_ASSETS.get(name)
-    if generated is not None:
-        body, content_type = generated
-    else:
-        entry = ASSETS.get(name)
-        root = static_root()
-        if entry is None or root is None:
-            return None
-        try:
-            body = (root / entry[0]).read_bytes()
-        except OSError:
-            return None
-        content_type = entry[1]
-        for old, new in PATCHES.get(name, ()):
-            body = body.replace(old, new)
-    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    return load_asset(name, static_root(), ASSETS, GENERATED_ASSETS, PATCHES)
 
 
 def assets_installed() -> bool:
@@ -113,40 +85,18 @@ def assets_installed() -> bool:
 
 
 def swagger_ui_page(title: str) -> bytes:
-    t = html.escape(title)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} - Swagger UI</title>
-<link rel="stylesheet" type="text/css" href="docs-assets/swagger-ui/swagger-ui.css">
-<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
-</head>
-<body>
-<div id="swagger-ui"></div>
+    head = """<link rel="stylesheet" type="text/css" href="docs-assets/swagger-ui/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">"""
+    body = """<div id="swagger-ui"></div>
 <script src="docs-assets/swagger-ui/swagger-ui-bundle.js"></script>
-<script src="docs-assets/swagger-ui/init.js"></script>
-</body>
-</html>
-""".encode()
+<script src="docs-assets/swagger-ui/init.js"></script>"""
+    return html_page(f"{title} - Swagger UI", head, body)
 
 
 def redoc_page(title: str) -> bytes:
-    t = html.escape(title)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} - ReDoc</title>
-<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
-<style>body {{ margin: 0; padding: 0; }}</style>
-</head>
-<body>
-<noscript>ReDoc requires Javascript to function. Please enable it to browse the documentation.</noscript>
+    head = """<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
+<style>body { margin: 0; padding: 0; }</style>"""
+    body = """<noscript>ReDoc requires Javascript to function. Please enable it to browse the documentation.</noscript>
 <redoc spec-url="openapi.json"></redoc>
-<script src="docs-assets/redoc/redoc.standalone.js"></script>
-</body>
-</html>
-""".encode()
+<script src="docs-assets/redoc/redoc.standalone.js"></script>"""
+    return html_page(f"{title} - ReDoc", head, body)

@@ -40,10 +40,13 @@ from urllib.parse import parse_qs
 import orjson
 
 from relay.doors import docs_ui
+from relay.doors.graphql.adapter import HttpDoorSeam
+from relay.doors.graphql.door import GraphQLDoor
 from relay.doors.openapi.document import openapi_document
 from relay.doors.openapi.models import DATA_OPERATIONS, LISTENER_OPERATIONS, METRICS_OPERATION, Operation
 from relay.doors.openapi.types import Model, validate
-from relay.net.http_types import HttpRequest, HttpResponse
+from relay.doors.static_assets import asset_response
+from relay.net.http_types import HttpRequest, HttpResponse, is_json_media_type
 from relay.wire.documents import Document, as_struct_values
 from relay.wire.errors import BadRequest
 from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
@@ -85,6 +88,8 @@ class HttpDoor:
         self._routes["/docs"] = {"GET": self._docs}
         self._routes["/redoc"] = {"GET": self._redoc}
         self._openapi_body: bytes | None = None
+        # /graphql and its GraphiQL files (relay.doors.graphql), on this door's lifecycle, CORS and limits.
+        self.graphql = GraphQLDoor(HttpDoorSeam(self), title)
 
     @property
     def cors(self) -> bool:
@@ -103,7 +108,12 @@ class HttpDoor:
         credentials with them) and the docs (the pages, their assets and the schema hold no secret, and a page
         could not pass a token on to its own assets). The data routes check the token themselves."""
         path = req.path
-        return self._is_preflight(req) or path in PUBLIC_PATHS or path.startswith(docs_ui.ASSET_PREFIX)
+        return (
+            self._is_preflight(req)
+            or path in PUBLIC_PATHS
+            or path.startswith(docs_ui.ASSET_PREFIX)
+            or self.graphql.is_public(req)
+        )
 
     # ---- dispatch ------------------------------------------------------------------------------
 
@@ -112,6 +122,8 @@ class HttpDoor:
         method = req.method.upper()
         if self._is_preflight(req):
             return self._preflight(req)
+        if self.graphql.owns(req.path):
+            return self.with_cors(req, await self.graphql.handle(req))
         methods = self._routes.get(req.path)
         if methods is not None:
             # HEAD is GET without the body (the listener leaves the body out), as Starlette answers it.
@@ -209,17 +221,7 @@ class HttpDoor:
         found = docs_ui.asset(name)
         if found is None:
             return None
-        if method not in ("GET", "HEAD"):
-            return HttpResponse.json(405, {"detail": "Method Not Allowed"}, [("allow", "GET")])
-        headers = [
-            ("content-type", found.content_type),
-            ("etag", found.etag),
-            ("cache-control", "public, max-age=3600"),
-            ("x-content-type-options", "nosniff"),
-        ]
-        if req.header("if-none-match") == found.etag:
-            return HttpResponse(304, headers[1:], b"")
-        return HttpResponse(200, headers, found.body)
+        return asset_response(req, found, method)
 
     # ---- data requests -------------------------------------------------------------------------
 
@@ -268,6 +270,16 @@ class HttpDoor:
 
     async def _run(self, req: DataRequest, size: int) -> HttpResponse:
         """Admit `req` as the WebSocket door does, run it through the backend, answer it."""
+        await self.execute(req, size)
+        payload = orjson.dumps(response_dict(req))
+        self.server.observer.bytes_out(len(payload))
+        exc_info = req.status.exception if req.status is not None else None
+        status = 503 if exc_info is not None and exc_info.name == UPSTREAM_ERROR else 200
+        return HttpResponse(status, [("content-type", "application/json")], payload)
+
+    async def execute(self, req: DataRequest, size: int, door: str = "http") -> None:
+        """Admit `req` (`size` bytes in) as the WebSocket door does and run it through the backend: on return
+        `req` is the answer. Counted in the relay's counters and metrics, under `door`."""
         server = self.server
         ids = server.ids
         req.request_id = ids.next()
@@ -297,11 +309,7 @@ class HttpDoor:
             if req.is_error:
                 stats.requests_failed += 1
             observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
-        payload = orjson.dumps(response_dict(req))
-        observer.bytes_out(len(payload))
-        exc_info = req.status.exception if req.status is not None else None
-        status = 503 if exc_info is not None and exc_info.name == UPSTREAM_ERROR else 200
-        return HttpResponse(status, [("content-type", "application/json")], payload)
+            observer.door_request_finished(door, req)
 
 
 # ---- request side --------------------------------------------------------------------------------
@@ -317,17 +325,11 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HttpResponse:
     return HttpResponse.json(422, {"detail": errors})
 
 
-def _is_json_media_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    main, _, sub = media.partition("/")
-    return main == "application" and (sub == "json" or sub.endswith("+json"))
-
-
 def read_json_body(req: HttpRequest) -> tuple[Any, HttpResponse | None]:
     """The request's JSON body, or a 422 answer, as FastAPI reads a body: JSON when the content type is absent
     or JSON; any other content type, an empty body or `null` is not the object the model wants."""
     content_type = req.header("content-type")
-    if content_type is not None and not _is_json_media_type(content_type):
+    if content_type is not None and not is_json_media_type(content_type):
         return None, _unprocessable([{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}])
     raw = req.body
     if raw:

@@ -40,3 +40,14 @@ class HttpResponse:
     @classmethod
     def json(cls, status: int, body: object, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
         return cls(status, [("content-type", "application/json"), *(headers or [])], orjson.dumps(body))
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value, lower case, without its parameters (`application/json`)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Whether a Content-Type value is JSON: `application/json` or `application/*+json`."""
+    main, _, sub = media_type(content_type).partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))

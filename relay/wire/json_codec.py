@@ -120,6 +120,19 @@ def _route_dict(route: Route) -> dict[str, Any]:
     return out
 
 
+def routes_to_json(routes: list[Route]) -> list[dict[str, Any]]:
+    """Routes as the json subprotocol writes them (`executor`, `start_time`, `end_time`, `status`)."""
+    return [_route_dict(r) for r in routes]
+
+
+def routes_from_json(items: list[Any]) -> list[Route]:
+    """Routes written by `routes_to_json` (camelCase keys are read too). Raises BadRequest if malformed."""
+    try:
+        return [_read_route(r) for r in items]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BadRequest(f"malformed routes: {exc}") from None
+
+
 def response_dict(resp: DataRequest) -> dict[str, Any]:
     """The response as the dict a gateway serialises (before JSON)."""
     header: dict[str, Any] = {"request_id": resp.request_id}
