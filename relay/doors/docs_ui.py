@@ -4,7 +4,9 @@ A Jina (FastAPI) gateway's `/docs` and `/redoc` pages load Swagger UI and Redoc 
 offline machine cannot reach. These pages have the same look and content, but every script, style sheet and
 icon comes from `/docs-assets/...`, served from the files of the `drf-spectacular-sidecar` package (a
 self-contained distribution of `swagger-ui-dist` and Redoc, released with each of their versions; its
-`__init__` imports Django, so it is located, never imported). Only the files listed in `ASSETS` are served.
+`__init__` imports Django, so it is located, never imported). It is the `flowrelay[docs]` extra: without it
+`assets_installed()` is False and the door answers the pages with 503 and that hint. Only the files listed in
+`ASSETS` are served.
 
 Pages send a Content-Security-Policy that allows nothing but this origin (plus inline styles and `data:`/`blob:`
 URLs, which both UIs use), so a page cannot fetch anything from elsewhere even by mistake. The one URL elsewhere
@@ -112,41 +114,39 @@ def assets_installed() -> bool:
     return static_root() is not None
 
 
-def swagger_ui_page(title: str) -> bytes:
-    t = html.escape(title)
+def _html_page(title: str, head: str, body: str) -> bytes:
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} - Swagger UI</title>
-<link rel="stylesheet" type="text/css" href="docs-assets/swagger-ui/swagger-ui.css">
-<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
+<title>{html.escape(title)}</title>
+{head}
 </head>
 <body>
-<div id="swagger-ui"></div>
-<script src="docs-assets/swagger-ui/swagger-ui-bundle.js"></script>
-<script src="docs-assets/swagger-ui/init.js"></script>
+{body}
 </body>
 </html>
 """.encode()
+
+
+def swagger_ui_page(title: str) -> bytes:
+    return _html_page(
+        f"{title} - Swagger UI",
+        """<link rel="stylesheet" type="text/css" href="docs-assets/swagger-ui/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">""",
+        """<div id="swagger-ui"></div>
+<script src="docs-assets/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="docs-assets/swagger-ui/init.js"></script>""",
+    )
 
 
 def redoc_page(title: str) -> bytes:
-    t = html.escape(title)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} - ReDoc</title>
-<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
-<style>body {{ margin: 0; padding: 0; }}</style>
-</head>
-<body>
-<noscript>ReDoc requires Javascript to function. Please enable it to browse the documentation.</noscript>
+    return _html_page(
+        f"{title} - ReDoc",
+        """<link rel="icon" type="image/png" href="docs-assets/swagger-ui/favicon-32x32.png">
+<style>body { margin: 0; padding: 0; }</style>""",
+        """<noscript>ReDoc requires Javascript to function. Please enable it to browse the documentation.</noscript>
 <redoc spec-url="openapi.json"></redoc>
-<script src="docs-assets/redoc/redoc.standalone.js"></script>
-</body>
-</html>
-""".encode()
+<script src="docs-assets/redoc/redoc.standalone.js"></script>""",
+    )

@@ -21,14 +21,14 @@ import collections
 import contextlib
 import email.utils
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
 
+import anyio
 import h11
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
-from websockets.http11 import Response as WsResponse
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -66,6 +66,8 @@ class ListenerHost(TypingProtocol):
     async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
     def connection_made(self, conn: RelayProtocol) -> None: ...
     def connection_lost(self, conn: RelayProtocol) -> None: ...
+    def spawn(self, fn: Callable[..., Coroutine[object, object, object]], *args: object) -> None:
+        """Run `fn(*args)` as a task the server waits for (a plain HTTP request's answer)."""
 
     server_header: str
     max_message_size: int
@@ -139,6 +141,8 @@ class RelayProtocol(asyncio.Protocol):
         self._http_request: HttpRequest | None = None
         self._http_body: list[bytes] | None = None
         self._http_busy = False
+        # The running answer to a plain HTTP request: cancelled when the client leaves.
+        self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
@@ -179,6 +183,8 @@ class RelayProtocol(asyncio.Protocol):
         for handle in self._timeouts or ():
             handle.cancel()
         self._timeouts = None
+        if self._http_call is not None:
+            self._http_call.cancel()  # nobody is left to read the answer
         ws = self._ws
         if self.sink is not None and ws is not None:
             rcvd = ws.close_rcvd
@@ -251,17 +257,22 @@ class RelayProtocol(asyncio.Protocol):
                 self._http_body = None
                 self._http_busy = True
                 self._raw = []
-                task = self.loop.create_task(self._answer_http(request))
-                task.add_done_callback(_log_task_error)
+                self.host.spawn(self._answer_http, request)
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
     async def _answer_http(self, request: HttpRequest) -> None:
-        try:
-            response = await self.host.handle_http(request)
-        except Exception:
-            log.exception("HTTP handler failed for %s %s", request.method, request.path)
-            response = HttpResponse.json(500, {"detail": "internal error"})
+        response = None
+        with anyio.CancelScope() as call:
+            self._http_call = call
+            try:
+                response = await self.host.handle_http(request)
+            except Exception:
+                log.exception("HTTP handler failed for %s %s", request.method, request.path)
+                response = HttpResponse.json(500, {"detail": "internal error"})
+        self._http_call = None
+        if response is None:
+            return  # cancelled: the client left
         self._send_http(response, head_only=request.method == "HEAD")
         self._http_busy = False
         assert self._h11 is not None  # an HTTP connection never upgrades while a request is answered
@@ -522,11 +533,3 @@ def _closed_parser() -> Generator[None]:
     while True:
         yield
 
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("connection task failed", exc_info=task.exception())
-
-
-Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-_ = WsResponse  # re-exported type for handlers that build websockets responses

@@ -16,22 +16,18 @@ pay it. The output is the same bytes the `Document` path writes, for anything th
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
 from relay.wire.documents import Document, struct_to_dict
 from relay.wire.errors import BadRequest, MalformedPayload
-from relay.wire.messages import (
-    BYTES_END_OF_STREAM,
-    END_OF_STREAM,
-    DataRequest,
-    EndOfStream,
-    ExceptionInfo,
-    Route,
-    Status,
-)
+from relay.wire.messages import BYTES_END_OF_STREAM, END_OF_STREAM, DataRequest, ExceptionInfo, Route, Status
 from relay.wire.proto import jina_pb2
+
+if TYPE_CHECKING:
+    from relay.wire.messages import EndOfStream  # END_OF_STREAM's type, for annotations
 
 SUBPROTOCOL = "bytes"
 END_OF_STREAM_FRAME = BYTES_END_OF_STREAM
@@ -60,6 +56,14 @@ def status_to_proto(status: Status, pb: jina_pb2.StatusProto) -> None:
         pb.exception.args.extend(exc.args)
         pb.exception.stacks.extend(exc.stacks)
         pb.exception.executor = exc.executor
+
+
+def encode_status(status: Status) -> bytes:
+    """A dry run's answer in bytes (WebSocket `/dry_run`, gRPC `dry_run`): a StatusProto, empty for success."""
+    pb = jina_pb2.StatusProto()
+    if status.is_error:
+        status_to_proto(status, pb)
+    return pb.SerializeToString()
 
 
 def from_proto(pb: jina_pb2.DataRequestProto) -> DataRequest:
@@ -259,11 +263,17 @@ def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
 def decode_request(payload: bytes) -> DataRequest | EndOfStream:
     """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00. The documents
     stay in protobuf form until needed (`decode_lazy`)."""
+    return decode_client_frame(payload, decode_lazy)
+
+
+def decode_client_frame(payload: bytes, decode: Callable[[bytes], DataRequest]) -> DataRequest | EndOfStream:
+    """A client's BINARY frame, read by `decode` (this codec's or the docarray >= 0.30 one's), or END_OF_STREAM
+    for the single byte 0x00."""
     if payload == BYTES_END_OF_STREAM:
         return END_OF_STREAM
     if not payload:
         raise BadRequest("empty binary frame: a request is a DataRequestProto, end of stream is 0x00")
-    return decode_lazy(payload)
+    return decode(payload)
 
 
 encode_request = encode
@@ -272,7 +282,11 @@ decode_response = decode
 
 def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
     """A response without building its Documents: the request with `docs` None, and the doc count."""
-    pb = _parse(payload)
+    return envelope_and_count(_parse(payload))
+
+
+def envelope_and_count(pb: Any) -> tuple[DataRequest, int]:
+    """A parsed response of either docarray generation, without its Documents: the request with `docs` None,
+    and how many documents it holds."""
     count = len(pb.data.docs.docs) if pb.data.WhichOneof("documents") == "docs" else 0
-    pb.ClearField("data")
-    return from_proto(pb), count
+    return envelope_from_proto(pb), count
