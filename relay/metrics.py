@@ -1,8 +1,8 @@
-"""The relay's Prometheus exporter: the server's `Observer` hooks counted in memory, GET `/metrics` renders them.
+"""The relay's Prometheus exporter: the `Observer` hooks counted in memory, GET `/metrics` renders them.
 
 Names, types and labels are the contract in `dashboards/METRICS.md`. The relay serves the text
 exposition format (`text/plain; version=0.0.4`) on its own port, next to `/status`, through
-`RelayServer.extra_http`; `flowrelay.cli.serve` wires it in for every `flowrelay serve`.
+an extra route of the HTTP door (relay.doors.http); `flowrelay.cli.serve` wires it in for every `flowrelay serve`.
 
 Why not prometheus_client's `Counter`/`Histogram` objects: `Histogram.observe()` walks the buckets one by
 one and every increment takes a lock, so one observation costs 0.6-0.9 µs and a labelled `inc()` 0.9 µs
@@ -58,7 +58,8 @@ class _Endpoint:
 
 
 class RelayMetrics(Observer):
-    """The relay's metrics, counted from the server's hooks; `render()` is the body of GET /metrics."""
+    """The relay's metrics, counted from the gateway's and the server's hooks; `render()` is the body of GET
+    /metrics."""
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -207,7 +208,7 @@ class RelayMetrics(Observer):
         return generate_latest(self.registry)
 
     def http_handler(self) -> tuple[int, str, bytes]:
-        """For `RelayServer.extra_http["/metrics"]`: status, content type, body."""
+        """The HTTP door's extra route `/metrics`: status, content type, body."""
         return 200, CONTENT_TYPE, self.render()
 
 

@@ -12,6 +12,9 @@ stops the relay the same way and raises out of `serve` as `TaskFailed`, naming t
 
 The server knows the doors; the doors know only the gateway (relay.gateway), never the server. The CLI wires
 the pieces (flowrelay.cli.serve).
+
+Imports: anyio, the standard library, relay.config, relay.doors, relay.gateway, relay.gc_freeze, relay.net,
+relay.observer and relay.wire.
 """
 
 from __future__ import annotations

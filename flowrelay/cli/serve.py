@@ -202,8 +202,6 @@ def config_from_args(args: argparse.Namespace, observer: Observer | None = None)
     if not 0 <= args.port <= 65535:
         raise ValueError("--port must be between 0 and 65535")
     ping_interval_s = parse_duration(args.ping_interval)
-    if ping_interval_s < 0:
-        raise ValueError("--ping-interval must be 0 (no pings) or a positive duration")
     backend = backend_from_args(args, observer)
     config = RelayConfig(
         host=args.host,
@@ -220,7 +218,7 @@ def config_from_args(args: argparse.Namespace, observer: Observer | None = None)
         allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
         certfile=args.certfile,
         keyfile=args.keyfile,
-        gc_freeze=not getattr(args, "no_gc_freeze", False),
+        gc_freeze=not args.no_gc_freeze,
     )
     if args.max_connections < 0:
         raise ValueError("--max-connections must be >= 0")

@@ -3,14 +3,15 @@
 Each connection starts as HTTP/1.1, parsed by h11. A WebSocket upgrade is handed to the sans-I/O core of
 python-websockets (`websockets.server.ServerProtocol`: handshake, framing, UTF-8 and size checks, close
 handshake, pings answered), driven directly from `data_received`; any other request (GET /status, POST
-/post, ...) goes to the server's HTTP handler, with keep-alive. Driving websockets' sans-I/O core from
+/post, ...) goes to the server's HTTP handler (the HTTP door), with keep-alive, in a task the server
+starts and that is cancelled if the client leaves before its answer. Driving websockets' sans-I/O core from
 our own thin shell, rather than through its asyncio layer, costs about half as much CPU per message
 (an echo measured 6-7 us against 11.5-13 us), writes every answer produced in one turn of the event
 loop with a single `transport.write`, and lets plain HTTP requests of any method share the port (the
 asyncio layer answers only GET).
 
-The shell knows nothing of requests: complete messages go to a `MessageSink` (the server's per-connection
-gateway logic), which answers through `WebSocketSession`: send, close, and flow control (reading pauses
+The shell knows nothing of requests: complete messages go to a `MessageSink` (the WebSocket door's
+connection), which answers through `WebSocketSession`: send, close, and flow control (reading pauses
 while the sink has no room or while the transport's write buffer is full).
 """
 
@@ -48,7 +49,7 @@ _NO_EXTENSIONS: tuple[()] = ()
 
 
 class MessageSink(TypingProtocol):
-    """What a WebSocket session delivers to (the server's gateway logic for one connection)."""
+    """What a WebSocket session delivers to (the WebSocket door's side of one connection)."""
 
     def has_room(self) -> bool: ...
     def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:

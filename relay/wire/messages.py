@@ -11,7 +11,8 @@ that never look at the documents (echo, sleep, fail) thus cost no conversion eit
 
 Timestamps are integer nanoseconds since the Unix epoch (UTC), the resolution of
 `google.protobuf.Timestamp`; `format_timestamp` and `parse_timestamp` convert to and from the
-RFC 3339 text of the json subprotocol.
+RFC 3339 text of the json subprotocol, `format_isoformat` writes Python's isoformat (a Jina HTTP
+gateway's), both on `format_utc_seconds`.
 """
 
 from __future__ import annotations

@@ -201,8 +201,8 @@ def encode(req: DataRequest) -> bytes:
 
 
 def encode_response(req: DataRequest) -> bytes:
-    """`encode`, for an answer to a client. Documents still in protobuf form get what the server's
-    `_mark_numpy` gives Documents before it encodes: top-level arrays without a `cls_name` are marked
+    """`encode`, for an answer to a client. Documents still in protobuf form get what the WebSocket door's
+    encoder gives Documents before it encodes: top-level arrays without a `cls_name` are marked
     "numpy", as Jina 3.15+ gateways do in bytes mode (jina's own client reads an unmarked array as None)."""
     raw = req.raw
     if raw is not None and req.docs is None and req.docs_bytes is None:
