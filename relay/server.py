@@ -124,30 +124,35 @@ class RelayServer:
         _check_fd_budget(cfg.max_connections)
         async with anyio.create_task_group() as tasks:
             await tasks.start(functools.partial(_supervised, "backend", self.gateway.serve))
-            # The default backlog of 100 overflowed when thousands of clients connected at once (SYN retries of
-            # a second and more); the kernel caps this at net.core.somaxconn anyway. The relay accepts by itself
-            # (relay.net.acceptor) so that a client past the file-descriptor limit is refused, logged and counted.
-            sockets = open_listeners(cfg.host, cfg.port, backlog=4096)
-            self._acceptor = Acceptor(sockets, lambda: RelayProtocol(self), ssl_context, self._refused_at_accept)
-            self._acceptor.start()
-            self.port = sockets[0].getsockname()[1]
-            if self.grpc is not None:
-                await self.grpc.start()
-            if cfg.ping_interval_s:
-                tasks.start_soon(_supervised, "keepalive", self._keepalive, cfg.ping_interval_s, name="keepalive")
-            if cfg.gc_freeze and safe_to_freeze(asyncio.get_running_loop()):
-                opened = self.gateway.stats
-                tasks.start_soon(_supervised, "gc freezer", freeze_long_lived, lambda: opened.connections_total,
-                                 name="gc freezer")
-            log.info("relay listening on %s://%s:%d/ with %s", "wss" if ssl_context else "ws", cfg.host, self.port,
-                     self.gateway.backend.describe())
-            task_status.started()
             try:
+                self._listen(ssl_context)
+                if self.grpc is not None:
+                    await self.grpc.start()
+                if cfg.ping_interval_s:
+                    tasks.start_soon(_supervised, "keepalive", self._keepalive, cfg.ping_interval_s, name="keepalive")
+                if cfg.gc_freeze and safe_to_freeze(asyncio.get_running_loop()):
+                    opened = self.gateway.stats
+                    tasks.start_soon(_supervised, "gc freezer", freeze_long_lived, lambda: opened.connections_total,
+                                     name="gc freezer")
+                log.info("relay listening on %s://%s:%d/ with %s", "wss" if ssl_context else "ws", cfg.host,
+                         self.port, self.gateway.backend.describe())
+                task_status.started()
                 await self._stop.wait()
             finally:
+                # Also when a background task failed, or a port could not be bound: what started is stopped.
                 with anyio.CancelScope(shield=True):
                     await self._drain()
                 tasks.cancel_scope.cancel()
+
+    def _listen(self, ssl_context: ssl.SSLContext | None) -> None:
+        cfg = self.config
+        # The default backlog of 100 overflowed when thousands of clients connected at once (SYN retries of a
+        # second and more); the kernel caps this at net.core.somaxconn anyway. The relay accepts by itself
+        # (relay.net.acceptor) so that a client past the file-descriptor limit is refused, logged and counted.
+        sockets = open_listeners(cfg.host, cfg.port, backlog=4096)
+        self._acceptor = Acceptor(sockets, lambda: RelayProtocol(self), ssl_context, self._refused_at_accept)
+        self._acceptor.start()
+        self.port = sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         """Begin the graceful stop (also before `serve` has started); `serve` returns once it is done."""
