@@ -408,7 +408,6 @@ def _error_status(exc: BaseException, executor: Executor) -> Status:
 _Pending = tuple[int, Route, Awaitable[None]]
 
 
-
 class Chain:
     """The Executors in order, as a Flow `gateway -> e1 -> e2 -> ...`: the relay's embedded backend
     (relay.backend.Backend).
@@ -494,7 +493,7 @@ class Chain:
         failed, or if the relay stops first)."""
         try:
             await self._complete(req, selected, pending)
-        except anyio.get_cancelled_exc_class() as exc:
+        except asyncio.CancelledError as exc:
             req.status = relay_error_status(exc, "the relay stopped before the request was answered")
             _respond_logged(respond, req)
             raise

@@ -217,7 +217,12 @@ class _Stream:
             tasks.start_soon(self._read, requests, out)
             async with answers:
                 async for payload in answers:
-                    await write(payload)
+                    try:
+                        await write(payload)
+                    except Exception as exc:  # the client went away: nothing more to read or write
+                        log.debug("gRPC stream ended: %r", exc)
+                        tasks.cancel_scope.cancel()
+                        return
                     if self._window is not None:
                         self._window.release()
 
