@@ -461,7 +461,7 @@ class Chain:
             respond(req)
             return
         try:
-            self._tasks.start_soon(self._answer, req, respond, selected, pending)
+            self._tasks.start_soon(self._rest, req, selected, pending, respond)
         except RuntimeError:
             _discard(pending)
             raise RuntimeError("the chain is not serving (Chain.serve): no asynchronous Executor can run") from None
@@ -484,35 +484,36 @@ class Chain:
     async def run(self, req: DataRequest) -> None:
         """Run every Executor, awaiting the asynchronous ones."""
         selected = self._selected(req) if req.target_executor else None
-        await self._complete(req, selected, self._advance(req, 0, selected))
+        pending = self._advance(req, 0, selected)
+        if pending is not None:
+            await self._rest(req, selected, pending, None)
 
-    async def _answer(
-        self, req: DataRequest, respond: Respond, selected: list[bool] | None, pending: _Pending
+    async def _rest(
+        self, req: DataRequest, selected: list[bool] | None, pending: _Pending | None, respond: Respond | None
     ) -> None:
-        """A request's task: the rest of the chain, then the answer (an error status if the chain itself
-        failed, or if the relay stops first)."""
+        """The chain from an asynchronous Executor on (a request's task, when `respond` is given), then the answer:
+        an error status if the chain itself failed, or if the relay stopped first."""
+        executors = self.executors
         try:
-            await self._complete(req, selected, pending)
+            while pending is not None:
+                i, route, waiting = pending
+                try:
+                    await waiting
+                except Exception as exc:
+                    _failed(req, route, exc, executors[i])
+                    break
+                route.end_ns = now_ns()
+                pending = self._advance(req, i + 1, selected)
         except asyncio.CancelledError as exc:
             req.status = relay_error_status(exc, "the relay stopped before the request was answered")
-            _respond_logged(respond, req)
+            if respond is not None:
+                _respond_logged(respond, req)
             raise
         except Exception as exc:  # not an Executor's error (those are in the status): the chain's own
             log.exception("request %s failed in the chain", req.request_id)
             req.status = relay_error_status(exc)
-        _respond_logged(respond, req)
-
-    async def _complete(self, req: DataRequest, selected: list[bool] | None, pending: _Pending | None) -> None:
-        executors = self.executors
-        while pending is not None:
-            i, route, waiting = pending
-            try:
-                await waiting
-            except Exception as exc:
-                _failed(req, route, exc, executors[i])
-                return
-            route.end_ns = now_ns()
-            pending = self._advance(req, i + 1, selected)
+        if respond is not None:
+            _respond_logged(respond, req)
 
     def _advance(self, req: DataRequest, start: int, selected: list[bool] | None) -> _Pending | None:
         """Run the Executors from `start` on, inline, until the chain ends or fails (None) or an asynchronous

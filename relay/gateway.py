@@ -94,6 +94,7 @@ class Gateway:
                  ids: IdSource | None = None) -> None:
         self.config = config
         self.backend = backend
+        self._submit = backend.submit  # looked up once: it is called for every request
         self.observer = observer or Observer()
         self.stats = RelayStats()
         self.ids = ids or IdSource()
@@ -178,7 +179,7 @@ class Gateway:
         """Hand an admitted request to the backend; `respond(req)` once it holds its answer. A failure of the
         backend itself is answered as an error status (reported from the gateway hop)."""
         try:
-            self.backend.submit(req, respond)
+            self._submit(req, respond)
         except Exception as exc:
             log.exception("request %s failed in the relay", req.request_id)
             req.status = relay_error_status(exc)
