@@ -23,7 +23,6 @@ import timeit
 from typing import Any
 
 from relay.config import RelayConfig
-from relay.doors import websocket
 from relay.executors import Chain
 from relay.gateway import Gateway
 from relay.wire import json_codec, proto_codec
@@ -49,7 +48,7 @@ def path_function(mode: str, chain: Chain, frame: bytes) -> Any:
     is_bytes = mode == "bytes"
     gateway = Gateway(RelayConfig(), chain)
     decode = proto_codec.decode_request if is_bytes else json_codec.decode_request
-    encode = websocket.encode_bytes_answer if is_bytes else json_codec.encode_response
+    encode = proto_codec.encode_response if is_bytes else json_codec.encode_response
     admit, run, finish = gateway.admit, gateway.run, gateway.finish
     payload: Any = frame if is_bytes else frame.decode()
     size = len(frame)

@@ -11,8 +11,8 @@ answers from that message while they are still in it. Every answer must be what 
 * the pieces: what is kept and what is rewritten, ids, numpy marking, parameters, sparse arrays;
 * the upstream path: a bytes client's documents reach a bytes upstream and come back unconverted.
 
-Each request goes through what a relay connection does to it (relay.doors.websocket: `_admit`, the chain, then
-what `_send` does before it encodes) with a fixed clock and fixed ids, so that two runs can be compared.
+Each request goes through what the relay does to it (relay.gateway: `admit`, the chain, then `finish` with the
+bytes encoder) with a fixed clock and fixed ids, so that two runs can be compared.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from relay import executors, gateway
 from relay.config import RelayConfig
-from relay.doors import websocket
 from relay.executors import Chain, Executor, RecordExecutor, parse_executor_spec
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamPool
@@ -120,7 +119,7 @@ def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, Dat
             asyncio.run(chain.run(req))
         else:
             chain.run_sync(req)
-        out = relay.finish(req, websocket.encode_bytes_answer)  # what the WebSocket door sends a bytes client
+        out = relay.finish(req, proto_codec.encode_response)  # what the WebSocket door sends a bytes client
         assert out is not None
         return out, req
 

@@ -126,17 +126,6 @@ class DryRunSession:
         return None
 
 
-def encode_bytes_answer(req: DataRequest) -> bytes:
-    """A bytes client's answer: top-level arrays marked numpy first, as Jina 3.15+ gateways do before sending in
-    bytes mode (jina's own client reads an array without a `cls_name` as None)."""
-    if req.docs:
-        for doc in req.docs:
-            for arr in (doc.embedding, doc.tensor):
-                if arr is not None and not arr.cls_name:
-                    arr.cls_name = "numpy"
-    return proto_codec.encode_response(req)
-
-
 class ClientConnection:
     """One client connection: admit requests while there is room, answer each when it is ready, and close
     once, after everything in flight is answered."""
@@ -148,7 +137,7 @@ class ClientConnection:
         self.mode = mode
         self.is_bytes = mode == "bytes"
         self.decode = proto_codec.decode_request if self.is_bytes else json_codec.decode_request
-        self.encode = encode_bytes_answer if self.is_bytes else json_codec.encode_response
+        self.encode = proto_codec.encode_response if self.is_bytes else json_codec.encode_response
         config = door.gateway.config
         self.limit = config.max_message_size
         self.prefetch = config.prefetch

@@ -184,7 +184,9 @@ def format_timestamp(ns: int) -> str:
     """RFC 3339 UTC with a `Z`, as protobuf's JSON mapping writes a Timestamp: 0, 3, 6 or 9
     fractional digits, the fewest that hold the value exactly."""
     seconds, nanos = divmod(ns, 1_000_000_000)
-    prefix = format_utc_seconds(seconds)
+    prefix = _prefix_cache.get(seconds)  # looked up here first: a call per timestamp costs on every answer
+    if prefix is None:
+        prefix = format_utc_seconds(seconds)
     if nanos == 0:
         return prefix + "Z"
     if nanos % 1_000_000 == 0:
@@ -200,7 +202,9 @@ def format_isoformat(ns: int | None) -> str | None:
     if ns is None:
         return None
     seconds, rest = divmod(ns, 1_000_000_000)
-    prefix = format_utc_seconds(seconds)
+    prefix = _prefix_cache.get(seconds)
+    if prefix is None:
+        prefix = format_utc_seconds(seconds)
     micros = rest // 1000
     return f"{prefix}.{micros:06d}+00:00" if micros else f"{prefix}+00:00"
 

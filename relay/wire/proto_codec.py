@@ -201,13 +201,15 @@ def encode(req: DataRequest) -> bytes:
 
 
 def encode_response(req: DataRequest) -> bytes:
-    """`encode`, for an answer to a client. Documents still in protobuf form get what the WebSocket door's
-    encoder gives Documents before it encodes: top-level arrays without a `cls_name` are marked
-    "numpy", as Jina 3.15+ gateways do in bytes mode (jina's own client reads an unmarked array as None)."""
+    """`encode`, for an answer to a client: top-level arrays without a `cls_name` are marked "numpy" first (in
+    Documents or in documents still in protobuf form), as Jina 3.15+ gateways do in bytes mode (jina's own client
+    reads an unmarked array as None)."""
     raw = req.raw
     if raw is not None and req.docs is None and req.docs_bytes is None:
         _mark_numpy_proto(req.raw_docs)
         return _encode_raw(req, raw)
+    if req.docs:
+        _mark_numpy(req.docs)
     return to_proto(req).SerializeToString(deterministic=True)
 
 
@@ -235,6 +237,13 @@ def _encode_raw(req: DataRequest, pb: jina_pb2.DataRequestProto) -> bytes:
     return pb.SerializeToString(deterministic=True)
 
 
+def _mark_numpy(docs: list[Document]) -> None:
+    for doc in docs:
+        for arr in (doc.embedding, doc.tensor):
+            if arr is not None and not arr.cls_name:
+                arr.cls_name = "numpy"
+
+
 def _mark_numpy_proto(docs: Any) -> None:
     for d in docs:
         if d.HasField("embedding"):
@@ -260,20 +269,14 @@ def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
     return True
 
 
-def decode_request(payload: bytes) -> DataRequest | EndOfStream:
-    """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00. The documents
-    stay in protobuf form until needed (`decode_lazy`)."""
-    return decode_client_frame(payload, decode_lazy)
-
-
-def decode_client_frame(payload: bytes, decode: Callable[[bytes], DataRequest]) -> DataRequest | EndOfStream:
-    """A client's BINARY frame, read by `decode` (this codec's or the docarray >= 0.30 one's), or END_OF_STREAM
-    for the single byte 0x00."""
+def decode_request(payload: bytes, decode: Callable[[bytes], DataRequest] | None = None) -> DataRequest | EndOfStream:
+    """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00. The documents stay in
+    protobuf form until needed (`decode_lazy`); `decode` reads the frame instead (the docarray >= 0.30 codec's)."""
     if payload == BYTES_END_OF_STREAM:
         return END_OF_STREAM
     if not payload:
         raise BadRequest("empty binary frame: a request is a DataRequestProto, end of stream is 0x00")
-    return decode(payload)
+    return decode_lazy(payload) if decode is None else decode(payload)
 
 
 encode_request = encode

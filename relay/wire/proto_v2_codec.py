@@ -52,8 +52,8 @@ from relay.wire.documents import Document, NdArray
 from relay.wire.errors import BadRequest, MalformedPayload
 from relay.wire.messages import BYTES_END_OF_STREAM, DataRequest, EndOfStream
 from relay.wire.proto import docarray_v2_pb2, jina_v2_pb2
+from relay.wire.proto_codec import decode_request as proto_codec_decode_request
 from relay.wire.proto_codec import (
-    decode_client_frame,
     envelope_and_count,
     envelope_from_proto,
     envelope_to_proto,
@@ -281,7 +281,7 @@ def encode(req: DataRequest) -> bytes:
 
 def decode_request(payload: bytes) -> DataRequest | EndOfStream:
     """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00."""
-    return decode_client_frame(payload, decode)
+    return proto_codec_decode_request(payload, decode)
 
 
 encode_response = encode
