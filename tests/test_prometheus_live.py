@@ -1,7 +1,8 @@
 """The dashboards against a real Prometheus, without Docker: every panel query returns data during a run.
 
 A relay (`flowrelay serve` in front of a Flow, another relay with an Executor that fails now and then so that
-error series exist, and mirroring to a shadow, a third, so that the mirror's series exist), a load run (`flowrelay load --procs 2 --metrics-port 0`) and Debian's Prometheus (`/usr/bin/prometheus`,
+error series exist, and mirroring to a shadow, a third, so that the mirror's series exist), a load run
+(`flowrelay load --procs 2 --metrics-port 0`) and Debian's Prometheus (`/usr/bin/prometheus`,
 installed by scripts/setup_system.sh) run as processes on 127.0.0.1. Prometheus gets the shipped
 `dashboards/prometheus.yml` with only the targets rewritten to the processes' ports, a TSDB in a
 temporary directory and a free loopback port. While the load runs, every PromQL expression of every
