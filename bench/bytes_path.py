@@ -2,10 +2,11 @@
 
 What it measures: for each (subprotocol, chain, docs per request), the median over several timeit runs of
 one request going through exactly what a relay connection does to it between `ws.recv()` and `ws.send()`:
-`codec.decode_request`, the server's `_admit` (request and doc ids, the gateway route), `Chain.run_sync`,
-then what `_send` does before writing (blank `target_executor`, mark arrays numpy in bytes mode, end the
-gateway route) and `codec.encode_response`. The request frames are what the benchmarks' client sends: one
-Document with a 16-byte text and no id, encoded with relay.wire (the relay assigns the doc id).
+`codec.decode_request`, the gateway's `admit` (request and doc ids, the gateway route, counters), `run`
+through the chain (`Chain.submit`), and its `finish` with the WebSocket door's encoder (blank
+`target_executor`, mark arrays numpy in bytes mode, end the gateway route, encode, counters). The request
+frames are what the benchmarks' client sends: one Document with a 16-byte text and no id, encoded with
+relay.wire (the relay assigns the doc id).
 
 How to read it: microseconds of one core per request; the socket and WebSocket framing costs come on top
 (see bench/relay_vs_jina.py for the whole server). No servers are started; it takes a few seconds.
@@ -19,15 +20,14 @@ import argparse
 import json
 import statistics
 import timeit
-from types import SimpleNamespace
 from typing import Any
 
-from relay import server
-from relay.doors import websocket
+from relay.config import RelayConfig
 from relay.executors import Chain
+from relay.gateway import Gateway
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
-from relay.wire.messages import DataRequest, now_ns
+from relay.wire.messages import DataRequest
 
 DOC_TEXT = "hello flowrelay!"
 CHAINS = ("echo", "upper", "embed:128", "upper,embed:128")
@@ -43,26 +43,25 @@ def _frame(mode: str, ndocs: int) -> bytes:
 
 
 def path_function(mode: str, chain: Chain, frame: bytes) -> Any:
-    """One request through the relay's pure path, as `_Connection._read_loop` and `_send` run it."""
+    """One request through the relay's pure path, as the WebSocket door runs it (`ClientConnection.on_message`,
+    then its answer callback)."""
     is_bytes = mode == "bytes"
-    codec = proto_codec if is_bytes else json_codec
-    conn = SimpleNamespace(_ids=server.IdSource(), is_bytes=is_bytes, config=server.RelayConfig())
-    admit = websocket.ClientConnection._admit
-    decode, encode = codec.decode_request, codec.encode_response
-    mark_numpy = websocket._mark_numpy
-    run_sync = chain.run_sync
+    gateway = Gateway(RelayConfig(), chain)
+    decode = proto_codec.decode_request if is_bytes else json_codec.decode_request
+    encode = proto_codec.encode_response if is_bytes else json_codec.encode_response
+    admit, run, finish = gateway.admit, gateway.run, gateway.finish
     payload: Any = frame if is_bytes else frame.decode()
+    size = len(frame)
+    answers: list[bytes | None] = []
 
-    def one() -> bytes:
+    def respond(req: DataRequest) -> None:
+        answers.append(finish(req, encode))
+
+    def one() -> bytes | None:
         req = decode(payload)
-        admit(conn, req)
-        run_sync(req)
-        gateway = req.routes[0]
-        req.target_executor = ""
-        if is_bytes and req.docs:
-            mark_numpy(req)
-        gateway.end_ns = now_ns()
-        return encode(req)
+        admit(req, size, is_bytes)
+        run(req, respond)
+        return answers.pop()
 
     return one
 

@@ -31,10 +31,13 @@ import sys
 import time
 from typing import Any
 
+import anyio
 import common as c
 
+from flowrelay.cli.serve import build_relay
+from relay.config import RelayConfig
 from relay.executors import Chain
-from relay.server import RelayConfig, RelayServer
+from relay.server import RelayServer
 
 OPEN_CONCURRENCY = 200
 
@@ -112,63 +115,68 @@ async def wait_for(pred: Any, timeout_s: float) -> bool:
 async def relay_main(args: argparse.Namespace) -> dict[str, Any]:
     config = RelayConfig(host=c.LOOPBACK, port=0)
     config.gc_freeze = not args.no_freeze  # as `flowrelay serve` (--no-gc-freeze)
-    server = RelayServer(config, Chain.from_specs(["echo"]))
-    await server.start()
+    server = build_relay(config, Chain.from_specs(["echo"]))
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(server.serve)
+        try:
+            return await measure(server, args)
+        finally:
+            server.stop()
+
+
+async def measure(server: RelayServer, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"sessions": args.sessions}
-    try:
-        # A warm-up session, opened and closed, so that lazily made module-level objects are in the baseline.
-        await one_client(server.port, 1, args, server)
-        await wait_for(lambda: not server._transports, 10)
-        gc.collect()
-        base = gc.get_objects()
-        base_ids = {id(o) for o in base}
-        n0 = len(base)
-        del base
-        out["tracked_baseline"] = n0
-        out["freeze_count_baseline"] = gc.get_freeze_count()
+    # A warm-up session, opened and closed, so that lazily made module-level objects are in the baseline.
+    await one_client(server.port, 1, args, server)
+    await wait_for(lambda: not server.connections, 10)
+    gc.collect()
+    base = gc.get_objects()
+    base_ids = {id(o) for o in base}
+    n0 = len(base)
+    del base
+    out["tracked_baseline"] = n0
+    out["freeze_count_baseline"] = gc.get_freeze_count()
 
-        proc = await asyncio.create_subprocess_exec(
-            c.PYTHON, __file__, "client", str(server.port), str(args.sessions), "--max-lifetime", "300",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert proc.stdout is not None and proc.stdin is not None
-        t = time.monotonic()
-        opened = json.loads(await asyncio.wait_for(proc.stdout.readline(), 300))
-        out["open_s"] = time.monotonic() - t
-        out["opened"] = opened["open"]
-        out["open_failed"] = opened["failed"]
-        n = opened["open"]
-        await wait_for(lambda: server.stats.connections_open >= n, 30)
-        # Let the keepalive loop and anything else that runs after a burst of accepts have its turn.
-        await asyncio.sleep(args.settle)
-        gc.collect()
-        n1 = len(gc.get_objects())
-        out["tracked_open"] = n1
-        out["freeze_count_open"] = gc.get_freeze_count()
-        out["frozen_per_session"] = (out["freeze_count_open"] - out["freeze_count_baseline"]) / max(n, 1)
-        out["unfrozen_per_session"] = (n1 - n0) / max(n, 1)
-        out["tracked_per_session"] = out["unfrozen_per_session"] + out["frozen_per_session"]
-        out["tracked_unfrozen_total"] = n1
-        out["by_type_per_session"] = {k: v / max(n, 1) for k, v in tracked_by_type(base_ids, args.top)}
-        times = time_collections(args.collects)
-        out["full_collect_ms"] = {"median": statistics.median(times) * 1e3, "min": min(times) * 1e3,
-                                  "max": max(times) * 1e3, "count": len(times)}
-        out["gc_stats"] = gc.get_stats()
+    proc = await asyncio.create_subprocess_exec(
+        c.PYTHON, __file__, "client", str(server.port), str(args.sessions), "--max-lifetime", "300",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    t = time.monotonic()
+    opened = json.loads(await asyncio.wait_for(proc.stdout.readline(), 300))
+    out["open_s"] = time.monotonic() - t
+    out["opened"] = opened["open"]
+    out["open_failed"] = opened["failed"]
+    n = opened["open"]
+    await wait_for(lambda: server.gateway.stats.connections_open >= n, 30)
+    # Let the keepalive loop and anything else that runs after a burst of accepts have its turn.
+    await asyncio.sleep(args.settle)
+    gc.collect()
+    n1 = len(gc.get_objects())
+    out["tracked_open"] = n1
+    out["freeze_count_open"] = gc.get_freeze_count()
+    out["frozen_per_session"] = (out["freeze_count_open"] - out["freeze_count_baseline"]) / max(n, 1)
+    out["unfrozen_per_session"] = (n1 - n0) / max(n, 1)
+    out["tracked_per_session"] = out["unfrozen_per_session"] + out["frozen_per_session"]
+    out["tracked_unfrozen_total"] = n1
+    out["by_type_per_session"] = {k: v / max(n, 1) for k, v in tracked_by_type(base_ids, args.top)}
+    times = time_collections(args.collects)
+    out["full_collect_ms"] = {"median": statistics.median(times) * 1e3, "min": min(times) * 1e3,
+                              "max": max(times) * 1e3, "count": len(times)}
+    out["gc_stats"] = gc.get_stats()
 
-        proc.stdin.write(b"close\n")
-        await proc.stdin.drain()
-        await asyncio.wait_for(proc.stdout.readline(), 120)
-        await proc.wait()
-        await wait_for(lambda: server.stats.connections_open == 0 and not server._transports, 30)
-        out["connections_open_after_close"] = server.stats.connections_open
-        # Unfrozen, so that the count below includes what a frozen session might have left behind.
-        gc.unfreeze()
-        gc.collect()
-        out["tracked_after_close"] = len(gc.get_objects())
-        # What was frozen before the sessions (modules, the server) is counted again once unfrozen.
-        left = out["tracked_after_close"] - n0 - out["freeze_count_baseline"]
-        out["left_per_session_after_close"] = left / max(n, 1)
-    finally:
-        await server.stop()
+    proc.stdin.write(b"close\n")
+    await proc.stdin.drain()
+    await asyncio.wait_for(proc.stdout.readline(), 120)
+    await proc.wait()
+    await wait_for(lambda: server.gateway.stats.connections_open == 0 and not server.connections, 30)
+    out["connections_open_after_close"] = server.gateway.stats.connections_open
+    # Unfrozen, so that the count below includes what a frozen session might have left behind.
+    gc.unfreeze()
+    gc.collect()
+    out["tracked_after_close"] = len(gc.get_objects())
+    # What was frozen before the sessions (modules, the server) is counted again once unfrozen.
+    left = out["tracked_after_close"] - n0 - out["freeze_count_baseline"]
+    out["left_per_session_after_close"] = left / max(n, 1)
     return out
 
 

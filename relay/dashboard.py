@@ -13,26 +13,28 @@ A browser first gets the last hour of rows (a bounded window, in memory), then o
 behind `--auth-token` like `/status` and `/metrics` (a browser passes `?token=`; the page hands its own query
 string on to the event stream).
 
-Imports: the standard library, relay.common, relay.metrics, relay.net.http_types (the relay's pages only: the
-server hands requests over through `RelayServer.extra_http`).
+The dashboard is wired by flowrelay.cli.serve: its pages are extra routes of the HTTP door (`routes()`), its
+sampling a task of the relay's lifetime (`run()`).
+
+Imports: anyio, the standard library, relay.common, relay.gateway, relay.metrics, relay.net.http_types.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import anyio
 
 from relay.common.buckets import LATENCY_BUCKETS_S, bucket_quantile
 from relay.common.web import HTML_CONTENT_TYPE, SSE_CONTENT_TYPE, SSE_KEEPALIVE, SSE_RETRY, chart_box, render_page
 from relay.common.web.events import HELLO, EventLog, MemoryRows
+from relay.gateway import Gateway
 from relay.metrics import RelayMetrics
 from relay.net.http_types import HttpResponse
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
 
 PAGE_PATH = "/dashboard"
 EVENTS_PATH = "/dashboard/events"
@@ -131,34 +133,32 @@ class _Reading:
 class RelayDashboard:
     """Samples a relay's metrics once a second and serves the page and its event stream."""
 
-    def __init__(self, server: RelayServer, metrics: RelayMetrics, history_rows: int = HISTORY_ROWS) -> None:
-        self.server = server
+    def __init__(self, gateway: Gateway, metrics: RelayMetrics, history_rows: int = HISTORY_ROWS) -> None:
+        self.gateway = gateway
         self.metrics = metrics
         self.log = EventLog(MemoryRows(history_rows))
+        self.log.set_state(HELLO, {"ctx": {}})
+        # Where the relay listens, for the page's header (known once it listens: set by whoever wires it).
+        self.where: Callable[[], str] = lambda: f"{gateway.config.host}:{gateway.config.port}"
         self._started = time.monotonic()
         self._last = _Reading(metrics)
-        self._timer: asyncio.TimerHandle | None = None
         self._page: bytes | None = None
 
-    def install(self) -> RelayDashboard:
-        """Serve the pages through `server.extra_http` and start sampling (call on the relay's event loop)."""
-        self.log.set_state(HELLO, {"ctx": {}})
-        self.server.extra_http[PAGE_PATH] = self._page_response
-        self.server.extra_http[EVENTS_PATH] = self._events_response
-        self._timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._tick)
-        return self
+    def routes(self) -> dict[str, Callable[[], tuple[int, str, bytes] | HttpResponse]]:
+        """The pages, as extra GET routes of the HTTP door."""
+        return {PAGE_PATH: self._page_response, EVENTS_PATH: self._events_response}
 
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.log.close()
+    async def run(self) -> None:
+        """Sample once a second for as long as the relay lives; open streams end with it."""
+        try:
+            while True:
+                # A wake-up a little early or late only changes the second's length, which the row carries.
+                await anyio.sleep(INTERVAL_S)
+                self.log.add_row(self.sample())
+        finally:
+            self.log.close()
 
     # ---- once a second ---------------------------------------------------------------------------
-
-    def _tick(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._tick)
-        self.log.add_row(self.sample())
 
     def sample(self) -> dict[str, Any]:
         """The row of the second since the last sample (and start the next)."""
@@ -195,8 +195,7 @@ class RelayDashboard:
         return row
 
     def _upstream(self) -> dict[str, Any]:
-        status = getattr(self.server.chain, "status", None)
-        upstream = status().get("upstream") if status is not None else None
+        upstream = self.gateway.backend.status().get("upstream")
         if not upstream:
             return {"upstream": "none (built-in Executors)", "upstream_links": None, "upstream_in_flight": None}
         links = f"{upstream.get('connected_links')} of {upstream.get('links')} links"
@@ -237,8 +236,8 @@ class RelayDashboard:
             self.log.unsubscribe(sub)
 
     def _render(self) -> str:
-        cfg = self.server.config
-        where = f"{'wss' if cfg.certfile else 'ws'}://{cfg.host}:{self.server.port}/"
+        cfg = self.gateway.config
+        where = f"{'wss' if cfg.certfile else 'ws'}://{self.where()}/"
         charts = {c["id"]: c for c in CHARTS}
         body = "\n".join([
             '<section id="now"><h2>Now <span class="status" data-slot="now-t"></span></h2>'
@@ -253,7 +252,7 @@ class RelayDashboard:
         ])
         header = ('<h1>flowrelay relay dashboard <span data-slot="badge"><span class="badge live">live</span></span>'
                   '<span class="status" data-slot="status"></span></h1>'
-                  f'<div class="sub"><code>{escape(where)}</code> · {escape(self.server.chain.describe())}</div>')
+                  f'<div class="sub"><code>{escape(where)}</code> · {escape(self.gateway.backend.describe())}</div>')
         data = {"live": True, "events": EVENTS_PATH, "fold": False,
                 "rows": [[]], "ctx": {}, "tiles": TILES, "charts": CHARTS}
         return render_page(title=f"flowrelay relay: {where}", header=header,

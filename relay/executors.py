@@ -15,7 +15,7 @@ embed, record) sends them back out without converting them either way. Executors
 
 Specs on the command line: `[name=]kind[:arg[:arg...]]`, for example `upper`, `sleeper=sleep:2ms`,
 `sleep:exponential:5ms`, `fail:0.1`, `fail:/fail`, `embed:128`, `record:/tmp/ids.sqlite`. Imports only
-relay.wire, relay.common.units and the standard library.
+relay.wire, relay.backend, relay.common (units, tasks), anyio and the standard library.
 """
 
 from __future__ import annotations
@@ -23,15 +23,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import inspect
+import logging
 import math
 import random
 import re
 import sqlite3
 import struct
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+from anyio.abc import TaskStatus
+
+from relay.backend import DEFAULT_ENDPOINTS, Respond, relay_error_status
+from relay.common.tasks import CallbackTasks
 from relay.common.timers import precise_sleep
 from relay.common.units import parse_duration
 from relay.wire.documents import NdArray
@@ -43,6 +50,8 @@ if TYPE_CHECKING:
     from relay.wire.proto.docarray_pb2 import DocumentProto
 
     ProtoDocs = MutableSequence[DocumentProto]
+
+log = logging.getLogger("flowrelay.relay")
 
 
 class ExecutorSpecError(ValueError):
@@ -400,8 +409,16 @@ def _error_status(exc: BaseException, executor: Executor) -> Status:
     )
 
 
+# An asynchronous Executor's step, started and not yet awaited: its index, its route entry, what to await.
+_Pending = tuple[int, Route, Awaitable[None]]
+
+
 class Chain:
-    """The Executors in order, as a Flow `gateway -> e1 -> e2 -> ...`."""
+    """The Executors in order, as a Flow `gateway -> e1 -> e2 -> ...`: the relay's embedded backend
+    (relay.backend.Backend).
+
+    A request runs inline, in the call that submits it, up to the first asynchronous Executor; from there on
+    it runs in a task of its own in the chain's task group (`serve`), and is answered from that task."""
 
     def __init__(self, executors: list[Executor]) -> None:
         names = [e.name for e in executors]
@@ -409,24 +426,50 @@ class Chain:
             raise ExecutorSpecError(f"executor names must be unique, got {names}")
         self.executors = executors
         self.is_async = any(e.is_async for e in executors)
+        # Requests waiting for an asynchronous Executor, a task each (started from the door's callback).
+        self._tasks = CallbackTasks()
 
     @classmethod
     def from_specs(cls, specs: list[str]) -> Chain:
         return cls([parse_executor_spec(s) for s in specs])
 
-    def _selected(self, req: DataRequest) -> list[bool]:
-        target = req.target_executor
-        if not target:
-            return [True] * len(self.executors)
-        try:
-            pattern = re.compile(target)
-        except re.error:
-            # Jina matches names with re.match; an invalid pattern matches nothing.
-            return [False] * len(self.executors)
-        return [pattern.match(e.name) is not None for e in self.executors]
+    # ---- Backend -------------------------------------------------------------------------------
+
+    @property
+    def executor_names(self) -> list[str]:
+        return [e.name for e in self.executors]
+
+    @property
+    def healthy(self) -> bool:
+        return True
 
     def describe(self) -> str:
         return " -> ".join(f"{e.describe()} as {e.name}" for e in self.executors) or "no executors"
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    async def endpoints(self) -> list[str]:
+        return list(DEFAULT_ENDPOINTS)
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the tasks of requests that wait for asynchronous Executors, until cancelled (then they are
+        cancelled too, and answered with an error)."""
+        await self._tasks.run(task_status=task_status)
+
+    def submit(self, req: DataRequest, respond: Respond) -> None:
+        """Run `req` inline as far as it goes; answer it now, or from a task once its asynchronous Executors
+        are done."""
+        selected = self._selected(req) if req.target_executor else None
+        pending = self._advance(req, 0, selected)
+        if pending is None:
+            respond(req)
+            return
+        try:
+            self._tasks.start_soon(self._rest, req, selected, pending, respond)
+        except RuntimeError:
+            _discard(pending)
+            raise RuntimeError("the chain is not serving (Chain.serve): no asynchronous Executor can run") from None
 
     async def dry_run(self) -> Status:
         """Push an empty request through every Executor, as a Jina gateway's dry run does."""
@@ -434,13 +477,61 @@ class Chain:
         await self.run(req)
         return req.status or Status()
 
+    # ---- running -------------------------------------------------------------------------------
+
     def run_sync(self, req: DataRequest) -> None:
         """Run every Executor inline (only for chains with no asynchronous Executor)."""
+        pending = self._advance(req, 0, self._selected(req) if req.target_executor else None)
+        if pending is not None:
+            _discard(pending)
+            raise RuntimeError(f"{self.executors[pending[0]].name} is asynchronous: use Chain.run")
+
+    async def run(self, req: DataRequest) -> None:
+        """Run every Executor, awaiting the asynchronous ones."""
         selected = self._selected(req) if req.target_executor else None
+        pending = self._advance(req, 0, selected)
+        if pending is not None:
+            await self._rest(req, selected, pending, None)
+
+    async def _rest(
+        self, req: DataRequest, selected: list[bool] | None, pending: _Pending | None, respond: Respond | None
+    ) -> None:
+        """The chain from an asynchronous Executor on (a request's task, when `respond` is given), then the answer:
+        an error status if the chain itself failed, or if the relay stopped first."""
+        executors = self.executors
+        try:
+            while pending is not None:
+                i, route, waiting = pending
+                try:
+                    await waiting
+                except Exception as exc:
+                    _failed(req, route, exc, executors[i])
+                    break
+                route.end_ns = now_ns()
+                pending = self._advance(req, i + 1, selected)
+        except asyncio.CancelledError as exc:
+            req.status = relay_error_status(exc, "the relay stopped before the request was answered")
+            if respond is not None:
+                _respond_logged(respond, req)
+            raise
+        except Exception as exc:  # not an Executor's error (those are in the status): the chain's own
+            log.exception("request %s failed in the chain", req.request_id)
+            req.status = relay_error_status(exc)
+        if respond is not None:
+            try:  # (not _respond_logged: a call less for every request)
+                respond(req)
+            except Exception:
+                log.exception("answering request %s failed", req.request_id)
+
+    def _advance(self, req: DataRequest, start: int, selected: list[bool] | None) -> _Pending | None:
+        """Run the Executors from `start` on, inline, until the chain ends or fails (None) or an asynchronous
+        one has started (what is left to await)."""
+        executors = self.executors
         routes = req.routes
         parameters = req.parameters
         clock = now_ns
-        for i, ex in enumerate(self.executors):
+        for i in range(start, len(executors)):
+            ex = executors[i]
             route = Route(ex.name, clock())
             routes.append(route)
             if selected is not None and not selected[i]:
@@ -453,47 +544,48 @@ class Chain:
                     if docs_pb is None:
                         # Converted here, so that a document the model cannot hold fails this Executor's request.
                         req.load_docs()
+                if ex.is_async:
+                    if docs_pb is not None:
+                        return i, route, ex.process_proto_async(req, docs_pb, params)
+                    return i, route, ex.process_async(req, params)
                 if docs_pb is not None:
                     ex.process_proto(req, docs_pb, params)
                 else:
                     ex.process(req, params)
             except Exception as exc:
-                route.end_ns = clock()
-                route.status = req.status = _error_status(exc, ex)
-                return
+                _failed(req, route, exc, ex)
+                return None
             route.end_ns = clock()
+        return None
 
-    async def run(self, req: DataRequest) -> None:
-        """Run every Executor, awaiting the asynchronous ones."""
-        if not self.is_async:
-            self.run_sync(req)
-            return
-        selected = self._selected(req) if req.target_executor else None
-        routes = req.routes
-        for i, ex in enumerate(self.executors):
-            route = Route(ex.name, now_ns())
-            routes.append(route)
-            if selected is not None and not selected[i]:
-                continue
-            try:
-                params = params_for(ex.name, req.parameters)
-                docs_pb = None
-                if req.raw_docs is not None and ex.uses_docs:
-                    docs_pb = req.docs_proto if ex.proto_docs else None
-                    if docs_pb is None:
-                        # Converted here, so that a document the model cannot hold fails this Executor's request.
-                        req.load_docs()
-                if docs_pb is not None:
-                    if ex.is_async:
-                        await ex.process_proto_async(req, docs_pb, params)
-                    else:
-                        ex.process_proto(req, docs_pb, params)
-                elif ex.is_async:
-                    await ex.process_async(req, params)
-                else:
-                    ex.process(req, params)
-            except Exception as exc:
-                route.end_ns = now_ns()
-                route.status = req.status = _error_status(exc, ex)
-                return
-            route.end_ns = now_ns()
+    def _selected(self, req: DataRequest) -> list[bool]:
+        target = req.target_executor
+        if not target:
+            return [True] * len(self.executors)
+        try:
+            pattern = re.compile(target)
+        except re.error:
+            # Jina matches names with re.match; an invalid pattern matches nothing.
+            return [False] * len(self.executors)
+        return [pattern.match(e.name) is not None for e in self.executors]
+
+
+def _failed(req: DataRequest, route: Route, exc: Exception, executor: Executor) -> None:
+    """An Executor raised: its route entry ends with the error, which is the request's status; the rest of
+    the chain is skipped (no entries), as in a Jina Flow."""
+    route.end_ns = now_ns()
+    route.status = req.status = _error_status(exc, executor)
+
+
+def _discard(pending: _Pending) -> None:
+    """Close an asynchronous step that will never be awaited (no "never awaited" warning)."""
+    waiting = pending[2]
+    if inspect.iscoroutine(waiting):
+        waiting.close()
+
+
+def _respond_logged(respond: Respond, req: DataRequest) -> None:
+    try:
+        respond(req)
+    except Exception:  # a door's answer path must not raise (relay.backend.Respond); if it does, say so
+        log.exception("answering request %s failed", req.request_id)

@@ -1,8 +1,8 @@
-"""The relay's Prometheus exporter: the server's `Observer` hooks counted in memory, GET `/metrics` renders them.
+"""The relay's Prometheus exporter: the `Observer` hooks counted in memory, GET `/metrics` renders them.
 
 Names, types and labels are the contract in `dashboards/METRICS.md`. The relay serves the text
 exposition format (`text/plain; version=0.0.4`) on its own port, next to `/status`, through
-`RelayServer.extra_http`; `flowrelay.cli.serve` wires it in for every `flowrelay serve`.
+an extra route of the HTTP door (relay.doors.http); `flowrelay.cli.serve` wires it in for every `flowrelay serve`.
 
 Why not prometheus_client's `Counter`/`Histogram` objects: `Histogram.observe()` walks the buckets one by
 one and every increment takes a lock, so one observation costs 0.6-0.9 µs and a labelled `inc()` 0.9 µs
@@ -32,7 +32,7 @@ Imports: the standard library, prometheus_client, relay.common.buckets, relay.ob
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -58,7 +58,8 @@ class _Endpoint:
 
 
 class RelayMetrics(Observer):
-    """The relay's metrics, counted from the server's hooks; `render()` is the body of GET /metrics."""
+    """The relay's metrics, counted from the gateway's and the server's hooks; `render()` is the body of GET
+    /metrics."""
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -75,6 +76,9 @@ class RelayMetrics(Observer):
         self._close_codes: dict[str, dict[str, None]] = {"sent": {}, "received": {}}
         # Every reason is shown from the start, at 0: a refusal is rare, and rate() needs the series before it.
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        # The shadow Flow's answers (`--mirror`); the series appear with the first mirrored request.
+        self.mirror_outcomes: dict[str, int] = {}
+        self.mirror_duration = BucketHistogram()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # a custom collector: see collect()
 
@@ -144,6 +148,11 @@ class RelayMetrics(Observer):
     def bytes_out(self, n: int) -> None:
         self.bytes_sent += n
 
+    def mirror_finished(self, ok: bool, duration_s: float) -> None:
+        outcome = "ok" if ok else "error"
+        self.mirror_outcomes[outcome] = self.mirror_outcomes.get(outcome, 0) + 1
+        self.mirror_duration.observe(duration_s)
+
     # ---- first sight of a label value ----------------------------------------------------------
 
     def _endpoint(self, name: str) -> _Endpoint:
@@ -175,16 +184,11 @@ class RelayMetrics(Observer):
         for sp, n in sorted(self.connections_open.items()):
             g.add_metric([sp], n)
         yield g
-        c = CounterMetricFamily(p + "connections", "WebSocket connections accepted", labels=["subprotocol"])
-        for sp, n in sorted(self.connections_total.items()):
-            c.add_metric([sp], n)
-        yield c
-        c = CounterMetricFamily(p + "connections_refused", "Clients refused for want of capacity: fd_limit (out of "
-                                "file descriptors at accept), max_connections (HTTP 503 past --max-connections)",
-                                labels=["reason"])
-        for reason, n in sorted(self.refused.items()):
-            c.add_metric([reason], n)
-        yield c
+        yield _counters(p + "connections", "WebSocket connections accepted", ["subprotocol"],
+                        self.connections_total)
+        yield _counters(p + "connections_refused", "Clients refused for want of capacity: fd_limit (out of file "
+                        "descriptors at accept), max_connections (HTTP 503 past --max-connections)", ["reason"],
+                        self.refused)
         c = CounterMetricFamily(p + "requests", "Requests answered, by endpoint and outcome (ok, error: an "
                                 "Executor raised)", labels=["endpoint", "outcome"])
         endpoints = sorted(self.endpoints.items())
@@ -206,16 +210,28 @@ class RelayMetrics(Observer):
                                ["executor"], (([name], h) for name, h in sorted(self.executors.items())))
         yield CounterMetricFamily(p + "received_bytes", "Request payload bytes read", value=self.bytes_received)
         yield CounterMetricFamily(p + "sent_bytes", "Response payload bytes written", value=self.bytes_sent)
-        c = CounterMetricFamily(p + "closes", "WebSocket close codes sent by the relay and received from clients",
-                                labels=["code", "direction"])
-        for (code, direction), n in sorted(self.closes.items()):
-            c.add_metric([code, direction], n)
-        yield c
+        yield _counters(p + "closes", "WebSocket close codes sent by the relay and received from clients",
+                        ["code", "direction"], self.closes)
+        if self.mirror_outcomes:
+            yield _counters(p + "mirror_requests", "Copies of requests answered by the shadow Flow (--mirror), by "
+                            "outcome (ok, error: an error status or no answer)", ["outcome"],
+                            self.mirror_outcomes)
+            yield histogram_family(p + "mirror_duration_seconds", "The shadow Flow's time to answer a copy",
+                                   [], [([], self.mirror_duration)])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def http_handler(self) -> tuple[int, str, bytes]:
-        """For `RelayServer.extra_http["/metrics"]`: status, content type, body."""
+        """The HTTP door's extra route `/metrics`: status, content type, body."""
         return 200, CONTENT_TYPE, self.render()
 
+
+
+def _counters(name: str, documentation: str, labels: list[str],
+              counts: Mapping[str, int] | Mapping[tuple[str, ...], int]) -> CounterMetricFamily:
+    """A counter family from counts keyed by their label value (or values, for several labels), in label order."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family

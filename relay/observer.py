@@ -1,4 +1,5 @@
-"""The hooks a relay calls on each event (connections, requests, bytes): what its exporters implement.
+"""The hooks a relay calls on each event (connections, requests, bytes, mirrored requests): what its exporters
+implement.
 
 The Prometheus exporter (relay.metrics) counts them; the default does nothing. Kept apart from the server so
 that an exporter (or a test) imports the interface without the server.
@@ -16,7 +17,7 @@ REFUSAL_REASONS = (REFUSED_FD_LIMIT, REFUSED_MAX_CONNECTIONS)
 
 
 class Observer:
-    """Hooks the server calls on each event; the Prometheus exporter implements them."""
+    """Hooks the gateway and the server call on each event; the Prometheus exporter implements them."""
 
     def connection_opened(self, subprotocol: str) -> None: ...
     def connection_closed(self, subprotocol: str, code_sent: int | None, code_received: int | None) -> None: ...
@@ -28,3 +29,5 @@ class Observer:
         """`req`, which came in through `door` (`http`, `graphql`), was answered (after `request_finished`)."""
     def bytes_in(self, n: int) -> None: ...
     def bytes_out(self, n: int) -> None: ...
+    def mirror_finished(self, ok: bool, duration_s: float) -> None:
+        """The shadow Flow (`--mirror`) answered a copy of a request (`ok`: without an error) or failed to."""

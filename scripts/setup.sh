@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs flowrelay and its development tools into .venv (created if missing). Idempotent.
+# Installs flowrelay, its development tools and the docs pages' extra into .venv (created if missing). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
@@ -8,5 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The pip bundled with Python 3.11 is old; a current one resolves faster and quieter.
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,docs]'
 echo "flowrelay installed in $(pwd)/.venv"

@@ -1,10 +1,13 @@
-"""Start the relay for tests: `flowrelay serve` as a subprocess, or a RelayServer inside the test's event loop.
+"""Start the relay for tests: `flowrelay serve` as a subprocess, or a relay inside the test's event loop.
 
     with run_relay("-e", "upper", "-e", "sleeper=sleep:2ms") as relay:
         ...  # talk to relay.url
 
     async with relay_in_process("upper", prefetch=2) as server:
         ...  # talk to ws_url(server)
+
+    async with relay_in_process(backend=Chain([MyExecutor("x")])) as server:
+        ...  # a backend of the test's own
 
 The subprocess is started with `--port 0`; the port is read from the line the relay prints when it is
 listening, so there is no pick-a-free-port race. It is stopped by its PID: SIGTERM, then SIGKILL after a
@@ -23,21 +26,27 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from flowrelay.cli.serve import build_relay
+from relay.backend import Backend
+from relay.config import RelayConfig
 from relay.executors import Chain
-from relay.server import RelayConfig, RelayServer
+from relay.metrics import RelayMetrics
+from relay.server import RelayServer
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 20.0
@@ -54,6 +63,18 @@ def flowrelay_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "flowrelay"]
+
+
+RUN_FLOWRELAY = """
+import sys
+from flowrelay.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def prelude_command(prelude: str) -> list[str]:
+    """The `flowrelay` command, with `prelude` (Python source) run first in the same process."""
+    return [sys.executable, "-c", textwrap.dedent(prelude) + RUN_FLOWRELAY]
 
 
 def relay_env() -> dict[str, str]:
@@ -133,11 +154,14 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 @contextlib.contextmanager
 def run_relay(
-    *args: str, timeout_s: float = START_TIMEOUT_S, preexec_fn: Callable[[], None] | None = None
+    *args: str, timeout_s: float = START_TIMEOUT_S, preexec_fn: Callable[[], None] | None = None,
+    prelude: str | None = None,
 ) -> Iterator[RelayProcess]:
     """`flowrelay serve --host 127.0.0.1 --port 0 ARGS...`, stopped (SIGTERM, then SIGKILL) on exit.
-    `preexec_fn` runs in the child before the relay starts (e.g. to lower its resource limits)."""
-    cmd = [*flowrelay_command(), "serve", "--host", LOOPBACK, "--port", "0", *args]
+    `preexec_fn` runs in the child before the relay starts (e.g. to lower its resource limits); `prelude` is
+    Python the child runs before the command (to take a package away, say)."""
+    cmd = [*(flowrelay_command() if prelude is None else prelude_command(prelude)),
+           "serve", "--host", LOOPBACK, "--port", "0", *args]
     output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
     ready = threading.Event()
     proc = subprocess.Popen(
@@ -177,18 +201,41 @@ def run_relay(
 
 
 @contextlib.asynccontextmanager
-async def relay_in_process(*specs: str, chain: Chain | None = None, **config: Any) -> AsyncIterator[RelayServer]:
-    """A RelayServer on 127.0.0.1 and a free port, in the running event loop; stopped on exit. Its Executors
-    come from `specs` (as `flowrelay serve -e SPEC`), or are `chain`."""
+async def relay_in_process(
+    *specs: str, backend: Backend | None = None, metrics: RelayMetrics | None = None, grpc: bool = False,
+    **config: Any,
+) -> AsyncIterator[RelayServer]:
+    """A relay on 127.0.0.1 and a free port, wired as `flowrelay serve` wires it, in the running event loop:
+    built-in Executors from `specs` (default `upper`) or `backend`; with `grpc`, a gRPC door on a free port too
+    (`relay.grpc.port`). Stopped gracefully on exit."""
     config.setdefault("ping_interval_s", None)
-    if chain is None:
-        chain = Chain.from_specs(list(specs) or ["upper"])
-    server = RelayServer(RelayConfig(host=LOOPBACK, port=0, **config), chain)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+    relay = build_relay(RelayConfig(host=LOOPBACK, port=0, **config),
+                        backend or Chain.from_specs(list(specs) or ["upper"]), metrics, 0 if grpc else None)
+    async with serving_while(relay.serve, relay.stop):
+        yield relay
+
+
+@contextlib.asynccontextmanager
+async def serving_while(
+    serve: Callable[..., Awaitable[None]], stop: Callable[[], None] | None = None
+) -> AsyncIterator[None]:
+    """`serve(task_status=...)` (a relay's, a backend's) started in a task group for the body, then `stop()`ped
+    (or cancelled, without `stop`) and awaited. The body's own error is raised as it is, not inside the task
+    group's exception group."""
+    failed: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(serve)
+        try:
+            yield
+        except Exception as exc:
+            failed = exc
+        finally:
+            if stop is not None:
+                stop()
+            else:
+                tasks.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
 
 
 def ws_url(server: RelayServer | RelayProcess, path: str = "/") -> str:

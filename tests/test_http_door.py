@@ -35,11 +35,14 @@ from http_door_harness import HttpRelay, serve_http
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jina_peer import RunningFlow, flow_fixture, free_port, shared_dir
+from relay_process import http_get, run_relay
 
-from relay.doors.http import HttpDoor, isoformat_utc
+from relay.config import RelayConfig
+from relay.doors.http import HttpDoor
 from relay.executors import Chain
+from relay.gateway import Gateway
 from relay.net.http_types import HttpRequest
-from relay.server import RelayConfig, RelayServer
+from relay.wire.messages import format_isoformat
 
 FLOW = ("-e", "upper", "-e", "sleeper=sleep:1ms")  # gateway -> upper -> sleeper, as the captured Flow
 CURL_TIMEOUT_S = 30
@@ -577,12 +580,29 @@ def test_body_over_the_message_limit_answers_413() -> None:
     assert large.status == 413
 
 
+# What a default install (`pip install flowrelay`, without the docs extra) has: no drf-spectacular-sidecar.
+WITHOUT_THE_DOCS_EXTRA = """
+import sys
+sys.modules["drf_spectacular_sidecar"] = None  # importlib finds no such package
+"""
+
+
+def test_without_the_docs_extra_the_pages_say_how_to_get_them() -> None:
+    with run_relay("-e", "upper", prelude=WITHOUT_THE_DOCS_EXTRA) as relay:
+        for path in ("/docs", "/redoc"):
+            status, body = http_get(relay.port, path)
+            assert status == 503, path
+            assert body == {"detail": "the docs pages need the docs extra: pip install 'flowrelay[docs]'"}
+        assert http_get(relay.port, "/openapi.json")[0] == 200
+        status, body = http_get(relay.port, "/status")
+        assert status == 200 and body["envs"]["requests_total"] == "0"
+
+
 # ---- in-process: HttpDoor.handle directly ----------------------------------------------------------
 
 
 def _door(**config: Any) -> HttpDoor:
-    server = RelayServer(RelayConfig(host="127.0.0.1", port=0, **config), Chain.from_specs(["upper"]))
-    return HttpDoor(server)
+    return HttpDoor(Gateway(RelayConfig(host="127.0.0.1", port=0, **config), Chain.from_specs(["upper"])))
 
 
 def _handle(
@@ -598,11 +618,13 @@ def test_handle_in_process() -> None:
     body = orjson.loads(resp.body)
     assert body["data"][0]["text"] == "IN PROCESS"
     assert body["header"]["execEndpoint"] == "/x"
-    assert door.server.stats.requests_total == 1
-    assert door.server.stats.in_flight == 0
-    # Not the door's: the listener answers 404.
-    for path in ("/nope", "/post/", "/docs-assets/nope.js", "/docs-assets/../pyproject.toml", "/status", "/"):
-        assert _handle(door, "GET", path) is None, path
+    assert door.gateway.stats.requests_total == 1
+    assert door.gateway.stats.in_flight == 0
+    for path in ("/nope", "/post/", "/docs-assets/nope.js", "/docs-assets/../pyproject.toml"):
+        assert _handle(door, "GET", path).status == 404, path
+    assert orjson.loads(_handle(door, "GET", "/").body) == {}
+    assert orjson.loads(_handle(door, "GET", "/status").body)["envs"]["requests_total"] == "1"
+    assert _handle(door, "POST", "/status").status == 405
     assert _handle(door, "GET", "/docs-assets/redoc/redoc.standalone.js").headers[0] == (
         "content-type",
         "application/javascript; charset=utf-8",
@@ -616,6 +638,7 @@ def test_what_needs_no_token() -> None:
               ("GET", "/docs-assets/swagger-ui/swagger-ui.css", []), ("OPTIONS", "/post", preflight),
               ("OPTIONS", "/status", preflight)]  # fmt: skip
     private = [("POST", "/post", []), ("PUT", "/update", []), ("GET", "/status", []), ("OPTIONS", "/post", [])]
+    assert door.is_public(HttpRequest("GET", "/", "", []))  # the health check
     for method, path, headers in public:
         assert door.is_public(HttpRequest(method, path, "", headers)), (method, path)
     for method, path, headers in private:
@@ -650,13 +673,13 @@ def test_docs_pages_load_nothing_from_elsewhere() -> None:
 @settings(max_examples=300)
 def test_timestamps_are_python_isoformat(ns: int) -> None:
     expected = dt.datetime.fromtimestamp(ns // 10**9, tz=dt.UTC).replace(microsecond=ns // 1000 % 10**6).isoformat()
-    assert isoformat_utc(ns) == expected
+    assert format_isoformat(ns) == expected
 
 
 def test_timestamp_without_microseconds() -> None:
-    assert isoformat_utc(1_764_192_220_000_000_000) == "2025-11-26T21:23:40+00:00"
-    assert isoformat_utc(1_764_192_220_000_001_999) == "2025-11-26T21:23:40.000001+00:00"
-    assert isoformat_utc(None) is None
+    assert format_isoformat(1_764_192_220_000_000_000) == "2025-11-26T21:23:40+00:00"
+    assert format_isoformat(1_764_192_220_000_001_999) == "2025-11-26T21:23:40.000001+00:00"
+    assert format_isoformat(None) is None
 
 
 # ---- against a real Jina HTTP gateway ----------------------------------------------------------------

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from metrics_helpers import scrape, series, value
 from relay_process import RelayProcess, read_until_closed, run_relay
+from upstream_helpers import relay_status, wait_until
 from websockets.asyncio.client import connect
 
 from relay.common.buckets import LATENCY_BUCKETS_S, MAX_LABEL_VALUES, MAX_QUANTILE_ERROR, OTHER
@@ -164,3 +165,24 @@ def test_bucket_layout() -> None:
     assert round(MAX_QUANTILE_ERROR, 6) == 0.28
     for slo in (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0):
         assert slo in bounds
+
+
+def test_mirror_figures_reach_prometheus() -> None:
+    """`--mirror`: the shadow Flow's answers are counted in /metrics as in /status (two relays stand in for the
+    primary Flow and the shadow)."""
+    n = 12
+    with run_relay("-e", "upper") as flow, run_relay("-e", "shadowecho=echo") as shadow, \
+            run_relay("--upstream", flow.url, "--mirror", shadow.url) as relay:
+        wait_until(lambda: relay_status(relay)["mirror"]["healthy"], 10, "the mirror's links")
+
+        async def go() -> None:
+            await Traffic().session(relay.url, "json", [json_frame("/index") for _ in range(n)] + ["{}"])
+
+        asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+        wait_until(lambda: relay_status(relay)["mirror"]["ok"] == n, 15, "the shadow's answers")
+        _, m = scrape(relay.port)
+    assert value(m, "flowrelay_relay_mirror_requests_total", outcome="ok") == n
+    assert ("flowrelay_relay_mirror_requests_total", frozenset({("outcome", "error")})) not in m
+    assert value(m, "flowrelay_relay_mirror_duration_seconds_count") == n
+    assert value(m, "flowrelay_relay_mirror_duration_seconds_sum") > 0
+    assert value(m, "flowrelay_relay_mirror_duration_seconds_bucket", le="+Inf") == n

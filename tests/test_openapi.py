@@ -282,8 +282,8 @@ def test_schemathesis(relay_kind: str, part: str, document: dict[str, Any], tmp_
         method, path = label.split(" ", 1)
         documented = {int(code) for code in document["paths"][path][method.lower()]["responses"]}
         assert 1 <= entry["cases"]["fuzzing"] <= MAX_EXAMPLES, (label, entry)
-        # Other methods are probed too: the door answers 405, the listener's GET routes 404.
-        probed = {405} if part == "door" else {404}
+        # Other methods are probed too: 405, as a Jina (FastAPI) gateway answers them.
+        probed = {405}
         assert set(entry["statuses"]) <= documented | probed, (label, entry)
         if part == "door" and relay_kind != "upstream-down":
             assert entry["statuses"][200] > 0 and entry["statuses"][422] > 0, (label, entry)

@@ -1,7 +1,8 @@
 """The dashboards against a real Prometheus, without Docker: every panel query returns data during a run.
 
-A relay (`flowrelay serve`, with an Executor that fails now and then so that error series exist), a load
-run (`flowrelay load --procs 2 --metrics-port 0`) and Debian's Prometheus (`/usr/bin/prometheus`,
+A relay (`flowrelay serve` in front of a Flow, another relay with an Executor that fails now and then so that
+error series exist, and mirroring to a shadow, a third, so that the mirror's series exist), a load run
+(`flowrelay load --procs 2 --metrics-port 0`) and Debian's Prometheus (`/usr/bin/prometheus`,
 installed by scripts/setup_system.sh) run as processes on 127.0.0.1. Prometheus gets the shipped
 `dashboards/prometheus.yml` with only the targets rewritten to the processes' ports, a TSDB in a
 temporary directory and a free loopback port. While the load runs, every PromQL expression of every
@@ -301,7 +302,11 @@ def test_every_panel_query_returns_data_from_a_real_prometheus() -> None:
 
     with tempfile.TemporaryDirectory(prefix="flowrelay-prom-") as tmp:
         workdir = Path(tmp)
-        with run_relay("-e", "upper", "-e", "sleeper=sleep:2ms", "-e", "failer=fail:0.05") as relay:
+        # The relay under watch fronts a Flow (a relay with built-in Executors) and mirrors to a shadow (another),
+        # so that the mirror's panels have data too.
+        with run_relay("-e", "upper", "-e", "sleeper=sleep:2ms", "-e", "failer=fail:0.05") as flow, \
+                run_relay("-e", "shadowecho=echo") as shadow, \
+                run_relay("--upstream", flow.url, "--mirror", shadow.url) as relay:
             # One finished connection first, so the close-code series exist while the run's are open.
             closed = asyncio.run(exchange(relay.url, [{}]))
             assert closed.close_code == 1000

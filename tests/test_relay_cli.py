@@ -71,6 +71,7 @@ def test_unknown_executor_kind_exits_2_with_a_message() -> None:
         (["--port", "70000"], "--port"),
         (["--max-message-size", "12XB"], "12XB"),
         (["--drain-timeout", "soon"], "soon"),
+        (["--ping-interval", "often"], "often"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )

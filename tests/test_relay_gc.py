@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from relay_process import relay_in_process
 from upstream_helpers import bytes_request
 
-from relay.executors import Chain
 from relay.gc_freeze import freeze_long_lived, safe_to_freeze
 from relay.net.listener import RelayProtocol
-from relay.server import RelayConfig, RelayServer
+from relay.server import RelayServer
 
 SESSIONS = 60
 # Tracked objects an idle echo session may hold on the relay's side: protocol, session, gateway logic,
@@ -168,10 +168,10 @@ def _run(loop_factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> An
 
 async def _wait_closed(server: RelayServer) -> None:
     for _ in range(200):
-        if not server._transports and server.stats.connections_open == 0:
+        if not server.connections and server.gateway.stats.connections_open == 0:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{len(server._transports)} connections still open")
+    raise AssertionError(f"{len(server.connections)} connections still open")
 
 
 @pytest.mark.parametrize("loop_factory", _loop_factories())
@@ -180,8 +180,10 @@ async def _wait_closed(server: RelayServer) -> None:
 )
 def test_closed_sessions_leave_no_tracked_objects(loop_factory: Any, how: str) -> None:
     async def main() -> tuple[int, int, int, int]:
-        server = RelayServer(RelayConfig(host="127.0.0.1", port=0, ping_interval_s=None), Chain.from_specs(["echo"]))
-        await server.start()
+        async with relay_in_process("echo") as server:
+            return await measure(server)
+
+    async def measure(server: RelayServer) -> tuple[int, int, int, int]:
         loop = asyncio.get_running_loop()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         try:
@@ -197,7 +199,6 @@ def test_closed_sessions_leave_no_tracked_objects(loop_factory: Any, how: str) -
             return baseline, after, ours_before, ours_after
         finally:
             pool.shutdown()
-            await server.stop()
 
     baseline, after, ours_before, ours_after = _run(loop_factory, main())
     assert ours_after == ours_before, f"{ours_after - ours_before} relay/websockets/h11 objects left"
@@ -227,8 +228,10 @@ def test_freezes_only_under_uvloop() -> None:
 @pytest.mark.parametrize("loop_factory", _loop_factories())
 def test_idle_session_keeps_no_handshake_state(loop_factory: Any) -> None:
     async def main() -> tuple[int, list[RelayProtocol]]:
-        server = RelayServer(RelayConfig(host="127.0.0.1", port=0, ping_interval_s=None), Chain.from_specs(["echo"]))
-        await server.start()
+        async with relay_in_process("echo") as server:
+            return await measure(server)
+
+    async def measure(server: RelayServer) -> tuple[int, list[RelayProtocol]]:
         loop = asyncio.get_running_loop()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         socks: list[socket.socket] = []
@@ -239,12 +242,12 @@ def test_idle_session_keeps_no_handshake_state(loop_factory: Any) -> None:
                 baseline = len(gc.get_objects())
                 socks.extend(await loop.run_in_executor(pool, lambda: [_open(server.port) for _ in range(SESSIONS)]))
                 for _ in range(100):
-                    if server.stats.connections_open == SESSIONS + 1:
+                    if server.gateway.stats.connections_open == SESSIONS + 1:
                         break
                     await asyncio.sleep(0.05)
                 gc.collect(0)  # only what the client's calls left behind; the sessions are alive
                 per_session = (len(gc.get_objects()) - baseline) / SESSIONS
-            protos = list(server._transports)
+            protos = list(server.connections)
             held = [p for p in protos if p._h11 is not None or p._raw is not None]
             assert not held, "an upgraded connection kept its HTTP parser or raw bytes"
             for proto in protos:
@@ -258,7 +261,6 @@ def test_idle_session_keeps_no_handshake_state(loop_factory: Any) -> None:
             for s in socks:
                 s.close()
             pool.shutdown()
-            await server.stop()
 
     per_session, _ = _run(loop_factory, main())
     assert per_session <= MAX_TRACKED_PER_IDLE_SESSION

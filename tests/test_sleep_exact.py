@@ -84,7 +84,7 @@ async def _background_load(url: str, out: Path) -> list[asyncio.subprocess.Proce
 
 async def _busy_relay_run(sleeper: DrawRecorder, tmp_path: Path) -> list[tuple[str, int, float]]:
     chain = Chain([UpperExecutor("upper"), sleeper])
-    async with relay_in_process(chain=chain) as server:
+    async with relay_in_process(backend=chain) as server:
         url = ws_url(server)
         procs = await _background_load(url, tmp_path)
         try:

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from backend_helpers import answer, serving
 from websockets.asyncio.server import ServerConnection, serve
 
 from relay.upstream.backend import UpstreamBackend
@@ -50,10 +51,8 @@ def request(text: str) -> DataRequest:
     return req
 
 
-async def backend_for(url: str, **cfg: Any) -> UpstreamBackend:
-    backend = UpstreamBackend(UpstreamPool(UpstreamConfig(url=url, **cfg)))
-    await backend.start()
-    return backend
+def backend_for(url: str, **cfg: Any) -> contextlib.AbstractAsyncContextManager[UpstreamBackend]:
+    return serving(UpstreamBackend(UpstreamPool(UpstreamConfig(url=url, **cfg))))
 
 
 def test_a_request_the_upstream_never_answers_fails_with_the_deadline_and_the_link_serves_on() -> None:
@@ -64,14 +63,10 @@ def test_a_request_the_upstream_never_answers_fails_with_the_deadline_and_the_li
                 await ws.send(answer_of(message))  # type: ignore[arg-type]
 
     async def go() -> tuple[DataRequest, DataRequest, dict[str, Any]]:
-        async with gateway(handler) as url:
-            backend = await backend_for(url, connections=1, request_timeout_s=0.3)
-            try:
-                lost, kept = request("ignore me"), request("hi")
-                await asyncio.wait_for(asyncio.gather(backend.run(lost), backend.run(kept)), 5)
-                return lost, kept, backend.status()
-            finally:
-                await backend.close()
+        async with gateway(handler) as url, backend_for(url, connections=1, request_timeout_s=0.3) as backend:
+            lost, kept = request("ignore me"), request("hi")
+            await asyncio.wait_for(asyncio.gather(answer(backend, lost), answer(backend, kept)), 5)
+            return lost, kept, backend.status()
 
     lost, kept, status = asyncio.run(go())
     assert lost.status is not None and lost.status.is_error
@@ -90,14 +85,10 @@ def test_a_refused_handshake_is_named_in_the_status_and_requests_fail_at_once() 
         return conn.respond(HTTPStatus.FORBIDDEN, "no\n")
 
     async def go() -> tuple[dict[str, Any], DataRequest]:
-        async with gateway(handler, process_request=refuse) as url:
-            backend = await backend_for(url, connections=2)
-            try:
-                req = request("hi")
-                await asyncio.wait_for(backend.run(req), 5)
-                return backend.status(), req
-            finally:
-                await backend.close()
+        async with gateway(handler, process_request=refuse) as url, backend_for(url, connections=2) as backend:
+            req = request("hi")
+            await asyncio.wait_for(answer(backend, req), 5)
+            return backend.status(), req
 
     status, req = asyncio.run(go())
     assert not status["upstream"]["healthy"]
@@ -112,14 +103,10 @@ def test_requests_in_flight_when_the_upstream_closes_are_answered_with_its_close
         await ws.close(1011, "flow crashed")
 
     async def go() -> list[DataRequest]:
-        async with gateway(handler) as url:
-            backend = await backend_for(url, connections=1)
-            try:
-                reqs = [request("a"), request("b")]
-                await asyncio.wait_for(asyncio.gather(*(backend.run(r) for r in reqs)), 5)
-                return reqs
-            finally:
-                await backend.close()
+        async with gateway(handler) as url, backend_for(url, connections=1) as backend:
+            reqs = [request("a"), request("b")]
+            await asyncio.wait_for(asyncio.gather(*(answer(backend, r) for r in reqs)), 5)
+            return reqs
 
     for req in asyncio.run(go()):
         assert req.status is not None and req.status.is_error
@@ -144,23 +131,19 @@ def test_when_every_link_is_full_requests_wait_then_go_in_order_and_answers_matc
                 held.clear()
 
     async def go() -> tuple[int, list[DataRequest], int]:
-        async with gateway(handler) as url:
-            backend = await backend_for(url, connections=1, max_inflight=2)
-            try:
-                reqs = [request(t) for t in ("one", "two", "three", "four")]
-                answered: list[DataRequest] = []
-                for r in reqs:
-                    backend.submit(r, answered.append)
-                await asyncio.sleep(0.3)
-                seen_while_full = seen
-                release.set()
-                for _ in range(100):
-                    if len(answered) == len(reqs):
-                        break
-                    await asyncio.sleep(0.05)
-                return seen_while_full, reqs, len(answered)
-            finally:
-                await backend.close()
+        async with gateway(handler) as url, backend_for(url, connections=1, max_inflight=2) as backend:
+            reqs = [request(t) for t in ("one", "two", "three", "four")]
+            answered: list[DataRequest] = []
+            for r in reqs:
+                backend.submit(r, answered.append)
+            await asyncio.sleep(0.3)
+            seen_while_full = seen
+            release.set()
+            for _ in range(100):
+                if len(answered) == len(reqs):
+                    break
+                await asyncio.sleep(0.05)
+            return seen_while_full, reqs, len(answered)
 
     seen_while_full, reqs, n_answered = asyncio.run(go())
     assert seen_while_full == 2, "the link carries at most max_inflight requests"

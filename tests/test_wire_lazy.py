@@ -11,39 +11,39 @@ answers from that message while they are still in it. Every answer must be what 
 * the pieces: what is kept and what is rewritten, ids, numpy marking, parameters, sparse arrays;
 * the upstream path: a bytes client's documents reach a bytes upstream and come back unconverted.
 
-Each request goes through what a relay connection does to it (relay.doors.websocket: `_admit`, the chain, then
-what `_send` does before it encodes) with a fixed clock and fixed ids, so that two runs can be compared.
+Each request goes through what the relay does to it (relay.gateway: `admit`, the chain, then `finish` with the
+bytes encoder) with a fixed clock and fixed ids, so that two runs can be compared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import sqlite3
 import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
 import pytest
+from backend_helpers import answer as answered_by
+from backend_helpers import serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
-from relay import executors, server
-from relay.doors import websocket
+from relay import executors, gateway
+from relay.config import RelayConfig
 from relay.executors import Chain, Executor, RecordExecutor, parse_executor_spec
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamPool
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document, NamedScore, NdArray
 from relay.wire.errors import BadRequest
-from relay.wire.messages import DataRequest
+from relay.wire.messages import DataRequest, Route
 from relay.wire.proto import jina_pb2
 
 # ---- running a request as the relay does, deterministically ------------------------------------------
@@ -91,15 +91,19 @@ class _Clock:
 @contextlib.contextmanager
 def _fixed_time() -> Iterator[None]:
     clock = _Clock()
-    with mock.patch.object(websocket, "now_ns", clock), mock.patch.object(executors, "now_ns", clock):
+    with mock.patch.object(gateway, "now_ns", clock), mock.patch.object(executors, "now_ns", clock):
         yield
 
 
-def _connection() -> SimpleNamespace:
-    ids = server.IdSource()
-    ids._prefix = "0123456789abcdef"
-    ids._counter = itertools.count(1)
-    return SimpleNamespace(_ids=ids, is_bytes=True, config=server.RelayConfig())
+def _gateway(chain: Chain | None = None) -> gateway.Gateway:
+    """A gateway whose ids are the same on every run (what a bytes client's documents without an id get)."""
+    return gateway.Gateway(RelayConfig(), chain or Chain([]), ids=gateway.IdSource("0123456789abcdef"))
+
+
+def _admit(req: DataRequest, frame: bytes) -> gateway.Gateway:
+    relay = _gateway()
+    relay.admit(req, len(frame), True)
+    return relay
 
 
 def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, DataRequest]:
@@ -110,18 +114,14 @@ def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, Dat
         assert isinstance(req, DataRequest)
         if materialize:
             req.load_docs()
-        websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
+        relay = _admit(req, frame)
         if chain.is_async:
             asyncio.run(chain.run(req))
         else:
             chain.run_sync(req)
-        # What _Connection._send does before it encodes.
-        gateway = req.routes[0]
-        req.target_executor = ""
-        if req.docs:
-            websocket._mark_numpy(req)
-        gateway.end_ns = websocket.now_ns()
-        return proto_codec.encode_response(req), req
+        out = relay.finish(req, proto_codec.encode_response)  # what the WebSocket door sends a bytes client
+        assert out is not None
+        return out, req
 
 
 def both(frame: bytes, specs: list[str], tmp: Path | None = None) -> tuple[bytes, bytes, DataRequest]:
@@ -383,7 +383,7 @@ def test_parameters_come_back_as_they_came_unless_replaced() -> None:
     # None sent: the relay answers `parameters: {}` (`12 00`), as the gateway did in iv_bytes_index.
     req = proto_codec.decode_request(_frame(Document(text="t")))
     assert isinstance(req, DataRequest) and req.parameters is None
-    websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
+    _admit(req, b"")
     pb = jina_pb2.DataRequestProto.FromString(proto_codec.encode_response(req))
     assert pb.HasField("parameters") and len(pb.parameters.fields) == 0
     assert b"\x12\x00" in proto_codec.encode_response(req)
@@ -438,7 +438,7 @@ def test_routes_are_written_as_timestamp_from_nanoseconds_writes_them() -> None:
 
     for ns in (0, 1, 999_999_999, 1_795_728_119_246_844_123, -1, -1_500_000_000):
         ours = jina_pb2.DataRequestProto()
-        proto_codec.envelope_to_proto(DataRequest(routes=[websocket.Route("g", ns, ns)]), ours)
+        proto_codec.envelope_to_proto(DataRequest(routes=[Route("g", ns, ns)]), ours)
         ts = Timestamp()
         ts.FromNanoseconds(ns)
         assert ours.routes[0].start_time == ts == ours.routes[0].end_time
@@ -472,18 +472,14 @@ async def _backend(mirror: bool = False) -> Any:
         url = f"ws://127.0.0.1:{next(iter(gw.sockets)).getsockname()[1]}"
         primary = UpstreamPool(UpstreamConfig(url=url, connections=1))
         shadow = UpstreamPool(UpstreamConfig(url=url, connections=1)) if mirror else None
-        backend = UpstreamBackend(primary, shadow)
-        await backend.start()
-        try:
+        async with serving(UpstreamBackend(primary, shadow)) as backend:
             yield backend
-        finally:
-            await backend.close()
 
 
 def _admitted(frame: bytes) -> DataRequest:
     req = proto_codec.decode_request(frame)
     assert isinstance(req, DataRequest)
-    websocket.ClientConnection._admit(_connection(), req)  # type: ignore[arg-type]
+    _admit(req, frame)
     return req
 
 
@@ -496,15 +492,18 @@ def test_a_bytes_clients_documents_cross_a_bytes_upstream_unconverted(monkeypatc
             with monkeypatch.context() as m:
                 m.setattr(Document, "from_proto", classmethod(lambda cls, pb: pytest.fail("converted")))
                 m.setattr(Document, "fill_proto", lambda self, pb: pytest.fail("converted"))
-                await backend.run(lazy)
+                await answered_by(backend, lazy)
                 assert lazy.raw is not None and lazy.docs is None
                 lazy_out = proto_codec.encode_response(lazy)
-                await asyncio.gather(*backend._shadow_tasks)  # the mirror's copy did not convert either
+                for _ in range(100):  # the mirror's copy did not convert either
+                    if backend.mirror_stats.ok:
+                        break
+                    await asyncio.sleep(0.01)
                 assert backend.mirror_stats.ok == 1
             eager = _admitted(frame)
             eager.load_docs()
             eager.routes[0].start_ns = lazy.routes[0].start_ns
-            await backend.run(eager)
+            await answered_by(backend, eager)
             assert eager.raw is None
             return lazy_out, proto_codec.encode_response(eager)
 
@@ -532,7 +531,7 @@ def test_a_json_upstream_gets_documents_from_a_bytes_client() -> None:
                 done(DataRequest(request_id=rid, docs=[Document(text="back")]), None)
 
             pool.links[0].send = capture  # type: ignore[method-assign]
-            await backend.run(req)
+            await answered_by(backend, req)
             assert sent[0].raw is None and sent[0].docs == [Document(id=doc_id, text="hi")]
             return req
 

@@ -1,13 +1,13 @@
 """The `flowrelay serve` verb: flags -> a RelayConfig and a backend (built-in Executors or an upstream Flow)
--> a running relay, until SIGTERM or SIGINT.
+-> the relay's pieces wired together (`build_relay`) -> a running relay, until SIGTERM or SIGINT.
 
-Usage errors exit 2 with a message, before anything listens; a port that cannot be bound exits 1.
+Usage errors exit 2 with a message, before anything listens; a port that cannot be bound exits 1, and so does a
+relay whose background task failed (keepalive, gc freezer, the upstream links' upkeep), with the error named.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -15,23 +15,34 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+from anyio.abc import TaskStatus
+
+from relay.backend import Backend
 from relay.common import loop as event_loop
 from relay.common.units import parse_duration, parse_size
-from relay.dashboard import RelayDashboard
-from relay.doors.http import HttpDoor
-from relay.executors import Chain, ExecutorSpecError
-from relay.metrics import RelayMetrics
-from relay.server import (
+from relay.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL_S,
     DEFAULT_PORT,
     DEFAULT_PREFETCH,
     RelayConfig,
-    RelayServer,
 )
+from relay.dashboard import RelayDashboard
+from relay.doors.http import ExtraRoute, HttpDoor
+from relay.doors.websocket import WebSocketDoor
+from relay.executors import Chain, ExecutorSpecError
+from relay.gateway import Gateway
+from relay.metrics import RelayMetrics
+from relay.observer import Observer
+from relay.server import RelayServer, TaskFailed, leaf_exceptions
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamPool
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+log = logging.getLogger("flowrelay.relay")
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -79,6 +90,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="refuse WebSocket handshakes beyond this many connections with HTTP 503 (default 0: no limit)",
     )
     p.add_argument("--handshake-timeout", default="10s", help="close a connection whose handshake takes longer")
+    p.add_argument(
+        "--ping-interval",
+        default=f"{DEFAULT_PING_INTERVAL_S:g}s",
+        help=f"keepalive: ping each WebSocket client this often; one that did not answer the previous ping is "
+        f"closed 1011 (default {DEFAULT_PING_INTERVAL_S:g}s; 0: no pings)",
+    )
     p.add_argument(
         "--auth-token",
         help="require 'Authorization: Bearer TOKEN' (or ?token=TOKEN for browsers), else HTTP 401; "
@@ -140,8 +157,9 @@ def _check_ws_url(url: str, flag: str) -> str:
     return url
 
 
-def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
-    """The embedded Executors, or the link to an upstream Flow (with its mirror)."""
+def backend_from_args(args: argparse.Namespace, observer: Observer | None = None) -> Backend:
+    """The embedded Executors, or the link to an upstream Flow (with its mirror, whose figures go to
+    `observer`)."""
     if args.upstream is None:
         if args.mirror:
             raise ValueError("--mirror needs --upstream: it copies the traffic a relay forwards")
@@ -175,16 +193,17 @@ def backend_from_args(args: argparse.Namespace) -> Chain | UpstreamBackend:
         return UpstreamPool(cfg)
 
     mirror = pool(_check_ws_url(args.mirror, "--mirror")) if args.mirror else None
-    return UpstreamBackend(pool(_check_ws_url(args.upstream, "--upstream")), mirror)
+    return UpstreamBackend(pool(_check_ws_url(args.upstream, "--upstream")), mirror, observer)
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | UpstreamBackend]:
-    """Build the relay's configuration; raises ValueError with a user-facing message when wrong."""
+def config_from_args(args: argparse.Namespace, observer: Observer | None = None) -> tuple[RelayConfig, Backend]:
+    """Build the relay's configuration and backend; raises ValueError with a user-facing message when wrong."""
     if args.prefetch < 0:
         raise ValueError("--prefetch must be 0 (no limit) or a positive number")
     if not 0 <= args.port <= 65535:
         raise ValueError("--port must be between 0 and 65535")
-    chain = backend_from_args(args)
+    ping_interval_s = parse_duration(args.ping_interval)
+    backend = backend_from_args(args, observer)
     config = RelayConfig(
         host=args.host,
         port=args.port,
@@ -195,11 +214,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | Ups
         cors=args.cors,
         max_connections=args.max_connections,
         handshake_timeout_s=parse_duration(args.handshake_timeout),
+        ping_interval_s=ping_interval_s or None,
         auth_token=args.auth_token or os.environ.get("FLOWRELAY_AUTH_TOKEN") or None,
         allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
         certfile=args.certfile,
         keyfile=args.keyfile,
-        gc_freeze=not getattr(args, "no_gc_freeze", False),
+        gc_freeze=not args.no_gc_freeze,
     )
     if args.max_connections < 0:
         raise ValueError("--max-connections must be >= 0")
@@ -210,58 +230,85 @@ def config_from_args(args: argparse.Namespace) -> tuple[RelayConfig, Chain | Ups
     for path in (args.certfile, args.keyfile):
         if path and not os.path.isfile(path):
             raise ValueError(f"no such file: {path}")
-    return config, chain
+    return config, backend
 
 
-async def _serve(config: RelayConfig, chain: Chain | UpstreamBackend, grpc_port: int | None = None) -> None:
-    # Always on: the hooks add ~0.6 µs per request (bench/metrics_cost.py), ~2 % of the relay's CPU.
-    metrics = RelayMetrics()
-    server = RelayServer(config, chain, observer=metrics)
-    server.extra_http["/metrics"] = metrics.http_handler
-    # POST /post, /index, /search, PUT /update, DELETE /delete, /openapi.json, /docs, /redoc: Jina's HTTP door.
-    server.http_door = HttpDoor(server)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    # /dashboard and /dashboard/events: read from the metrics once a second, nothing per request.
-    dashboard = RelayDashboard(server, metrics).install()
-    scheme = "wss" if config.certfile else "ws"
-    print(f"flowrelay serving {scheme}://{config.host}:{server.port}/ {chain.describe()}", flush=True)
-    door = None
+def build_relay(config: RelayConfig, backend: Backend, metrics: RelayMetrics | None = None,
+                grpc_port: int | None = None) -> RelayServer:
+    """The relay's pieces, wired: one gateway over `backend` (counting into `metrics`, served at /metrics), the
+    WebSocket and HTTP doors on the relay's port, the gRPC door on `grpc_port` if given, and the server that
+    runs them."""
+    gateway = Gateway(config, backend, metrics)
+    extra_routes: dict[str, ExtraRoute] = {}
+    services = {}
+    dashboard = None
+    if metrics is not None:
+        extra_routes["/metrics"] = metrics.http_handler
+        # /dashboard and /dashboard/events: read from the metrics once a second, nothing per request.
+        dashboard = RelayDashboard(gateway, metrics)
+        extra_routes.update(dashboard.routes())
+        services["dashboard"] = dashboard.run
+    grpc = None
+    if grpc_port is not None:
+        from relay.doors.grpc import GrpcDoor  # grpc is imported only where a gRPC door is asked for
+
+        grpc = GrpcDoor(gateway, grpc_port)
+    relay = RelayServer(config, gateway, WebSocketDoor(gateway), HttpDoor(gateway, extra_routes), grpc, services)
+    if dashboard is not None:
+        dashboard.where = lambda: f"{config.host}:{relay.port}"
+    return relay
+
+
+async def _serve(relay: RelayServer) -> int:
+    """Run `relay` until SIGTERM or SIGINT (then drain); the exit code."""
+    config = relay.config
+    failed: list[str] = []
     try:
-        if grpc_port is not None:
-            from relay.doors.grpc import GrpcDoor
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_stop_on_signals, relay)
+            await tasks.start(_serve_then_cancel, relay, tasks.cancel_scope)
+            scheme = "wss" if config.certfile else "ws"
+            print(f"flowrelay serving {scheme}://{config.host}:{relay.port}/ {relay.gateway.backend.describe()}",
+                  flush=True)
+            if relay.grpc is not None:
+                print(f"flowrelay serving grpc{'s' if config.certfile else ''}://{config.host}:{relay.grpc.port}/ "
+                      "(gRPC door: jina.JinaRPC/Call and the gateway's other services)", flush=True)
+    except* OSError as group:
+        failed += [f"cannot listen on {config.host}:{config.port}: {exc}" for exc in leaf_exceptions(group)]
+    except* TaskFailed as group:
+        for exc in leaf_exceptions(group):
+            log.error("%s; the relay stopped", exc, exc_info=exc.__cause__)
+            failed.append(str(exc))
+    for line in failed:
+        print(f"flowrelay serve: {line}", file=sys.stderr, flush=True)
+    return EXIT_FAILED if failed else 0
 
-            door = GrpcDoor(server, grpc_port)
-            await door.start()
-            print(f"flowrelay serving grpc{'s' if config.certfile else ''}://{config.host}:{door.port}/ "
-                  "(gRPC door: jina.JinaRPC/Call and the gateway's other services)", flush=True)
-        await stop.wait()
-        print("flowrelay stopping: draining requests in flight", flush=True)
-    finally:
-        dashboard.close()
-        if door is not None:
-            await door.stop(config.drain_timeout_s)
-        await server.stop()
+
+async def _serve_then_cancel(relay: RelayServer, scope: anyio.CancelScope, *,
+                             task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    await relay.serve(task_status=task_status)
+    scope.cancel()  # the relay has stopped: so does the signal watcher
+
+
+async def _stop_on_signals(relay: RelayServer) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            print("flowrelay stopping: draining requests in flight", flush=True)
+            relay.stop()
 
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # websockets logs every connection at INFO; a load test opens many.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Always on: the hooks add ~0.6 µs per request (bench/metrics_cost.py), ~2 % of the relay's CPU.
+    metrics = RelayMetrics()
     try:
-        config, chain = config_from_args(args)
+        config, backend = config_from_args(args, metrics)
     except (ValueError, ExecutorSpecError) as exc:
         print(f"flowrelay serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        event_loop.run(_serve, config, chain, args.grpc_port)
-    except OSError as exc:
-        print(f"flowrelay serve: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return event_loop.run(_serve, build_relay(config, backend, metrics, args.grpc_port))
 
 
 def register(sub: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A Jina (FastAPI) gateway's `/docs` and `/redoc` pages load Swagger UI and Redoc 
 offline machine cannot reach. These pages have the same look and content, but every script, style sheet and
 icon comes from `/docs-assets/...`, served from the files of the `drf-spectacular-sidecar` package (a
 self-contained distribution of `swagger-ui-dist` and Redoc, released with each of their versions; its
-`__init__` imports Django, so it is located, never imported). Only the files listed in `ASSETS` are served.
+`__init__` imports Django, so it is located, never imported). It is the `flowrelay[docs]` extra: without it
+`assets_installed()` is False and the door answers the pages with 503 and that hint. Only the files listed in
+`ASSETS` are served.
 
 Pages send a Content-Security-Policy that allows nothing but this origin (plus inline styles and `data:`/`blob:`
 URLs, which both UIs use), so a page cannot fetch anything from elsewhere even by mistake. The one URL elsewhere

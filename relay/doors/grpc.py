@@ -15,80 +15,77 @@ built-in Executor chain, or the link to an upstream Flow), so jina's own `Client
   `jina.JinaDiscoverEndpointsRPC/endpoint_discovery`, and the standard `grpc.health.v1.Health/Check`
   (SERVING, or NOT_SERVING while an upstream is unreachable).
 
-Requests are treated as on the WebSocket door: the client's `request_id` is kept (one is made if it is
-empty), a `gateway` route entry brackets the Flow's, `execEndpoint` defaults to `/`, `parameters` to
-`{}`, documents without an id get one; the relay's counters and Prometheus metrics count them too.
-With `--auth-token`, every method but the health check wants `authorization: Bearer TOKEN` metadata
+Requests go through the gateway's lifecycle (relay.gateway) as on every door: the client's `request_id` is
+kept (one is made if it is empty), a `gateway` route entry brackets the Flow's, `execEndpoint` defaults to `/`,
+`parameters` to `{}`, documents without an id get one; the relay's counters and Prometheus metrics count them
+too. With `--auth-token`, every method but the health check wants `authorization: Bearer TOKEN` metadata
 (UNAUTHENTICATED otherwise). Messages are handled as raw bytes and coded by relay.wire.proto_codec.
+
+A `Call` is a reader task and the handler itself as the writer, joined by a bounded anyio memory object stream
+of encoded answers: the reader admits a request, the backend's callback encodes its answer into the stream,
+the writer sends what arrives. The window of `prefetch` requests is a semaphore taken per request read and
+given back per answer written, so the stream never holds more than `prefetch` answers. The stream ends when
+the reader and every answer still owed have closed their ends of it.
+
+Imports: anyio, grpc, relay.backend, relay.common.grpc_channel, relay.gateway and relay.wire.
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import contextlib
-import hmac
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import anyio
 import grpc
+from anyio.streams.memory import MemoryObjectSendStream
 
+from relay.backend import BackendUnavailable, Respond
 from relay.common.grpc_channel import server_options
+from relay.gateway import Gateway
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
-from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
+from relay.wire.messages import DataRequest
 from relay.wire.proto import jina_pb2
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
 
 log = logging.getLogger("flowrelay.grpc")
 
-# What an Executor answers to endpoint discovery when it serves every endpoint, as the built-in ones do.
-DEFAULT_ENDPOINTS = ("/default", "_jina_dry_run_")
 HEALTH_SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
 HEALTH_NOT_SERVING = b"\x08\x02"
+UNAUTHENTICATED_DETAIL = "missing or wrong token: send 'authorization: Bearer TOKEN' metadata"
 
 
 class GrpcDoor:
-    """A grpc.aio server beside the relay's WebSocket server, over the same backend and counters."""
+    """A grpc.aio server beside the relay's port, over the same gateway."""
 
-    def __init__(self, relay: RelayServer, port: int, host: str | None = None) -> None:
-        self.relay = relay
-        self.host = host or relay.config.host
+    def __init__(self, gateway: Gateway, port: int, host: str | None = None) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.host = host or self.config.host
         self.requested_port = port
         self.port = port
         self._server: grpc.aio.Server | None = None
         self._streams: set[_Stream] = set()
 
     async def start(self) -> None:
-        """Listen (after the relay's start, which starts the backend). Raises OSError if it cannot bind."""
-        cfg = self.relay.config
+        """Listen (the relay starts it after the gateway). Raises OSError if it cannot bind."""
+        cfg = self.config
         server = grpc.aio.server(options=server_options(cfg.max_message_size or None))
         raw = {"request_deserializer": None, "response_serializer": None}
+        unary = grpc.unary_unary_rpc_method_handler
+        services = {
+            "jina.JinaRPC": {"Call": grpc.stream_stream_rpc_method_handler(self._call, **raw)},
+            "jina.JinaSingleDataRequestRPC": {"process_single_data": unary(self._single, **raw)},
+            "jina.JinaGatewayDryRunRPC": {"dry_run": unary(self._dry_run, **raw)},
+            "jina.JinaInfoRPC": {"_status": unary(self._status, **raw)},
+            "jina.JinaDiscoverEndpointsRPC": {"endpoint_discovery": unary(self._endpoints, **raw)},
+            "grpc.health.v1.Health": {"Check": unary(self._health, **raw)},
+        }
         server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "jina.JinaRPC", {"Call": grpc.stream_stream_rpc_method_handler(self._call, **raw)}
-                ),
-                grpc.method_handlers_generic_handler(
-                    "jina.JinaSingleDataRequestRPC",
-                    {"process_single_data": grpc.unary_unary_rpc_method_handler(self._single, **raw)},
-                ),
-                grpc.method_handlers_generic_handler(
-                    "jina.JinaGatewayDryRunRPC", {"dry_run": grpc.unary_unary_rpc_method_handler(self._dry_run, **raw)}
-                ),
-                grpc.method_handlers_generic_handler(
-                    "jina.JinaInfoRPC", {"_status": grpc.unary_unary_rpc_method_handler(self._status, **raw)}
-                ),
-                grpc.method_handlers_generic_handler(
-                    "jina.JinaDiscoverEndpointsRPC",
-                    {"endpoint_discovery": grpc.unary_unary_rpc_method_handler(self._endpoints, **raw)},
-                ),
-                grpc.method_handlers_generic_handler(
-                    "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(self._health, **raw)}
-                ),
-            )
+            tuple(grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items())
         )
         address = f"{self.host}:{self.requested_port}"
         try:
@@ -117,73 +114,22 @@ class GrpcDoor:
 
     # ---- requests ------------------------------------------------------------------------------
 
-    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
-        token = self.relay.config.auth_token
-        if not token:
-            return True
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                return hmac.compare_digest(value[7:].strip(), token)
-        return False
-
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._authorized(context):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token: send 'authorization: Bearer TOKEN' metadata"
-            )
+        authorization = next(
+            (v for k, v in context.invocation_metadata() or () if k == "authorization" and isinstance(v, str)), None
+        )
+        if not self.gateway.authorized(authorization):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAIL)
 
-    def admit(self, req: DataRequest, size: int) -> None:
-        """Stamp a request as the WebSocket door does (bytes mode), and count it."""
-        relay = self.relay
-        if not req.request_id:
-            req.request_id = relay.ids.next()
-        req.routes = [Route(relay.config.name, now_ns())]
-        if req.exec_endpoint is None:
-            req.exec_endpoint = "/"
-        if req.parameters is None:
-            req.parameters = {}
-        for doc in req.docs or ():
-            if doc.id is None:
-                doc.id = relay.ids.next()
-        relay.stats.requests_total += 1
-        relay.stats.in_flight += 1
-        relay.observer.bytes_in(size)
-        relay.observer.request_started(req.exec_endpoint)
-
-    async def answer(self, req: DataRequest) -> bytes:
-        """Run an admitted request through the backend; its encoded answer (never raises but on cancel)."""
-        relay = self.relay
-        try:
-            await relay.chain.run(req)
-        except asyncio.CancelledError:  # the client went away: the request no longer counts as in flight
-            relay.stats.in_flight -= 1
-            raise
-        except Exception as exc:  # the client gets an error status, not a broken stream
-            log.exception("request %s failed in the relay", req.request_id)
-            text = f"{type(exc).__name__}: {exc}"
-            req.status = Status(STATUS_ERROR, text, ExceptionInfo(type(exc).__name__, [text], executor="gateway"))
-        gateway = req.routes[0]
-        req.target_executor = ""
-        gateway.end_ns = now_ns()
-        payload = proto_codec.encode_response(req)
-        stats = relay.stats
-        stats.in_flight -= 1
-        if req.is_error:
-            stats.requests_failed += 1
-        relay.observer.bytes_out(len(payload))
-        relay.observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
-        return payload
-
-    async def _call(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _call(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await self._check(context)
         metadata = dict(context.invocation_metadata() or ())
         in_order = metadata.get("__results_in_order__") == "true"
-        prefetch = _positive_int(metadata.get("__prefetch__")) or self.relay.config.prefetch
-        stream = _Stream(self, in_order, prefetch)
+        prefetch = _positive_int(metadata.get("__prefetch__")) or self.config.prefetch
+        stream = _Stream(self.gateway, in_order, prefetch)
         self._streams.add(stream)
         try:
-            async for payload in stream.run(requests):
-                yield payload
+            await stream.run(requests, context.write)
         finally:
             self._streams.discard(stream)
         if stream.abort is not None:
@@ -195,20 +141,19 @@ class GrpcDoor:
             req = proto_codec.decode(request)
         except WireError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.reason)
-        self.admit(req, len(request))
-        return await self.answer(req)
+        self.gateway.admit(req, len(request), True)
+        payload = await self.gateway.call(req, proto_codec.encode_response)
+        if payload is None:
+            await context.abort(grpc.StatusCode.INTERNAL, "the answer could not be encoded")
+        return payload  # type: ignore[return-value]
 
     async def _dry_run(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await self._check(context)
-        status = await self.relay.chain.dry_run()
-        pb = jina_pb2.StatusProto()
-        if status.is_error:
-            proto_codec.status_to_proto(status, pb)
-        return pb.SerializeToString()
+        return proto_codec.encode_status(await self.gateway.dry_run())
 
     async def _status(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await self._check(context)
-        body = self.relay.status_body()
+        body = self.gateway.status()
         pb = jina_pb2.JinaInfoProto()
         for key, value in body.get("jina", {}).items():
             pb.jina[key] = str(value)
@@ -220,113 +165,122 @@ class GrpcDoor:
     async def _endpoints(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await self._check(context)
         pb = jina_pb2.EndpointsProto()
-        primary = getattr(self.relay.chain, "primary", None)
-        discover = getattr(primary, "endpoint_discovery", None)
-        if discover is not None:
-            from relay.upstream.pool import UpstreamError
-
-            try:
-                pb.endpoints.extend(await discover())
-            except UpstreamError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        else:
-            pb.endpoints.extend(DEFAULT_ENDPOINTS)
+        try:
+            pb.endpoints.extend(await self.gateway.endpoints())
+        except BackendUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return pb.SerializeToString()
 
     async def _health(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        primary = getattr(self.relay.chain, "primary", None)
-        healthy = getattr(primary, "healthy", True)
-        return HEALTH_SERVING if healthy else HEALTH_NOT_SERVING
+        return HEALTH_SERVING if self.gateway.backend.healthy else HEALTH_NOT_SERVING
+
+
+class _Slot:
+    """An answer owed, in request order (`__results_in_order__`): its end of the stream, and the answer once
+    it is ready."""
+
+    __slots__ = ("answer", "out", "ready")
+
+    def __init__(self, out: MemoryObjectSendStream[bytes]) -> None:
+        self.out = out
+        self.answer: bytes | None = None
+        self.ready = False
 
 
 class _Stream:
-    """One `Call`: a reader that admits requests up to the prefetch, tasks that answer them, and the
-    answers in the order they are ready (or in request order when asked)."""
+    """One `Call`: a reader that admits requests up to the prefetch, and the answers written as they come (or in
+    request order when asked)."""
 
-    def __init__(self, door: GrpcDoor, in_order: bool, prefetch: int) -> None:
-        self.door = door
+    def __init__(self, gateway: Gateway, in_order: bool, prefetch: int) -> None:
+        self.gateway = gateway
         self.in_order = in_order
         self.prefetch = prefetch
-        self.in_flight = 0
         self.abort: tuple[grpc.StatusCode, str] | None = None
-        self._out: asyncio.Queue[bytes | asyncio.Task[bytes] | None] = asyncio.Queue()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._reader: asyncio.Task[None] | None = None
+        self._reading: anyio.CancelScope | None = None
         self._stopping = False
+        self._window: anyio.Semaphore | None = None
+        self._owed: collections.deque[_Slot] = collections.deque()
 
     def shutdown(self) -> None:
-        """Stop reading; what is in flight is still answered, then the stream ends."""
+        """Stop reading; what is in flight is still answered, then the stream ends (UNAVAILABLE)."""
         self._stopping = True
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
 
-    async def run(self, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        reader = self._reader = asyncio.create_task(self._read(requests))
-        try:
-            while True:
-                item = await self._out.get()
-                if item is None:
-                    return
-                yield (await item) if isinstance(item, asyncio.Task) else item
-        finally:
-            reader.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+    async def run(self, requests: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[Any]]) -> None:
+        """Read `requests`, `write` their answers; returns once every request read is answered."""
+        if self.prefetch:
+            self._window = anyio.Semaphore(self.prefetch)
+        # At most `prefetch` answers are unwritten at any time (the window), so the buffer never fills.
+        out, answers = anyio.create_memory_object_stream[bytes](max_buffer_size=self.prefetch or math.inf)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._read, requests, out)
+            async with answers:
+                async for payload in answers:
+                    try:
+                        await write(payload)
+                    except Exception as exc:  # the client went away: nothing more to read or write
+                        log.debug("gRPC stream ended: %r", exc)
+                        tasks.cancel_scope.cancel()
+                        return
+                    if self._window is not None:
+                        self._window.release()
 
-    async def _read(self, requests: AsyncIterator[bytes]) -> None:
-        door = self.door
-        chain = door.relay.chain
-        try:
-            async for frame in requests:
-                if self.prefetch and self.in_flight >= self.prefetch:
-                    # As a Jina gateway's prefetch: stop reading, HTTP/2 flow control pushes back.
-                    self._room.clear()
-                    await self._room.wait()
-                try:
-                    req = proto_codec.decode(frame)
-                except WireError as err:
-                    self.abort = (grpc.StatusCode.INVALID_ARGUMENT, err.reason)
-                    break
-                door.admit(req, len(frame))
-                self.in_flight += 1
-                self._idle.clear()
-                if self.in_order or chain.is_async:
-                    task = asyncio.create_task(door.answer(req))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
-                    if self.in_order:
-                        self._out.put_nowait(task)  # awaited in turn by run()
-                else:
-                    self._out.put_nowait(await door.answer(req))
-                    self._finished()
-        except asyncio.CancelledError:
-            if not self._stopping:
-                raise
+    async def _read(self, requests: AsyncIterator[bytes], out: MemoryObjectSendStream[bytes]) -> None:
+        gateway = self.gateway
+        window = self._window
+        with out, anyio.CancelScope() as reading:
+            self._reading = reading
+            if self._stopping:
+                reading.cancel()
+            try:
+                async for frame in requests:
+                    if window is not None:
+                        # As a Jina gateway's prefetch: stop reading, HTTP/2 flow control pushes back.
+                        await window.acquire()
+                    try:
+                        req = proto_codec.decode(frame)
+                    except WireError as err:
+                        self.abort = (grpc.StatusCode.INVALID_ARGUMENT, err.reason)
+                        break
+                    gateway.admit(req, len(frame), True)
+                    gateway.run(req, self._answer_to(out.clone()))
+            except Exception as exc:  # the client went away mid-stream: nothing left to answer to
+                log.debug("gRPC stream ended: %r", exc)
+        if reading.cancelled_caught:
             self.abort = (grpc.StatusCode.UNAVAILABLE, "the relay is shutting down")
-        except Exception as exc:  # the client went away mid-stream: nothing left to answer to
-            log.debug("gRPC stream ended: %r", exc)
-        await self._idle.wait()
-        self._out.put_nowait(None)
 
-    def _done(self, task: asyncio.Task[bytes]) -> None:
-        """An answer is ready: out it goes (unless answers keep request order), then there is room."""
-        self._tasks.discard(task)
-        if not self.in_order and not task.cancelled() and task.exception() is None:
-            self._out.put_nowait(task.result())
-        self._finished()
+    def _answer_to(self, out: MemoryObjectSendStream[bytes]) -> Respond:
+        """The callback that puts one request's answer into the stream (through its own end of it)."""
+        finish = self.gateway.finish
+        if not self.in_order:
 
-    def _finished(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle.set()
-        if not self._room.is_set() and self.in_flight < self.prefetch:
-            self._room.set()
+            def respond(req: DataRequest) -> None:
+                self._send(out, finish(req, proto_codec.encode_response))
+
+            return respond
+        slot = _Slot(out)
+        self._owed.append(slot)
+
+        def respond_in_order(req: DataRequest) -> None:
+            slot.answer = finish(req, proto_codec.encode_response)
+            slot.ready = True
+            owed = self._owed
+            while owed and owed[0].ready:
+                first = owed.popleft()
+                self._send(first.out, first.answer)
+
+        return respond_in_order
+
+    def _send(self, out: MemoryObjectSendStream[bytes], answer: bytes | None) -> None:
+        with out:
+            if answer is None:  # not even an error answer could be encoded (logged): its place in the window is free
+                if self._window is not None:
+                    self._window.release()
+                return
+            # When the stream is over (the client left), the answer has nowhere to go.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                out.send_nowait(answer)
 
 
 def _positive_int(value: Any) -> int:

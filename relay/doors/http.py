@@ -1,58 +1,57 @@
-"""The relay's HTTP door: the routes of a Jina HTTP gateway (JINA-WIRE.md §8.1) on the relay's own port.
+"""The relay's HTTP door: every plain HTTP request on the relay's port, with the routes of a Jina HTTP gateway
+(JINA-WIRE.md §8.1).
 
-The listener hands every plain HTTP request to `HttpDoor.handle`, which answers the ones it knows and returns
-None for the others (the listener then answers 404):
+The listener hands each plain HTTP request to `HttpDoor.handle`, which always answers:
 
+* `GET /` (a health check, open without the token), `GET /status`, `GET /dry_run` (as Jina's HTTP dry run: 200 either
+  way, the status in the body), and extra GET routes the CLI adds (`/metrics`).
 * `POST /post` with a `JinaEndpointRequestModel` body (`data` as a list or `{"docs": [...]}` or absent,
   `execEndpoint`/`exec_endpoint` default `/`, `targetExecutor`, `parameters`); `POST /index`, `POST /search`,
-  `PUT /update`, `DELETE /delete` with a `JinaRequestModel` body (the path is the endpoint). Each request is
-  admitted as the WebSocket door admits one (a request id, a `gateway` route entry, ids for documents without
-  one), run through the backend, and answered in the shape of Jina's `JinaResponseModel`: camelCase keys,
-  nulls kept, timestamps as Python's isoformat (`...+00:00`), documents in `data` with snake_case keys.
-  An Executor's error answers 200 with `header.status.code` 1, as Jina does; an unreachable upstream Flow
-  (status exception `UpstreamError`) answers 503, like a Jina gateway's network error. A body that does not
-  fit the model answers 422 with FastAPI's `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, and
-  malformed JSON the same `json_invalid` error a Jina gateway gives. Other methods on these paths get 405
-  (with `Allow`); HEAD is answered like GET on the GET routes.
+  `PUT /update`, `DELETE /delete` with a `JinaRequestModel` body (the path is the endpoint). Each request goes
+  through the gateway's lifecycle (relay.gateway: a request id, a `gateway` route entry, ids for documents
+  without one, the backend, the counters) and is answered in the shape of Jina's `JinaResponseModel`:
+  camelCase keys, nulls kept, timestamps as Python's isoformat (`...+00:00`), documents in `data` with
+  snake_case keys. An Executor's error answers 200 with `header.status.code` 1, as Jina does; an unreachable
+  upstream Flow (status exception `UpstreamError`) answers 503, like a Jina gateway's network error. A body
+  that does not fit the model answers 422 with FastAPI's `{"detail": [{"loc": [...], "msg": ..., "type":
+  ...}]}`, and malformed JSON the same `json_invalid` error a Jina gateway gives. Other methods on these paths
+  get 405 (with `Allow`); HEAD is answered like GET on the GET routes. Other paths get 404.
 * `GET /openapi.json`: an OpenAPI 3.1 document generated from the models in relay.doors.openapi;
   `GET /docs` (Swagger UI) and `GET /redoc` (Redoc), whose assets are served from `/docs-assets/...`
-  (relay.doors.docs_ui): no CDN, nothing leaves the machine.
+  (relay.doors.docs_ui, from the `flowrelay[docs]` extra): no CDN, nothing leaves the machine.
 * CORS when `config.cors` is on (`--cors`, off by default, as Jina's): preflight `OPTIONS` is answered for any
-  path, and the door's answers carry `Access-Control-Allow-Origin` (`*`, or the request's origin when
+  path, and every answer carries `Access-Control-Allow-Origin` (`*`, or the request's origin when
   `--allowed-origins` restricts them). No credentials are allowed: the relay uses none.
 
-With `--auth-token`, the data routes want `Authorization: Bearer TOKEN` (or `?token=TOKEN`), as the listener's
-other routes do; `is_public` tells the listener which requests need no token (preflights, the docs pages, their
-assets, the schema). `with_cors` adds the CORS headers to the listener's own answers. Requests count in the
-relay's counters and Prometheus metrics like WebSocket ones.
+With `--auth-token`, everything but `/` and what `is_public` names (preflights, the docs pages, their assets,
+the schema) wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`), checked by the gateway. A request whose
+client leaves before its answer is cancelled by the listener; the backend's answer is then counted and dropped.
+
+Imports: orjson, relay.config, relay.doors (docs_ui, openapi), relay.gateway, relay.net.http_types, relay.wire.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 
 from relay.doors import docs_ui
-from relay.doors.graphql.adapter import HttpDoorSeam
+from relay.doors.graphql.adapter import GatewaySeam
 from relay.doors.graphql.door import GraphQLDoor
 from relay.doors.openapi.document import openapi_document
 from relay.doors.openapi.models import DATA_OPERATIONS, LISTENER_OPERATIONS, METRICS_OPERATION, Operation
 from relay.doors.openapi.types import Model, validate
 from relay.doors.static_assets import asset_response
+from relay.gateway import UNAUTHORIZED_DETAIL, Gateway, relay_version
 from relay.net.http_types import HttpRequest, HttpResponse, is_json_media_type
+from relay.wire import json_codec
 from relay.wire.documents import Document, as_struct_values
 from relay.wire.errors import BadRequest
-from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status, now_ns
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
+from relay.wire.messages import DataRequest, Status, format_isoformat
 
 log = logging.getLogger("flowrelay.http")
 
@@ -67,33 +66,49 @@ DESCRIPTION = (
 MAX_NESTING = 100
 UPSTREAM_ERROR = "UpstreamError"
 CORS_METHODS = ("DELETE", "GET", "OPTIONS", "POST", "PUT")
-PUBLIC_PATHS = ("/openapi.json", "/docs", "/redoc")
+PUBLIC_PATHS = ("/", "/openapi.json", "/docs", "/redoc")
 CORS_MAX_AGE_S = 600
+DOCS_MISSING = "the docs pages need the docs extra: pip install 'flowrelay[docs]'"
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+# An extra GET route (`/metrics`, `/dashboard`): status, content type, body; or a whole response (a stream).
+ExtraRoute = Callable[[], tuple[int, str, bytes] | HttpResponse]
+
+
+def unauthorized() -> HttpResponse:
+    """The answer to a request without the relay's token (a WebSocket handshake gets it too)."""
+    return HttpResponse.json(401, {"detail": UNAUTHORIZED_DETAIL}, [("www-authenticate", "Bearer")])
 
 
 class HttpDoor:
-    """Jina's HTTP gateway routes over a RelayServer's backend, counters and observer."""
+    """Plain HTTP on the relay's port: Jina's HTTP gateway routes over the gateway's backend and counters."""
 
-    def __init__(self, server: RelayServer, title: str = TITLE, description: str = DESCRIPTION) -> None:
-        self.server = server
+    def __init__(self, gateway: Gateway, extra_routes: Mapping[str, ExtraRoute] | None = None,
+                 title: str = TITLE, description: str = DESCRIPTION) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
         self.title = title
         self.description = description
+        self.extra_routes = dict(extra_routes or {})
         data = {op.path: op for op in DATA_OPERATIONS}
         self._routes: dict[str, dict[str, Handler]] = {
             path: {op.method.upper(): self._data_handler(op)} for path, op in data.items()
         }
+        self._routes["/"] = {"GET": self._health}
+        self._routes["/status"] = {"GET": self._status}
+        self._routes["/dry_run"] = {"GET": self._dry_run}
+        for path, extra in self.extra_routes.items():
+            self._routes[path] = {"GET": _extra_handler(extra)}
         self._routes["/openapi.json"] = {"GET": self._openapi}
         self._routes["/docs"] = {"GET": self._docs}
         self._routes["/redoc"] = {"GET": self._redoc}
         self._openapi_body: bytes | None = None
-        # /graphql and its GraphiQL files (relay.doors.graphql), on this door's lifecycle, CORS and limits.
-        self.graphql = GraphQLDoor(HttpDoorSeam(self), title)
+        # /graphql and its GraphiQL files (relay.doors.graphql), on this door's gateway, CORS and limits.
+        self.graphql = GraphQLDoor(GatewaySeam(gateway), title)
 
     @property
     def cors(self) -> bool:
-        return bool(getattr(self.server.config, "cors", False))
+        return self.config.cors
 
     def _is_preflight(self, req: HttpRequest) -> bool:
         return (
@@ -104,62 +119,77 @@ class HttpDoor:
         )
 
     def is_public(self, req: HttpRequest) -> bool:
-        """Whether `req` is to reach the door even without the relay's token: CORS preflights (browsers send no
-        credentials with them) and the docs (the pages, their assets and the schema hold no secret, and a page
-        could not pass a token on to its own assets). The data routes check the token themselves."""
+        """Whether `req` is to be answered even without the relay's token: the health check `/`, CORS preflights
+        (browsers send no credentials with them) and the docs (the pages, their assets and the schema hold no
+        secret, and a page could not pass a token on to its own assets)."""
         path = req.path
         return (
             self._is_preflight(req)
             or path in PUBLIC_PATHS
             or path.startswith(docs_ui.ASSET_PREFIX)
+            # The GraphQL door checks the token itself, so that a refusal comes back in GraphQL's error shape.
             or self.graphql.is_public(req)
         )
 
     # ---- dispatch ------------------------------------------------------------------------------
 
-    async def handle(self, req: HttpRequest) -> HttpResponse | None:
-        """The answer to `req`, or None when the path is not one of the door's."""
+    async def handle(self, req: HttpRequest) -> HttpResponse:
+        """The answer to `req`, with the CORS headers it calls for."""
+        return self.with_cors(req, await self._answer(req))
+
+    async def _answer(self, req: HttpRequest) -> HttpResponse:
         method = req.method.upper()
         if self._is_preflight(req):
             return self._preflight(req)
         if self.graphql.owns(req.path):
-            return self.with_cors(req, await self.graphql.handle(req))
+            return await self.graphql.handle(req)
+        if not self.is_public(req) and not self.gateway.authorized(req.header("authorization"), req.query):
+            return unauthorized()
         methods = self._routes.get(req.path)
         if methods is not None:
             # HEAD is GET without the body (the listener leaves the body out), as Starlette answers it.
             handler = methods.get("GET" if method == "HEAD" else method)
             if handler is None:
                 allow = ", ".join(sorted(methods))
-                resp = HttpResponse.json(405, {"detail": "Method Not Allowed"}, [("allow", allow)])
-            else:
-                resp = await handler(req)
-        elif req.path.startswith(docs_ui.ASSET_PREFIX):
+                return HttpResponse.json(405, {"detail": "Method Not Allowed"}, [("allow", allow)])
+            return await handler(req)
+        if req.path.startswith(docs_ui.ASSET_PREFIX):
             found = self._asset(req, req.path[len(docs_ui.ASSET_PREFIX) :], method)
-            if found is None:
-                return None
-            resp = found
-        else:
-            return None
-        return self.with_cors(req, resp)
+            if found is not None:
+                return found
+        return HttpResponse.json(404, {"detail": "Not Found"})
+
+    async def _health(self, req: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(200, {})  # while the relay is up: no token needed
+
+    async def _status(self, req: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(200, self.gateway.status())
+
+    async def _dry_run(self, req: HttpRequest) -> HttpResponse:
+        # As Jina's HTTP dry run: 200 either way, the status in the body.
+        status = await self.gateway.dry_run()
+        body = json_codec.status_dict(status)
+        return HttpResponse.json(
+            200, {"code": status.code, "description": status.description, "exception": body.get("exception")}
+        )
 
     # ---- CORS ----------------------------------------------------------------------------------
 
     def _origin_allowed(self, origin: str) -> bool:
-        allowed = self.server.config.allowed_origins
+        allowed = self.config.allowed_origins
         return not allowed or origin in allowed
 
     def _allow_origin_headers(self, origin: str) -> list[tuple[str, str]]:
-        if self.server.config.allowed_origins:
+        if self.config.allowed_origins:
             return [("access-control-allow-origin", origin), ("vary", "Origin")]
         return [("access-control-allow-origin", "*")]
 
     def with_cors(self, req: HttpRequest, resp: HttpResponse) -> HttpResponse:
-        """`resp` with the CORS headers `req` calls for (none when CORS is off or `req` has no Origin). The
-        listener may pass its own answers (`/status`, `/dry_run`) through this too."""
+        """`resp` with the CORS headers `req` calls for (none when CORS is off or `req` has no Origin)."""
         origin = req.header("origin")
         if self.cors and origin and self._origin_allowed(origin):
             if any(k.lower() == "access-control-allow-origin" for k, _ in resp.headers):
-                return resp  # already decorated (the door's own answers): a browser refuses the header twice
+                return resp  # already decorated (a preflight's answer): a browser refuses the header twice
             resp.headers.extend(self._allow_origin_headers(origin))
         return resp
 
@@ -186,11 +216,9 @@ class HttpDoor:
 
     def openapi_document(self) -> dict[str, Any]:
         ops = [*DATA_OPERATIONS, *LISTENER_OPERATIONS]
-        if "/metrics" in getattr(self.server, "extra_http", {}):
+        if "/metrics" in self.extra_routes:
             ops.append(METRICS_OPERATION)
-        return openapi_document(
-            self.title, _version(), self.description, ops, auth=bool(self.server.config.auth_token)
-        )
+        return openapi_document(self.title, relay_version(), self.description, ops, auth=bool(self.config.auth_token))
 
     async def _openapi(self, req: HttpRequest) -> HttpResponse:
         if self._openapi_body is None:
@@ -199,8 +227,7 @@ class HttpDoor:
 
     def _page(self, body: bytes) -> HttpResponse:
         if not docs_ui.assets_installed():
-            detail = "the docs pages need the drf-spectacular-sidecar package (pip install drf-spectacular-sidecar)"
-            return HttpResponse.json(503, {"detail": detail})
+            return HttpResponse.json(503, {"detail": DOCS_MISSING})
         return HttpResponse(
             200,
             [
@@ -235,23 +262,8 @@ class HttpDoor:
 
         return handler
 
-    def _authorized(self, req: HttpRequest) -> bool:
-        token = self.server.config.auth_token
-        if not token:
-            return True
-        header = req.header("authorization") or ""
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
-            return True
-        return any(hmac.compare_digest(t, token) for t in parse_qs(req.query).get("token", []))
-
     async def _data(self, req: HttpRequest, model: Model, fixed_endpoint: str | None) -> HttpResponse:
-        if not self._authorized(req):
-            return HttpResponse.json(
-                401,
-                {"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"},
-                [("www-authenticate", "Bearer")],
-            )
-        limit = self.server.config.max_message_size
+        limit = self.config.max_message_size
         if limit and len(req.body) > limit:
             return HttpResponse.json(
                 413, {"detail": f"request body of {len(req.body)} bytes exceeds the limit of {limit}"}
@@ -266,50 +278,27 @@ class HttpDoor:
             data_request = build_request(cleaned, fixed_endpoint)
         except _DocumentError as exc:
             return HttpResponse.json(422, {"detail": [exc.detail]})
-        return await self._run(data_request, len(req.body))
-
-    async def _run(self, req: DataRequest, size: int) -> HttpResponse:
-        """Admit `req` as the WebSocket door does, run it through the backend, answer it."""
-        await self.execute(req, size)
-        payload = orjson.dumps(response_dict(req))
-        self.server.observer.bytes_out(len(payload))
-        exc_info = req.status.exception if req.status is not None else None
+        gateway = self.gateway
+        # An HTTP client cannot choose the request id: the gateway makes one, as Jina's does.
+        gateway.admit(data_request, len(req.body), False)
+        payload = await gateway.call(data_request, encode_answer)
+        gateway.observer.door_request_finished("http", data_request)
+        if payload is None:
+            return HttpResponse.json(500, {"detail": "the answer could not be encoded"})
+        exc_info = data_request.status.exception if data_request.status is not None else None
         status = 503 if exc_info is not None and exc_info.name == UPSTREAM_ERROR else 200
         return HttpResponse(status, [("content-type", "application/json")], payload)
 
-    async def execute(self, req: DataRequest, size: int, door: str = "http") -> None:
-        """Admit `req` (`size` bytes in) as the WebSocket door does and run it through the backend: on return
-        `req` is the answer. Counted in the relay's counters and metrics, under `door`."""
-        server = self.server
-        ids = server.ids
-        req.request_id = ids.next()
-        gateway = Route(server.config.name, now_ns())
-        req.routes = [gateway]
-        for doc in req.docs or ():
-            if doc.id is None:
-                doc.id = ids.next()
-        stats = server.stats
-        observer = server.observer
-        stats.requests_total += 1
-        stats.in_flight += 1
-        observer.bytes_in(size)
-        observer.request_started(req.exec_endpoint or "/")
-        try:
-            try:
-                await server.chain.run(req)
-            except Exception as exc:  # a bug in the relay: the client gets an error status, as on the gRPC door
-                log.exception("request %s failed in the relay", req.request_id)
-                text = f"{type(exc).__name__}: {exc}"
-                req.status = Status(STATUS_ERROR, text, ExceptionInfo(type(exc).__name__, [text], executor="gateway"))
-            req.target_executor = ""
-        finally:
-            # Also when the listener cancels the call (the client left): the counters stay balanced.
-            gateway.end_ns = now_ns()
-            stats.in_flight -= 1
-            if req.is_error:
-                stats.requests_failed += 1
-            observer.request_finished(req, (gateway.end_ns - gateway.start_ns) / 1e9)  # type: ignore[operator]
-            observer.door_request_finished(door, req)
+
+def _extra_handler(extra: ExtraRoute) -> Handler:
+    async def handler(req: HttpRequest) -> HttpResponse:
+        answer = extra()
+        if isinstance(answer, HttpResponse):  # e.g. a stream (the dashboard's events)
+            return answer
+        code, content_type, payload = answer
+        return HttpResponse(code, [("content-type", content_type)], payload)
+
+    return handler
 
 
 # ---- request side --------------------------------------------------------------------------------
@@ -409,26 +398,6 @@ def build_request(cleaned: dict[str, Any], fixed_endpoint: str | None) -> DataRe
 
 # ---- response side -------------------------------------------------------------------------------
 
-_iso_prefix_cache: dict[int, str] = {}
-
-
-def isoformat_utc(ns: int | None) -> str | None:
-    """Nanoseconds since the epoch as Python's `datetime.isoformat()` of a UTC datetime, as pydantic writes a
-    Jina gateway's route times: `2026-11-26T21:23:40.739553+00:00`, without the fraction when it is zero."""
-    if ns is None:
-        return None
-    seconds, rest = divmod(ns, 1_000_000_000)
-    prefix = _iso_prefix_cache.get(seconds)
-    if prefix is None:
-        if len(_iso_prefix_cache) > 4096:
-            _iso_prefix_cache.clear()
-        t = time.gmtime(seconds)
-        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-        _iso_prefix_cache[seconds] = prefix
-    micros = rest // 1000
-    return f"{prefix}.{micros:06d}+00:00" if micros else f"{prefix}+00:00"
-
-
 def status_dict(status: Status | None) -> dict[str, Any] | None:
     """A status as pydantic's StatusProto model writes it (every key present), or None when there is none."""
     if status is None or not (status.code or status.description or status.exception):
@@ -459,8 +428,8 @@ def response_dict(req: DataRequest) -> dict[str, Any]:
         "routes": [
             {
                 "executor": r.executor,
-                "startTime": isoformat_utc(r.start_ns),
-                "endTime": isoformat_utc(r.end_ns),
+                "startTime": format_isoformat(r.start_ns),
+                "endTime": format_isoformat(r.end_ns),
                 "status": status_dict(r.status),
             }
             for r in req.routes
@@ -469,10 +438,7 @@ def response_dict(req: DataRequest) -> dict[str, Any]:
     }
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
 
-        return version("flowrelay")
-    except Exception:
-        return "dev"
+def encode_answer(req: DataRequest) -> bytes:
+    """The door's answer body (relay.gateway.Encode)."""
+    return orjson.dumps(response_dict(req))

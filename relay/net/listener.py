@@ -3,14 +3,15 @@
 Each connection starts as HTTP/1.1, parsed by h11. A WebSocket upgrade is handed to the sans-I/O core of
 python-websockets (`websockets.server.ServerProtocol`: handshake, framing, UTF-8 and size checks, close
 handshake, pings answered), driven directly from `data_received`; any other request (GET /status, POST
-/post, ...) goes to the server's HTTP handler, with keep-alive. Driving websockets' sans-I/O core from
+/post, ...) goes to the server's HTTP handler (the HTTP door), with keep-alive, in a task the server
+starts and that is cancelled if the client leaves before its answer. Driving websockets' sans-I/O core from
 our own thin shell, rather than through its asyncio layer, costs about half as much CPU per message
 (an echo measured 6-7 us against 11.5-13 us), writes every answer produced in one turn of the event
 loop with a single `transport.write`, and lets plain HTTP requests of any method share the port (the
 asyncio layer answers only GET).
 
-The shell knows nothing of requests: complete messages go to a `MessageSink` (the server's per-connection
-gateway logic), which answers through `WebSocketSession`: send, close, and flow control (reading pauses
+The shell knows nothing of requests: complete messages go to a `MessageSink` (the WebSocket door's
+connection), which answers through `WebSocketSession`: send, close, and flow control (reading pauses
 while the sink has no room or while the transport's write buffer is full).
 """
 
@@ -21,14 +22,14 @@ import collections
 import contextlib
 import email.utils
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
 
+import anyio
 import h11
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
-from websockets.http11 import Response as WsResponse
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -48,7 +49,7 @@ _NO_EXTENSIONS: tuple[()] = ()
 
 
 class MessageSink(TypingProtocol):
-    """What a WebSocket session delivers to (the server's gateway logic for one connection)."""
+    """What a WebSocket session delivers to (the WebSocket door's side of one connection)."""
 
     def has_room(self) -> bool: ...
     def on_message(self, data: bytes | str, is_text: bool, size: int) -> None:
@@ -66,6 +67,8 @@ class ListenerHost(TypingProtocol):
     async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
     def connection_made(self, conn: RelayProtocol) -> None: ...
     def connection_lost(self, conn: RelayProtocol) -> None: ...
+    def spawn(self, fn: Callable[..., Coroutine[object, object, object]], *args: object) -> None:
+        """Run `fn(*args)` as a task the server waits for (a plain HTTP request's answer)."""
 
     server_header: str
     max_message_size: int
@@ -139,7 +142,8 @@ class RelayProtocol(asyncio.Protocol):
         self._http_request: HttpRequest | None = None
         self._http_body: list[bytes] | None = None
         self._http_busy = False
-        self._streaming: asyncio.Task[None] | None = None  # answering with a streamed body (server-sent events)
+        # The running answer to a plain HTTP request (or its streamed body): cancelled when the client leaves.
+        self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
@@ -180,13 +184,13 @@ class RelayProtocol(asyncio.Protocol):
         for handle in self._timeouts or ():
             handle.cancel()
         self._timeouts = None
+        if self._http_call is not None:
+            self._http_call.cancel()  # nobody is left to read the answer
         ws = self._ws
         if self.sink is not None and ws is not None:
             rcvd = ws.close_rcvd
             self.sink.on_closed(rcvd.code if rcvd is not None else 1006)
         self.host.connection_lost(self)
-        if self._streaming is not None:
-            self._streaming.cancel()  # a stream waits for its next chunk: the client will not read it
         # Break the reference cycles of a session (protocol <-> transport, protocol <-> session <-> sink, and
         # websockets' parser generator, whose frame holds its ServerProtocol), so that a closed session is freed
         # by reference counting alone: the server freezes long-lived sessions out of the collector's sight
@@ -254,20 +258,26 @@ class RelayProtocol(asyncio.Protocol):
                 self._http_body = None
                 self._http_busy = True
                 self._raw = []
-                task = self.loop.create_task(self._answer_http(request))
-                task.add_done_callback(_log_task_error)
+                self.host.spawn(self._answer_http, request)
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
     async def _answer_http(self, request: HttpRequest) -> None:
-        try:
-            response = await self.host.handle_http(request)
-        except Exception:
-            log.exception("HTTP handler failed for %s %s", request.method, request.path)
-            response = HttpResponse.json(500, {"detail": "internal error"})
-        if response.stream is not None and request.method != "HEAD":
-            await self._stream_http(response)
-            return
+        response = None
+        streamed = False
+        with anyio.CancelScope() as call:
+            self._http_call = call
+            try:
+                response = await self.host.handle_http(request)
+            except Exception:
+                log.exception("HTTP handler failed for %s %s", request.method, request.path)
+                response = HttpResponse.json(500, {"detail": "internal error"})
+            if response.stream is not None and request.method != "HEAD":
+                streamed = True
+                await self._stream_http(response)  # until it ends or the client leaves; then the connection closes
+        self._http_call = None
+        if response is None or streamed:
+            return  # cancelled (the client left), or streamed to its end
         self._send_http(response, head_only=request.method == "HEAD")
         self._http_busy = False
         assert self._h11 is not None  # an HTTP connection never upgrades while a request is answered
@@ -304,7 +314,6 @@ class RelayProtocol(asyncio.Protocol):
         then close the connection. Stopping the relay closes the transport, which ends the stream too."""
         stream = response.stream
         assert stream is not None and self._h11 is not None
-        self._streaming = asyncio.current_task()
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers += [(b"server", self.host.server_header.encode("latin-1")), (b"connection", b"close"),
                     (b"date", email.utils.formatdate(usegmt=True).encode("ascii"))]
@@ -319,13 +328,13 @@ class RelayProtocol(asyncio.Protocol):
             else:
                 if self.transport is not None and not self.transport.is_closing():
                     self.transport.write(self._h11.send(h11.EndOfMessage()))
-        except (asyncio.CancelledError, h11.LocalProtocolError):
+        except h11.LocalProtocolError:
             pass
         finally:
-            self._streaming = None
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
-                with contextlib.suppress(Exception):
+                # Shielded: when the client left, this scope is cancelled, and the stream must still let go.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await aclose()
             self._close_transport()
 
@@ -558,11 +567,3 @@ def _closed_parser() -> Generator[None]:
     while True:
         yield
 
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("connection task failed", exc_info=task.exception())
-
-
-Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-_ = WsResponse  # re-exported type for handlers that build websockets responses

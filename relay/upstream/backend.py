@@ -1,23 +1,33 @@
-"""The backend that answers the relay's clients from a real upstream Flow (the embedded Chain's twin), and the
-mirror that copies each request to a shadow Flow whose answers are measured and discarded.
+"""The backend that answers the relay's clients from a real upstream Flow (the embedded Chain's twin, both
+relay.backend.Backend), and the mirror that copies each request to a shadow Flow whose answers are measured
+and discarded.
 
 A client's request is forwarded by the pool (relay.upstream.pool) and its answer handed straight back to the
-client's door through `submit`'s callback. A Jina gateway strips route entries it did not write, so the answer's
+client's door through `submit`'s callback; the mirror's copy goes the same way, with a callback that only
+counts. No task or future per request. A Jina gateway strips route entries it did not write, so the answer's
 routes are rebuilt: the relay's own `gateway` entry first, then the upstream's entries, with the upstream
 gateway's own entry renamed `upstream`. A load test through the relay thus sees every hop and the relay's cost.
+
+Imports: anyio, the standard library, relay.backend, relay.observer, relay.upstream.pool and relay.wire.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+from anyio.abc import TaskStatus
+
+from relay.backend import DEFAULT_ENDPOINTS, BackendUnavailable, Respond, relay_error_status
+from relay.observer import Observer
 from relay.upstream.pool import UPSTREAM_ROUTE, UpstreamError, UpstreamPool, upstream_error_status
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest, Route, Status
+
+# Mirror durations kept for /status, at most (the histogram in /metrics has them all).
+MIRROR_DURATIONS_KEPT = 100_000
 
 
 @dataclass
@@ -31,17 +41,25 @@ class MirrorStats:
 
 
 class UpstreamBackend:
-    """What the server runs requests through when it fronts a real Flow (the embedded Chain's twin)."""
+    """What the gateway runs requests through when the relay fronts a real Flow."""
 
-    is_async = True
-
-    def __init__(self, primary: UpstreamPool, mirror: UpstreamPool | None = None, observer: Any = None) -> None:
-        self.executors: list[Any] = []
+    def __init__(self, primary: UpstreamPool, mirror: UpstreamPool | None = None,
+                 observer: Observer | None = None) -> None:
         self.primary = primary
         self.mirror = mirror
-        self.observer = observer
+        # Where the mirror's figures go besides /status (the relay's Prometheus exporter).
+        self.observer = observer or Observer()
         self.mirror_stats = MirrorStats()
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
+
+    # ---- Backend -------------------------------------------------------------------------------
+
+    @property
+    def executor_names(self) -> list[str]:
+        return []  # the upstream's Executors show in the answers' routes, not here
+
+    @property
+    def healthy(self) -> bool:
+        return self.primary.healthy
 
     def describe(self) -> str:
         cfg = self.primary.cfg
@@ -50,17 +68,13 @@ class UpstreamBackend:
             text += f", mirrored to {self.mirror.cfg.url}"
         return text
 
-    async def start(self) -> None:
-        await self.primary.start()
-        if self.mirror is not None:
-            await self.mirror.start()
-
-    async def close(self) -> None:
-        for task in list(self._shadow_tasks):
-            task.cancel()
-        await self.primary.close()
-        if self.mirror is not None:
-            await self.mirror.close()
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect the primary (and the mirror), then run their links' upkeep until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(_serve_pool, self.primary)
+            if self.mirror is not None:
+                await tasks.start(_serve_pool, self.mirror)
+            task_status.started()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"upstream": self.primary.status()}
@@ -72,36 +86,35 @@ class UpstreamBackend:
     async def dry_run(self) -> Status:
         return await self.primary.dry_run()
 
-    async def run(self, req: DataRequest) -> None:
-        """Forward `req`, then fill it in with the upstream's answer (docs, status, parameters, routes)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.submit(req, lambda _req: fut.done() or fut.set_result(None))
-        await fut
+    async def endpoints(self) -> list[str]:
+        # Only a gRPC gateway answers endpoint discovery; a WebSocket upstream is taken to serve every endpoint.
+        from relay.upstream.grpc import GrpcUpstreamPool
 
-    def submit(self, req: DataRequest, respond: Callable[[DataRequest], None]) -> None:
-        """As `run`, but `respond(req)` is called once `req` holds the answer (or the failure): straight from
-        the upstream link's read, with no task per request."""
+        if not isinstance(self.primary, GrpcUpstreamPool):
+            return list(DEFAULT_ENDPOINTS)
+        try:
+            return await self.primary.endpoint_discovery()
+        except UpstreamError as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    def submit(self, req: DataRequest, respond: Respond) -> None:
+        """Forward `req`; `respond(req)` once it holds the upstream's answer (or the failure), called straight
+        from the upstream link's read."""
         # Documents in protobuf form come from a bytes client, which can be answered in that form too.
         answer_in_proto = req.raw is not None
         if self.mirror is not None:
-            # Built now, before the answer replaces req.docs: the shadow gets what the client sent.
-            shadow = DataRequest(
-                exec_endpoint=req.exec_endpoint,
-                target_executor=req.target_executor,
-                parameters=dict(req.parameters) if req.parameters else None,
-                docs=req.docs,
-            )
-            # Documents in protobuf form stay so: the shadow's copy for its Flow reads them, never writes.
-            shadow.raw, shadow.raw_docs = req.raw, req.raw_docs
-            task = asyncio.create_task(self._shadow(shadow))
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
+            self._mirror(req)
 
         def done(resp: DataRequest | None, error: str | None) -> None:
-            self._fill(req, resp, error, answer_in_proto)
+            try:
+                self._fill(req, resp, error, answer_in_proto)
+            except Exception as exc:  # the client gets an error status, and the link that read the answer lives on
+                req.status = relay_error_status(exc, "reading the upstream's answer")
             respond(req)
 
         self.primary.submit(req, done)
+
+    # ---- answers -------------------------------------------------------------------------------
 
     def _fill(self, req: DataRequest, resp: DataRequest | None, error: str | None, answer_in_proto: bool) -> None:
         if resp is None:
@@ -122,24 +135,48 @@ class UpstreamBackend:
             own.append(Route(UPSTREAM_ROUTE, r.start_ns, r.end_ns, r.status) if r.executor == "gateway" else r)
         req.routes = own
 
-    async def _shadow(self, shadow: DataRequest) -> None:
+    # ---- the mirror ----------------------------------------------------------------------------
+
+    def _mirror(self, req: DataRequest) -> None:
+        """Send the shadow Flow a copy of `req`, as the client sent it; its answer is only counted."""
         assert self.mirror is not None
-        stats = self.mirror_stats
-        stats.sent += 1
+        shadow = DataRequest(
+            exec_endpoint=req.exec_endpoint,
+            target_executor=req.target_executor,
+            parameters=dict(req.parameters) if req.parameters else None,
+            docs=req.docs,
+        )
+        # Documents in protobuf form stay so: the shadow's copy for its Flow reads them, never writes.
+        shadow.raw, shadow.raw_docs = req.raw, req.raw_docs
+        self.mirror_stats.sent += 1
         start = time.perf_counter()
-        try:
-            resp = await self.mirror.forward(shadow)
-        except UpstreamError:
-            stats.failed += 1
-            ok = False
+
+        def done(resp: DataRequest | None, error: str | None) -> None:
+            self._mirrored(resp is not None and not resp.is_error, time.perf_counter() - start)
+
+        self.mirror.submit(shadow, done)
+
+    def _mirrored(self, ok: bool, duration_s: float) -> None:
+        stats = self.mirror_stats
+        if ok:
+            stats.ok += 1
         else:
-            ok = not resp.is_error
-            if ok:
-                stats.ok += 1
-            else:
-                stats.failed += 1
-        duration = time.perf_counter() - start
-        if len(stats.durations_s) < 100_000:
-            stats.durations_s.append(duration)
-        if self.observer is not None and hasattr(self.observer, "mirror_finished"):
-            self.observer.mirror_finished(ok, duration)
+            stats.failed += 1
+        if len(stats.durations_s) < MIRROR_DURATIONS_KEPT:
+            stats.durations_s.append(duration_s)
+        self.observer.mirror_finished(ok, duration_s)
+
+
+async def _serve_pool(pool: UpstreamPool, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """A pool's lifetime on its start()/close(): connect its links (those that fail keep retrying), report
+    started, and end with the pool's sweeper, whose failure raises out of here; close the links on the way out.
+    Once the pool serves itself (`UpstreamPool.serve`, the same contract), the callers above take it instead."""
+    await pool.start()
+    try:
+        task_status.started()
+        sweeper = pool._sweeper
+        assert sweeper is not None  # start() made it
+        await sweeper
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.close()

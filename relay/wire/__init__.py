@@ -14,14 +14,7 @@ from relay.wire.errors import (
     WireError,
     WrongFrameType,
 )
-from relay.wire.messages import (
-    END_OF_STREAM,
-    DataRequest,
-    EndOfStream,
-    ExceptionInfo,
-    Route,
-    Status,
-)
+from relay.wire.messages import END_OF_STREAM, DataRequest, EndOfStream, ExceptionInfo, Route, Status
 
 __all__ = [
     "END_OF_STREAM",

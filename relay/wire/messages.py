@@ -11,7 +11,8 @@ that never look at the documents (echo, sleep, fail) thus cost no conversion eit
 
 Timestamps are integer nanoseconds since the Unix epoch (UTC), the resolution of
 `google.protobuf.Timestamp`; `format_timestamp` and `parse_timestamp` convert to and from the
-RFC 3339 text of the json subprotocol.
+RFC 3339 text of the json subprotocol, `format_isoformat` writes Python's isoformat (a Jina HTTP
+gateway's), both on `format_utc_seconds`.
 """
 
 from __future__ import annotations
@@ -165,10 +166,9 @@ def now_ns() -> int:
 _prefix_cache: dict[int, str] = {}
 
 
-def format_timestamp(ns: int) -> str:
-    """RFC 3339 UTC with a `Z`, as protobuf's JSON mapping writes a Timestamp: 0, 3, 6 or 9
-    fractional digits, the fewest that hold the value exactly."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
+def format_utc_seconds(seconds: int) -> str:
+    """Whole seconds since the epoch as `YYYY-MM-DDTHH:MM:SS` (UTC, no zone): the part every timestamp text
+    of the wire shares. Cached: the answers of one second all start the same."""
     prefix = _prefix_cache.get(seconds)
     if prefix is None:
         if len(_prefix_cache) > 4096:
@@ -177,6 +177,16 @@ def format_timestamp(ns: int) -> str:
         t = time.gmtime(seconds)
         prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         _prefix_cache[seconds] = prefix
+    return prefix
+
+
+def format_timestamp(ns: int) -> str:
+    """RFC 3339 UTC with a `Z`, as protobuf's JSON mapping writes a Timestamp: 0, 3, 6 or 9
+    fractional digits, the fewest that hold the value exactly."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    prefix = _prefix_cache.get(seconds)  # looked up here first: a call per timestamp costs on every answer
+    if prefix is None:
+        prefix = format_utc_seconds(seconds)
     if nanos == 0:
         return prefix + "Z"
     if nanos % 1_000_000 == 0:
@@ -184,6 +194,19 @@ def format_timestamp(ns: int) -> str:
     if nanos % 1000 == 0:
         return f"{prefix}.{nanos // 1000:06d}Z"
     return f"{prefix}.{nanos:09d}Z"
+
+
+def format_isoformat(ns: int | None) -> str | None:
+    """Nanoseconds since the epoch as Python's `datetime.isoformat()` of a UTC datetime, as pydantic writes a
+    Jina HTTP gateway's route times: `2026-11-26T21:23:40.739553+00:00`, without the fraction when it is zero."""
+    if ns is None:
+        return None
+    seconds, rest = divmod(ns, 1_000_000_000)
+    prefix = _prefix_cache.get(seconds)
+    if prefix is None:
+        prefix = format_utc_seconds(seconds)
+    micros = rest // 1000
+    return f"{prefix}.{micros:06d}+00:00" if micros else f"{prefix}+00:00"
 
 
 _seconds_cache: dict[str, int] = {}

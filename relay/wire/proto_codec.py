@@ -16,22 +16,18 @@ pay it. The output is the same bytes the `Document` path writes, for anything th
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
 from relay.wire.documents import Document, struct_to_dict
 from relay.wire.errors import BadRequest, MalformedPayload
-from relay.wire.messages import (
-    BYTES_END_OF_STREAM,
-    END_OF_STREAM,
-    DataRequest,
-    EndOfStream,
-    ExceptionInfo,
-    Route,
-    Status,
-)
+from relay.wire.messages import BYTES_END_OF_STREAM, END_OF_STREAM, DataRequest, ExceptionInfo, Route, Status
 from relay.wire.proto import jina_pb2
+
+if TYPE_CHECKING:
+    from relay.wire.messages import EndOfStream  # END_OF_STREAM's type, for annotations
 
 SUBPROTOCOL = "bytes"
 END_OF_STREAM_FRAME = BYTES_END_OF_STREAM
@@ -60,6 +56,14 @@ def status_to_proto(status: Status, pb: jina_pb2.StatusProto) -> None:
         pb.exception.args.extend(exc.args)
         pb.exception.stacks.extend(exc.stacks)
         pb.exception.executor = exc.executor
+
+
+def encode_status(status: Status) -> bytes:
+    """A dry run's answer in bytes (WebSocket `/dry_run`, gRPC `dry_run`): a StatusProto, empty for success."""
+    pb = jina_pb2.StatusProto()
+    if status.is_error:
+        status_to_proto(status, pb)
+    return pb.SerializeToString()
 
 
 def from_proto(pb: jina_pb2.DataRequestProto) -> DataRequest:
@@ -197,13 +201,15 @@ def encode(req: DataRequest) -> bytes:
 
 
 def encode_response(req: DataRequest) -> bytes:
-    """`encode`, for an answer to a client. Documents still in protobuf form get what the server's
-    `_mark_numpy` gives Documents before it encodes: top-level arrays without a `cls_name` are marked
-    "numpy", as Jina 3.15+ gateways do in bytes mode (jina's own client reads an unmarked array as None)."""
+    """`encode`, for an answer to a client: top-level arrays without a `cls_name` are marked "numpy" first (in
+    Documents or in documents still in protobuf form), as Jina 3.15+ gateways do in bytes mode (jina's own client
+    reads an unmarked array as None)."""
     raw = req.raw
     if raw is not None and req.docs is None and req.docs_bytes is None:
         _mark_numpy_proto(req.raw_docs)
         return _encode_raw(req, raw)
+    if req.docs:
+        _mark_numpy(req.docs)
     return to_proto(req).SerializeToString(deterministic=True)
 
 
@@ -231,6 +237,13 @@ def _encode_raw(req: DataRequest, pb: jina_pb2.DataRequestProto) -> bytes:
     return pb.SerializeToString(deterministic=True)
 
 
+def _mark_numpy(docs: list[Document]) -> None:
+    for doc in docs:
+        for arr in (doc.embedding, doc.tensor):
+            if arr is not None and not arr.cls_name:
+                arr.cls_name = "numpy"
+
+
 def _mark_numpy_proto(docs: Any) -> None:
     for d in docs:
         if d.HasField("embedding"):
@@ -256,14 +269,14 @@ def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
     return True
 
 
-def decode_request(payload: bytes) -> DataRequest | EndOfStream:
-    """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00. The documents
-    stay in protobuf form until needed (`decode_lazy`)."""
+def decode_request(payload: bytes, decode: Callable[[bytes], DataRequest] | None = None) -> DataRequest | EndOfStream:
+    """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00. The documents stay in
+    protobuf form until needed (`decode_lazy`); `decode` reads the frame instead (the docarray >= 0.30 codec's)."""
     if payload == BYTES_END_OF_STREAM:
         return END_OF_STREAM
     if not payload:
         raise BadRequest("empty binary frame: a request is a DataRequestProto, end of stream is 0x00")
-    return decode_lazy(payload)
+    return decode_lazy(payload) if decode is None else decode(payload)
 
 
 encode_request = encode
@@ -272,7 +285,11 @@ decode_response = decode
 
 def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
     """A response without building its Documents: the request with `docs` None, and the doc count."""
-    pb = _parse(payload)
+    return envelope_and_count(_parse(payload))
+
+
+def envelope_and_count(pb: Any) -> tuple[DataRequest, int]:
+    """A parsed response of either docarray generation, without its Documents: the request with `docs` None,
+    and how many documents it holds."""
     count = len(pb.data.docs.docs) if pb.data.WhichOneof("documents") == "docs" else 0
-    pb.ClearField("data")
-    return from_proto(pb), count
+    return envelope_from_proto(pb), count

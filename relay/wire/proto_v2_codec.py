@@ -50,9 +50,15 @@ from google.protobuf.message import DecodeError
 
 from relay.wire.documents import Document, NdArray
 from relay.wire.errors import BadRequest, MalformedPayload
-from relay.wire.messages import BYTES_END_OF_STREAM, END_OF_STREAM, DataRequest, EndOfStream
+from relay.wire.messages import BYTES_END_OF_STREAM, DataRequest, EndOfStream
 from relay.wire.proto import docarray_v2_pb2, jina_v2_pb2
-from relay.wire.proto_codec import envelope_from_proto, envelope_to_proto, from_status_proto
+from relay.wire.proto_codec import decode_request as proto_codec_decode_request
+from relay.wire.proto_codec import (
+    envelope_and_count,
+    envelope_from_proto,
+    envelope_to_proto,
+    from_status_proto,
+)
 
 __all__ = [
     "END_OF_STREAM_FRAME",
@@ -275,11 +281,7 @@ def encode(req: DataRequest) -> bytes:
 
 def decode_request(payload: bytes) -> DataRequest | EndOfStream:
     """A client's BINARY frame as a request, or END_OF_STREAM for the single byte 0x00."""
-    if payload == BYTES_END_OF_STREAM:
-        return END_OF_STREAM
-    if not payload:
-        raise BadRequest("empty binary frame: a request is a DataRequestProto, end of stream is 0x00")
-    return decode(payload)
+    return proto_codec_decode_request(payload, decode)
 
 
 encode_response = encode
@@ -289,7 +291,4 @@ decode_response = decode
 
 def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
     """A response without building its Documents: the request with `docs` None, and the doc count."""
-    pb = _parse(payload)
-    count = len(pb.data.docs.docs) if pb.data.WhichOneof("documents") == "docs" else 0
-    pb.ClearField("data")
-    return envelope_from_proto(pb), count
+    return envelope_and_count(_parse(payload))
