@@ -45,7 +45,7 @@ def _busy_metrics() -> RelayMetrics:
                   Route("embed", t + 1_100_000, t + 1_300_000)]
         req = DataRequest(request_id="r", exec_endpoint="/index" if i % 3 else "/search", routes=routes,
                           status=Status(code=1 if i % 50 == 0 else 0))
-        metrics.request_finished(req, 0.0014 + (i % 977) * 1e-6)
+        metrics.request_finished(req, 0.0014 + (i % 977) * 1e-6, "websocket")
     for code in (1000, 1001, 1006):
         metrics.connection_opened("bytes")
         metrics.connection_closed("bytes", code, None)

@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=200_000)
     n = ap.parse_args().number
     req = _request()
-    relay_stmt = "o.request_started('/'); o.bytes_in(120); o.bytes_out(300); o.request_finished(req, 0.0009)"
+    relay_stmt = ("o.request_started('/'); o.bytes_in(120); o.bytes_out(300); "
+                  "o.request_finished(req, 0.0009, 'websocket')")
     noop = per_call_ns(relay_stmt, {"o": Observer(), "req": req}, n)
     metrics = RelayMetrics()
     relay = per_call_ns(relay_stmt, {"o": metrics, "req": req}, n)

@@ -185,7 +185,7 @@ class Gateway:
             req.status = relay_error_status(exc)
             respond(req)
 
-    def finish(self, req: DataRequest, encode: Encode | None) -> bytes | None:
+    def finish(self, req: DataRequest, encode: Encode | None, door: str) -> bytes | None:
         """End an answered request: the gateway entry's end time, its answer encoded (None: the client is gone,
         nothing to encode), counted and reported. Never raises: an answer that cannot be encoded is replaced by
         an error answer."""
@@ -205,7 +205,7 @@ class Gateway:
         stats.in_flight -= 1
         if req.is_error:
             stats.requests_failed += 1
-        observer.request_finished(req, (end - gateway.start_ns) / 1e9)  # type: ignore[operator]
+        observer.request_finished(req, (end - gateway.start_ns) / 1e9, door)  # type: ignore[operator]
         return payload
 
     def _encode_failure(self, req: DataRequest, encode: Encode, exc: Exception) -> bytes | None:
@@ -221,7 +221,7 @@ class Gateway:
         log.error("request %s: not even an error answer could be encoded; the client gets none", req.request_id)
         return None
 
-    async def call(self, req: DataRequest, encode: Encode) -> bytes | None:
+    async def call(self, req: DataRequest, encode: Encode, door: str) -> bytes | None:
         """Run an admitted request and return its encoded answer, for a door that awaits one answer per call.
         If the caller is cancelled (its client left), the request is still finished when the backend answers,
         without being encoded."""
@@ -229,7 +229,7 @@ class Gateway:
 
         def respond(done: DataRequest) -> None:
             wanted = not answer.done()
-            payload = self.finish(done, encode if wanted else None)
+            payload = self.finish(done, encode if wanted else None, door)
             if wanted:
                 answer.set_result(payload)
 

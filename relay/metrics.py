@@ -105,16 +105,21 @@ class RelayMetrics(Observer):
     def request_started(self, endpoint: str) -> None:
         self.in_flight += 1
 
-    def request_finished(self, req: DataRequest, duration_s: float) -> None:
+    def request_finished(self, req: DataRequest, duration_s: float, door: str) -> None:
         self.in_flight -= 1
         ep = self.endpoints.get(req.exec_endpoint)  # type: ignore[arg-type]
         if ep is None:
             ep = self._endpoint(req.exec_endpoint or "/")
         status = req.status
-        if status is not None and status.code >= 1:
+        failed = status is not None and status.code >= 1
+        if failed:
             ep.error += 1
         else:
             ep.ok += 1
+        by_door = self.doors.get(door)
+        if by_door is None:
+            by_door = self.doors[door] = [0, 0]
+        by_door[failed] += 1
         # BucketHistogram.observe, inlined: this runs for every request and every Executor of it.
         hist = ep.duration
         hist.counts[_bisect(_BOUNDS, duration_s)] += 1
@@ -134,13 +139,6 @@ class RelayMetrics(Observer):
             span_s = (end - route.start_ns) / 1e9  # type: ignore[operator]
             hist.counts[_bisect(_BOUNDS, span_s)] += 1
             hist.total += span_s
-
-    def door_request_finished(self, door: str, req: DataRequest) -> None:
-        counts = self.doors.get(door)
-        if counts is None:
-            counts = self.doors[door] = [0, 0]
-        status = req.status
-        counts[1 if status is not None and status.code >= 1 else 0] += 1
 
     def bytes_in(self, n: int) -> None:
         self.bytes_received += n
@@ -196,8 +194,8 @@ class RelayMetrics(Observer):
             c.add_metric([name, "ok"], ep.ok)
             c.add_metric([name, "error"], ep.error)
         yield c
-        c = CounterMetricFamily(p + "door_requests", "Requests answered, by the door they came in through (http, "
-                                "graphql) and outcome", labels=["door", "outcome"])
+        c = CounterMetricFamily(p + "door_requests", "Requests answered, by the door they came in through "
+                                "(websocket, http, graphql, grpc) and outcome", labels=["door", "outcome"])
         for door, (ok, error) in sorted(self.doors.items()):
             c.add_metric([door, "ok"], ok)
             c.add_metric([door, "error"], error)

@@ -14,6 +14,12 @@ from relay.wire.messages import DataRequest
 REFUSED_FD_LIMIT = "fd_limit"
 REFUSED_MAX_CONNECTIONS = "max_connections"
 REFUSAL_REASONS = (REFUSED_FD_LIMIT, REFUSED_MAX_CONNECTIONS)
+# The ways into the relay, as the `door` of a finished request (and the label of its metrics).
+DOOR_WEBSOCKET = "websocket"
+DOOR_HTTP = "http"
+DOOR_GRAPHQL = "graphql"
+DOOR_GRPC = "grpc"
+DOORS = (DOOR_WEBSOCKET, DOOR_HTTP, DOOR_GRAPHQL, DOOR_GRPC)
 
 
 class Observer:
@@ -24,9 +30,8 @@ class Observer:
     def connection_refused(self, reason: str) -> None:
         """A client turned away for want of capacity; `reason` is one of REFUSAL_REASONS."""
     def request_started(self, endpoint: str) -> None: ...
-    def request_finished(self, req: DataRequest, duration_s: float) -> None: ...
-    def door_request_finished(self, door: str, req: DataRequest) -> None:
-        """`req`, which came in through `door` (`http`, `graphql`), was answered (after `request_finished`)."""
+    def request_finished(self, req: DataRequest, duration_s: float, door: str) -> None:
+        """`req` was answered `duration_s` after it was admitted; it came in through `door` (one of DOORS)."""
     def bytes_in(self, n: int) -> None: ...
     def bytes_out(self, n: int) -> None: ...
     def mirror_finished(self, ok: bool, duration_s: float) -> None:

@@ -46,6 +46,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from relay.backend import BackendUnavailable, Respond
 from relay.common.grpc_channel import server_options
 from relay.gateway import Gateway
+from relay.observer import DOOR_GRPC
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest
@@ -142,7 +143,7 @@ class GrpcDoor:
         except WireError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.reason)
         self.gateway.admit(req, len(request), True)
-        payload = await self.gateway.call(req, proto_codec.encode_response)
+        payload = await self.gateway.call(req, proto_codec.encode_response, DOOR_GRPC)
         if payload is None:
             await context.abort(grpc.StatusCode.INTERNAL, "the answer could not be encoded")
         return payload  # type: ignore[return-value]
@@ -256,14 +257,14 @@ class _Stream:
         if not self.in_order:
 
             def respond(req: DataRequest) -> None:
-                self._send(out, finish(req, proto_codec.encode_response))
+                self._send(out, finish(req, proto_codec.encode_response, DOOR_GRPC))
 
             return respond
         slot = _Slot(out)
         self._owed.append(slot)
 
         def respond_in_order(req: DataRequest) -> None:
-            slot.answer = finish(req, proto_codec.encode_response)
+            slot.answer = finish(req, proto_codec.encode_response, DOOR_GRPC)
             slot.ready = True
             owed = self._owed
             while owed and owed[0].ready:

@@ -48,6 +48,7 @@ from relay.doors.openapi.types import Model, validate
 from relay.doors.static_assets import asset_response
 from relay.gateway import UNAUTHORIZED_DETAIL, Gateway, relay_version
 from relay.net.http_types import HttpRequest, HttpResponse, is_json_media_type
+from relay.observer import DOOR_HTTP
 from relay.wire import json_codec
 from relay.wire.documents import Document, as_struct_values
 from relay.wire.errors import BadRequest
@@ -281,8 +282,7 @@ class HttpDoor:
         gateway = self.gateway
         # An HTTP client cannot choose the request id: the gateway makes one, as Jina's does.
         gateway.admit(data_request, len(req.body), False)
-        payload = await gateway.call(data_request, encode_answer)
-        gateway.observer.door_request_finished("http", data_request)
+        payload = await gateway.call(data_request, encode_answer, DOOR_HTTP)
         if payload is None:
             return HttpResponse.json(500, {"detail": "the answer could not be encoded"})
         exc_info = data_request.status.exception if data_request.status is not None else None

@@ -26,6 +26,7 @@ import orjson
 
 from relay.gateway import Gateway
 from relay.net.listener import MessageSink, WebSocketSession
+from relay.observer import DOOR_WEBSOCKET
 from relay.wire import json_codec, proto_codec
 from relay.wire.errors import (
     CLOSE_GOING_AWAY,
@@ -229,14 +230,14 @@ class ClientConnection:
 
     def _send(self, req: DataRequest) -> None:
         session = self.session
-        payload = self.gateway.finish(req, self.encode if session.is_open else None)
+        payload = self.gateway.finish(req, self.encode if session.is_open else None, DOOR_WEBSOCKET)
         if payload is not None:
             session.send(payload, text=not self.is_bytes)
         self.in_flight -= 1
 
     def _drop(self, req: DataRequest) -> None:
         """The client is gone: the request is finished without an answer."""
-        self.gateway.finish(req, None)
+        self.gateway.finish(req, None, DOOR_WEBSOCKET)
         self.in_flight -= 1
 
     def _after_answer(self) -> None:

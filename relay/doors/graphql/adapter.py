@@ -37,8 +37,7 @@ class GatewaySeam:
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def respond(done: DataRequest) -> None:
-            gateway.finish(done, None)
-            gateway.observer.door_request_finished(DOOR, done)
+            gateway.finish(done, None, DOOR)
             if not answered.done():
                 answered.set_result(None)
 

@@ -3,8 +3,8 @@
 A door decodes its own framing and hands `DataRequest`s to the relay's one request lifecycle. For GraphQL that
 lifecycle is reached through `FlowSeam`: the token check, the body limit, running one request through the Flow
 (admission, the backend with its error path, the counters and the observer), and counting the bytes of the
-answer. relay.doors.graphql.adapter implements it on the relay of today. Imports: relay.wire and
-relay.net.http_types only.
+answer. relay.doors.graphql.adapter implements it over the gateway. Imports: relay.wire, relay.net.http_types and
+relay.observer only.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from relay.net.http_types import HttpRequest
+from relay.observer import DOOR_GRAPHQL
 from relay.wire.messages import DataRequest
 
-DOOR = "graphql"
+DOOR = DOOR_GRAPHQL
 
 
 class FlowSeam(Protocol):
