@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from relay.capture.format import INDEX_FILE, META_FILE, segment_name
 from relay.capture.reader import read_index, read_recording
 from relay.capture.tap import CaptureTap, sampled
 from relay.capture.writer import RecordingExists, RecordingWriter, SegmentWriter
-from relay.wire import proto_codec
+from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
 from relay.wire.messages import DataRequest, ExceptionInfo, Route, Status
 
@@ -32,11 +33,13 @@ def _json_body(i: int) -> str:
     return orjson.dumps({"data": [{"id": f"doc-{i}", "text": f"hello {i}"}], "execEndpoint": "/index"}).decode()
 
 
-def _answer(rid: str, doc_id: str, error: str | None = None) -> DataRequest:
+def _answer(rid: str, doc_id: str, error: str | None = None, codec: Any = json_codec) -> tuple[str, bytes]:
+    """A request id and its answer as a relay encodes it."""
     t = 1_700_000_000_000_000_000
     status = Status(1, "boom", ExceptionInfo(error)) if error else None
-    return DataRequest(request_id=rid, docs=[Document(id=doc_id)], status=status,
-                       routes=[Route("gateway", t, t + 900_000), Route("upper", t + 10_000, t + 40_000)])
+    answer = DataRequest(request_id=rid, docs=[Document(id=doc_id)], status=status, parameters={},
+                         routes=[Route("gateway", t, t + 900_000), Route("upper", t + 10_000, t + 40_000)])
+    return rid, codec.encode_response(answer)
 
 
 def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -> None:
@@ -55,8 +58,8 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
         if i % 7 == 0:
             time.sleep(0.08)  # several frames
     for i in reversed(range(20)):  # answered out of order
-        text.answer(_answer(f"r{i}", f"doc-{i}", "ValueError" if i == 3 else None))
-    binary.answer(_answer("b5", "x"))
+        text.answer(*_answer(f"r{i}", f"doc-{i}", "ValueError" if i == 3 else None))
+    binary.answer(*_answer("b5", "x", codec=proto_codec))
     text.closed()
     tap.close()
 
@@ -79,8 +82,9 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
     ok = texts[4].answer
     assert ok is not None and ok.error is None and ok.doc_ids == ["doc-4"] and ok.latency_ns == 900_000
     assert [(r.executor, r.end_ns - r.start_ns) for r in ok.routes] == [("gateway", 900_000), ("upper", 30_000)]
-    answered = [r.request_id for r in rec.requests if r.conn == 1 and r.answer is not None]
-    assert answered == ["b5"]
+    answered = [r for r in rec.requests if r.conn == 1 and r.answer is not None]
+    assert [r.request_id for r in answered] == ["b5"]
+    assert answered[0].answer is not None and answered[0].answer.doc_ids == ["x"]
     meta = orjson.loads((tmp_path / "rec" / META_FILE).read_bytes())
     assert meta["requests"] == 40 and meta["answers"] == 21 and "ended_at" in meta
 

@@ -66,11 +66,13 @@ def test_bytes_bodies_are_redacted_the_same_way() -> None:
     assert out.docs[2].uri == "https://example.com/x"
 
 
-def test_redacting_ids_hashes_the_answers_ids_alike() -> None:
-    redactor = Redactor(parse_fields("id"), KEY)
-    out = orjson.loads(redactor.body(orjson.dumps({"data": [{"id": "doc-1"}]}), "json"))
-    assert redactor.ids(["doc-1"]) == [out["data"][0]["id"]] != ["doc-1"]
-    assert Redactor(parse_fields("text"), KEY).ids(["doc-1"]) == ["doc-1"]
+def test_answers_are_redacted_like_their_requests() -> None:
+    redactor = Redactor(parse_fields("id,text"), KEY)
+    request = orjson.loads(redactor.body(orjson.dumps({"data": [{"id": "doc-1", "text": "hi"}]}), "json"))
+    answer = DataRequest(request_id="r", docs=[Document(id="doc-1", text="HI")], parameters={})
+    redacted = proto_codec.decode(redactor.body(proto_codec.encode(answer), "bytes"))
+    assert redacted.docs is not None and redacted.docs[0].id == request["data"][0]["id"] != "doc-1"
+    assert redacted.docs[0].text != "HI" and redacted.request_id == "r"
 
 
 def test_keys_differ_between_recordings() -> None:

@@ -10,22 +10,26 @@ A recording is a folder:
 
 A segment is a sequence of zstd frames, each one independently decodable: one frame per flush of the writer
 (at least one a second), so that a relay killed -9 loses at most what it received since the last flush, and a
-torn last frame costs nothing before it. A frame's content is a stream of msgpack arrays: first a FRAME record
-(the frame's number and a monotonic/wall clock pair taken at the flush), then records of the kinds below. Each
-segment starts with a CONNECTION record for every connection still open, so one segment can be read alone.
+torn last frame costs nothing before it. A frame's content is two msgpack values: a FRAME record (the frame's
+number and a monotonic/wall clock pair taken at the flush), then one array of records of the kinds below (one
+array, packed in one call: the writer's cost). Each segment starts with a frame holding a CONNECTION record for
+every connection still open, so one segment can be read alone.
 
     FRAME       [0, frame_no, mono_ns, wall_ns]
-    CONNECTION  [1, conn, mono_ns, door, subprotocol]          door: websocket | http | grpc
-    REQUEST     [2, conn, mono_ns, request_id, endpoint, body] body: the raw frame or HTTP body (str or bytes)
-    ANSWER      [3, conn, mono_ns, request_id, status_code, error, latency_ns, routes, doc_ids]
+    CONNECTION  [1, conn, mono_ns, door, subprotocol]              door: websocket | http | grpc
+    REQUEST     [2, conn, mono_ns, request_id, endpoint, body]     body: the frame or HTTP body as received
+    ANSWER      [3, conn, mono_ns, request_id, payload, latency_ns, error]
     CLOSED      [4, conn, mono_ns]
 
 Times are integer nanoseconds on the relay's monotonic clock (`time.monotonic_ns`): gaps between arrivals are
 exact whatever the wall clock does. A record's wall time is its monotonic time plus the offset of the FRAME
-record it follows (wall_ns - mono_ns). `routes` is flat: `[executor, start_ns, end_ns, executor, ...]` (wall
-clock, as in the answer's route entries; None where a stamp is missing); `doc_ids` is the list of the answer's
-document ids, or None when the answer's documents are opaque (`docs_bytes`). An answer joins its request by
-connection and request id. `error` is the exception name of an error answer (None when ok).
+record it follows (wall_ns - mono_ns). An answer joins its request by connection and request id.
+
+An answer is recorded as the relay sent it (`payload`: the frame or HTTP body, in the connection's subprotocol),
+which costs the relay nothing to produce; a reader takes its status, route entries and document ids from it
+(relay.wire.answers). `latency_ns` None means the answer's first route entry (the relay's own, from receipt to
+answer) says it; an import from a browser gives its round trip instead. `error` None means the payload says it;
+an import gives one where there is no payload (an HTTP error status).
 
 The index is appended after each frame: a reader may follow it while the relay is still writing. Readers do
 not need it (frames are self-delimiting); it is what `flowrelay record info` reads to describe a recording
@@ -36,9 +40,7 @@ Pure: no I/O. Imports: the standard library and relay.wire.messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from relay.wire.messages import Route
 
@@ -74,26 +76,13 @@ def is_segment_name(name: str) -> bool:
     return name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)
 
 
-def flatten_routes(routes: Iterable[Route]) -> list[Any]:
-    """Route entries as the flat list an ANSWER record holds."""
-    flat: list[Any] = []
-    for r in routes:
-        flat += (r.executor, r.start_ns, r.end_ns)
-    return flat
-
-
-def routes_from_flat(flat: Sequence[Any] | None) -> list[Route]:
-    if not flat:
-        return []
-    return [Route(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat) - 2, 3)]
-
-
 # ---- what a reader hands out ---------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class RecordedAnswer:
-    """The answer a recorded request got: its status, how long it took, its route entries and document ids."""
+    """The answer a recorded request got: its status, how long it took, its route entries and document ids
+    (None: opaque `docs_bytes`, or no answer body), as a reader takes them from the recorded payload."""
 
     mono_ns: int
     status_code: int

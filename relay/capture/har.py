@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from relay.capture.format import ANSWER, CONNECTION, HTTP, LATENCY_ROUND_TRIP, REQUEST, WEBSOCKET, flatten_routes
+from relay.capture.format import ANSWER, CONNECTION, HTTP, LATENCY_ROUND_TRIP, REQUEST, WEBSOCKET
 from relay.capture.reader import Recording, RecordingAssembler
 from relay.capture.redact import Redactor
 from relay.capture.writer import SegmentWriter
-from relay.wire.answers import Answer, read_json_answer, read_proto_answer
+from relay.wire.answers import read_json_answer, read_proto_answer
 from relay.wire.errors import WireError
 from relay.wire.proto import jina_pb2
 
@@ -107,17 +107,11 @@ class _Importer:
         self.out.requests += 1
         self.out.records.append((REQUEST, conn, at_ns, rid, endpoint, body))
 
-    def _answer(self, conn: int, at_ns: int, rid: str, sent_ns: int, answer: Answer | None,
-                http_error: str | None = None) -> None:
+    def _answer(self, conn: int, at_ns: int, rid: str, sent_ns: int, payload: bytes | str | None,
+                error: str | None = None) -> None:
+        """An answer as received, timed by the browser's round trip."""
         self.out.answers += 1
-        if answer is None:
-            code, error, routes, ids = 1, http_error or "error", [], None
-        else:
-            status = answer.status
-            code = status.code if status is not None else 0
-            error = answer.error
-            routes, ids = flatten_routes(answer.routes), answer.doc_ids
-        self.out.records.append((ANSWER, conn, at_ns, rid, code, error, at_ns - sent_ns, routes, ids))
+        self.out.records.append((ANSWER, conn, at_ns, rid, payload, at_ns - sent_ns, error))
 
     # ---- WebSocket -----------------------------------------------------------------------------
 
@@ -192,7 +186,7 @@ class _Importer:
                 if sent_at is None:
                     self.out.skipped["answer to no recorded request"] += 1
                     continue
-                self._answer(conn, at, rid, sent_at, answer)
+                self._answer(conn, at, rid, sent_at, data)
 
     # ---- HTTP ----------------------------------------------------------------------------------
 
@@ -231,12 +225,11 @@ class _Importer:
             self._answer(conn, done, rid, at, None, f"http {status}" if status != 200 else None)
             return
         try:
-            raw = base64.b64decode(text) if content.get("encoding") == "base64" else text
-            answer = read_json_answer(raw)
-        except (WireError, ValueError):
+            raw = base64.b64decode(text) if content.get("encoding") == "base64" else text.encode()
+        except ValueError:
             self.out.skipped["unreadable HTTP answer"] += 1
             return
-        self._answer(conn, done, rid, at, answer)
+        self._answer(conn, done, rid, at, raw)
 
 
 def read_har(path: Path | str) -> HarImport:

@@ -7,7 +7,7 @@ its segment) is skipped and counted in `torn_frames`: everything before it reads
 
 `read_index(folder)` reads the index's complete lines, so it can follow a recording that is still growing.
 
-Imports: the standard library, msgpack, zstandard, orjson, relay.capture.
+Imports: the standard library, msgpack, zstandard, orjson, relay.wire, relay.capture.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from relay.capture.format import (
     RecordedConnection,
     RecordedRequest,
     is_segment_name,
-    routes_from_flat,
 )
+from relay.wire.answers import read_json_answer, read_proto_answer
+from relay.wire.errors import WireError
 
 # Compressed bytes handed to the decompressor at a time: what is left over after a frame's end is copied once.
 _CHUNK = 1 << 20
@@ -138,7 +139,31 @@ def iter_segment_records(path: Path) -> Iterator[list[Any]]:
     for content in frame_contents(data):
         unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=False)
         unpacker.feed(content)
-        yield from unpacker
+        header = next(unpacker)
+        if not isinstance(header, list) or not header or header[0] != FRAME:
+            raise ValueError("a frame does not start with its FRAME record")
+        yield header
+        for records in unpacker:
+            yield from records
+
+
+def read_answer(mono_ns: int, payload: bytes | str | None, codec: str, latency_ns: int | None = None,
+                error: str | None = None) -> RecordedAnswer:
+    """An ANSWER record's answer: status, route entries and document ids from its payload; its latency the first
+    route entry's span (the relay's receipt to answer) unless the record gives one."""
+    if not payload:
+        return RecordedAnswer(mono_ns, 1 if error else 0, error, latency_ns)
+    try:
+        answer = read_proto_answer(payload) if codec == "bytes" else read_json_answer(payload)  # type: ignore[arg-type]
+        routes = answer.routes
+        status = answer.status
+        doc_ids = answer.doc_ids
+    except (WireError, AttributeError, TypeError, ValueError):
+        return RecordedAnswer(mono_ns, 1, error or "unreadable answer", latency_ns)
+    if latency_ns is None and routes and routes[0].start_ns is not None and routes[0].end_ns is not None:
+        latency_ns = routes[0].end_ns - routes[0].start_ns
+    code = status.code if status is not None else 0
+    return RecordedAnswer(mono_ns, code, error or answer.error, latency_ns, routes, doc_ids)
 
 
 class RecordingAssembler:
@@ -163,7 +188,7 @@ class RecordingAssembler:
             if known is not None:
                 known.requests += 1
         elif kind == ANSWER:
-            _, conn, mono, rid, code, error, latency_ns, routes, doc_ids = rec[:9]
+            _, conn, mono, rid, payload, latency_ns, error = rec[:7]
             waiting = self._waiting.get((conn, rid))
             if not waiting:
                 self.orphan_answers += 1
@@ -171,7 +196,9 @@ class RecordingAssembler:
             req = waiting.popleft()
             if not waiting:
                 del self._waiting[(conn, rid)]
-            req.answer = RecordedAnswer(mono, code, error, latency_ns, routes_from_flat(routes), doc_ids)
+            known = self.connections.get(conn)
+            codec = known.codec if known is not None else "json"
+            req.answer = read_answer(mono, payload, codec, latency_ns, error)
         elif kind == FRAME:
             self._wall_offset = rec[3] - rec[2]
         elif kind == CONNECTION:

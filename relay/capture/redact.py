@@ -9,7 +9,8 @@ written nowhere: equal values stay equal within a recording (a cache or a join i
 and a hash cannot be looked up in a table of, say, known e-mail addresses.
 
 Both subprotocols' bodies are redacted: JSON (WebSocket json frames, HTTP bodies) and DataRequestProto (WebSocket
-bytes frames, gRPC). Redacting `id` also redacts the document ids recorded with the answers, with the same hash.
+bytes frames, gRPC); requests and the answers recorded with them alike (an answer carries its documents back), so
+a redacted `id` hashes the same in both and a replay still compares answers' ids with the recorded ones.
 
 Pure: no I/O. Imports: the standard library, orjson, relay.wire.
 """
@@ -66,14 +67,13 @@ def parse_fields(spec: str | Sequence[str]) -> tuple[tuple[str, ...], ...]:
 
 
 class Redactor:
-    """Replaces the values at `paths` (see `parse_fields`) in request bodies and answer document ids."""
+    """Replaces the values at `paths` (see `parse_fields`) in request and answer bodies."""
 
     def __init__(self, paths: Sequence[tuple[str, ...]], key: bytes | None = None) -> None:
         self.paths = tuple(paths)
         self._key = key if key is not None else os.urandom(16)
         self._doc_paths = tuple(p for p in self.paths if p[0] != PARAMETERS)
         self._param_paths = tuple(p[1:] for p in self.paths if p[0] == PARAMETERS)
-        self.redacts_ids = ("id",) in self.paths
         self.failures = 0  # bodies that could not be parsed: recorded empty rather than unredacted
 
     @property
@@ -96,16 +96,11 @@ class Redactor:
             return self.blob(value)
         return self.text(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode())
 
-    def ids(self, ids: list[str] | None) -> list[str] | None:
-        """Answer document ids, hashed as the documents' `id` field is when `id` is redacted."""
-        if ids is None or not self.redacts_ids:
-            return ids
-        return [self.text(i) if i else i for i in ids]
-
     # ---- bodies --------------------------------------------------------------------------------
 
     def body(self, body: bytes | str, codec: str) -> bytes | str:
-        """A request body (`codec` `json` or `bytes`) with the fields redacted; empty if it cannot be parsed."""
+        """A request or answer body (`codec` `json` or `bytes`) with the fields redacted; empty if it cannot be
+        parsed."""
         try:
             if codec == "bytes":
                 return self._proto_body(body if isinstance(body, bytes) else body.encode())

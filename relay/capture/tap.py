@@ -4,7 +4,7 @@ it is finished. Sampling decides per connection, so a recorded session is always
     tap = CaptureTap(writer, sample=0.1)
     conn = tap.connection("websocket", "json")     # None: this connection is not recorded
     conn.request(req.request_id, req.exec_endpoint, raw_frame)   # at admission, after the request id is set
-    conn.answer(req)                                # when the answer is finished (routes and status filled)
+    conn.answer(req.request_id, payload)            # the answer as encoded for the client
     conn.closed()
 
 HTTP requests carry no connection object through the relay: `tap.http_connection(key)` takes the listener's
@@ -12,9 +12,13 @@ number for the TCP connection and keeps the last few thousand it saw (one evicte
 a new recorded connection).
 
 Per request the event loop builds two tuples, appends them to the writer's buffer and reads the monotonic clock
-twice; the rest (redaction, packing, compression, I/O) happens in the writer's thread (relay.capture.writer).
+twice: the request and the answer are recorded as the bytes the relay received and sent, with nothing taken
+out of them (a reader does that, relay.capture.reader), because anything done per request here costs the
+relay's capacity. The rest (redaction, packing, compression, I/O) happens in the writer's thread
+(relay.capture.writer); packing still holds the GIL, and is the larger part of recording's cost
+(bench/record_cost.py).
 
-Imports: the standard library, relay.wire.messages, relay.capture.
+Imports: the standard library, relay.capture.
 """
 
 from __future__ import annotations
@@ -24,9 +28,8 @@ import itertools
 import math
 from time import monotonic_ns
 
-from relay.capture.format import ANSWER, CLOSED, CONNECTION, HTTP, REQUEST, flatten_routes
+from relay.capture.format import ANSWER, CLOSED, CONNECTION, HTTP, REQUEST
 from relay.capture.writer import RecordingWriter
-from relay.wire.messages import DataRequest
 
 HTTP_CONNECTIONS_KEPT = 4096
 
@@ -42,40 +45,30 @@ def sampled(index: int, fraction: float) -> bool:
 class ConnectionTap:
     """One recorded connection's hooks."""
 
-    __slots__ = ("_append", "conn", "writer")
+    __slots__ = ("_buffer", "_max", "conn", "writer")
 
     def __init__(self, writer: RecordingWriter, conn: int) -> None:
         self.writer = writer
         self.conn = conn
-        self._append = writer.append
+        # The writer's buffer itself (RecordingWriter.append, inlined: this runs twice per request).
+        self._buffer = writer.buffer
+        self._max = writer.max_buffered
 
     def request(self, request_id: str, endpoint: str | None, body: bytes | str) -> None:
         """A request admitted (its request id set): its raw frame or body, as received."""
-        self._append((REQUEST, self.conn, monotonic_ns(), request_id, endpoint or "/", body))
-
-    def answer(self, req: DataRequest) -> None:
-        """The answer to a recorded request, once its gateway route entry has its end."""
-        status = req.status
-        code = 0
-        error = None
-        if status is not None and status.code:
-            code = status.code
-            exc = status.exception
-            error = (exc.name if exc is not None and exc.name else "error") if code >= 1 else None
-        routes = req.routes
-        latency = None
-        if routes:
-            gateway = routes[0]
-            if gateway.start_ns is not None and gateway.end_ns is not None:
-                latency = gateway.end_ns - gateway.start_ns
-        docs = req.docs
-        if docs is not None:
-            ids: list[str] | None = [d.id or "" for d in docs]
+        buffer = self._buffer
+        if len(buffer) < self._max:
+            buffer.append((REQUEST, self.conn, monotonic_ns(), request_id, endpoint or "/", body))
         else:
-            raw_docs = req.raw_docs
-            ids = [d.id for d in raw_docs] if raw_docs is not None else ([] if req.docs_bytes is None else None)
-        flat = flatten_routes(routes)
-        self._append((ANSWER, self.conn, monotonic_ns(), req.request_id, code, error, latency, flat, ids))
+            self.writer.dropped += 1
+
+    def answer(self, request_id: str, payload: bytes | str) -> None:
+        """The answer to a recorded request, as encoded for the client (its route entries complete)."""
+        buffer = self._buffer
+        if len(buffer) < self._max:
+            buffer.append((ANSWER, self.conn, monotonic_ns(), request_id, payload, None, None))
+        else:
+            self.writer.dropped += 1
 
     def closed(self) -> None:
         self.writer.append_always((CLOSED, self.conn, monotonic_ns()))

@@ -1,11 +1,12 @@
 """Writing a recording: records buffered from the event loop, packed, compressed and written by a thread.
 
-`RecordingWriter` is what a relay holds. Its `append` is all the event loop does per record: a list append
-(records are tuples, see relay.capture.format). A thread wakes every `flush_interval_s` (0.5 s by default, so
-that a relay killed -9 loses at most a second even when a flush is late), takes what is buffered, and hands it
-to a `SegmentWriter`, which redacts request bodies, packs the records with msgpack, compresses them into one
-zstd frame, appends the frame to the current segment, then a line to the index. zstd releases the GIL while it
-compresses; packing does not, and is what recording costs the relay beyond the appends (bench/record_cost.py).
+`RecordingWriter` is what a relay holds. Appending to its `buffer` is all the event loop does per record
+(relay.capture.tap; records are tuples, see relay.capture.format). A thread wakes every `flush_interval_s`
+(0.5 s by default, so that a relay killed -9 loses at most a second even when a flush is late), takes what is
+buffered, and hands it to a `SegmentWriter`, which redacts bodies (if asked), packs the records with msgpack in
+one call, compresses them into one zstd frame, appends the frame to the current segment, then a line to the
+index. zstd releases the GIL while it compresses; packing does not, and is, with the appends, what recording
+costs the relay (bench/record_cost.py).
 
 A full disk or another write error does not stop the relay: the batch is dropped, counted and logged. Past
 `max_buffered` records waiting (the thread cannot keep up), new requests and answers are dropped and counted
@@ -128,33 +129,22 @@ class SegmentWriter:
             return
         if self._fd is None or self._rotation_due():
             self._next_segment()
-        packer = self._packer
-        pack = packer.pack
-        pack((FRAME, self.frames, mono_ns, wall_ns))
-        open_conns = self._open
-        redactor = self.redactor
-        requests = answers = 0
+        # This runs with the GIL, taken from the relay's event loop: per record, only what C does (a list
+        # comprehension, list.count and index, one msgpack call for the whole batch), unless redacting.
+        kinds = [rec[0] for rec in records]
+        requests = kinds.count(REQUEST)
+        answers = kinds.count(ANSWER)
+        if kinds.count(CONNECTION) or kinds.count(CLOSED):
+            self._track_connections(records, kinds)
+        if self.redactor is not None:
+            records = [self._redacted(rec) for rec in records]
         first_mono = last_mono = None
-        for rec in records:
-            kind = rec[0]
-            if kind == REQUEST:
-                requests += 1
-                if redactor is not None:
-                    conn_rec = open_conns.get(rec[1])
-                    codec = conn_rec[4] if conn_rec is not None else "json"
-                    rec = (*rec[:5], redactor.body(rec[5], "bytes" if codec == "bytes" else "json"))
-                if first_mono is None:
-                    first_mono = rec[2]
-                last_mono = rec[2]
-            elif kind == ANSWER:
-                answers += 1
-                if redactor is not None and redactor.redacts_ids:
-                    rec = (*rec[:8], redactor.ids(rec[8]))
-            elif kind == CONNECTION:
-                open_conns[rec[1]] = rec
-            elif kind == CLOSED:
-                open_conns.pop(rec[1], None)
-            pack(rec)
+        if requests:
+            first_mono = records[kinds.index(REQUEST)][2]
+            last_mono = records[len(kinds) - 1 - kinds[::-1].index(REQUEST)][2]
+        packer = self._packer
+        packer.pack((FRAME, self.frames, mono_ns, wall_ns))
+        packer.pack(records)
         frame = self._compressor.compress(packer.bytes())
         packer.reset()
         assert self._fd is not None
@@ -179,6 +169,28 @@ class SegmentWriter:
         }
         self.frames += 1
         self._index.write(orjson.dumps(entry) + b"\n")
+
+    def _track_connections(self, records: list[Any], kinds: list[int]) -> None:
+        open_conns = self._open
+        for i, kind in enumerate(kinds):
+            if kind == CONNECTION:
+                open_conns[records[i][1]] = records[i]
+            elif kind == CLOSED:
+                open_conns.pop(records[i][1], None)
+
+    def _redacted(self, rec: Any) -> Any:
+        kind = rec[0]
+        if kind == REQUEST:
+            return (*rec[:5], self.redactor.body(rec[5], self._codec(rec[1])), *rec[6:])  # type: ignore[union-attr]
+        if kind == ANSWER and rec[4]:
+            # An answer carries its documents (and their ids) back: redacted as its request was.
+            return (*rec[:4], self.redactor.body(rec[4], self._codec(rec[1])), *rec[5:])  # type: ignore[union-attr]
+        return rec
+
+    def _codec(self, conn: int) -> str:
+        """What a connection's frames are: `bytes` (DataRequestProto) or `json`."""
+        known = self._open.get(conn)
+        return "bytes" if known is not None and known[4] == "bytes" else "json"
 
     def _rotation_due(self) -> bool:
         if self.max_segment_bytes and self._segment_bytes >= self.max_segment_bytes:
@@ -236,7 +248,9 @@ class RecordingWriter:
         self.segments = segments
         self.flush_interval_s = flush_interval_s
         self.max_buffered = max_buffered
-        self._buffer: list[Any] = []
+        # Records from the event loop; a ConnectionTap appends to it directly, dropping (and counting) past
+        # `max_buffered`; connection records go through `append_always`.
+        self.buffer: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -249,17 +263,9 @@ class RecordingWriter:
         self._thread = threading.Thread(target=self._run, name="flowrelay-recorder", daemon=True)
         self._thread.start()
 
-    def append(self, record: tuple[Any, ...]) -> None:
-        """A request or answer record (from the event loop). Dropped, and counted, past `max_buffered`."""
-        buffer = self._buffer
-        if len(buffer) < self.max_buffered:
-            buffer.append(record)
-        else:
-            self.dropped += 1
-
     def append_always(self, record: tuple[Any, ...]) -> None:
         """A connection record: never dropped (without it its requests could not be read)."""
-        self._buffer.append(record)
+        self.buffer.append(record)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
@@ -267,7 +273,7 @@ class RecordingWriter:
 
     def flush(self) -> None:
         """Write what is buffered as one frame (the writer thread; or the caller, once the thread has stopped)."""
-        buffer = self._buffer
+        buffer = self.buffer
         n = len(buffer)
         if n:
             # A slice and a slice deletion are one operation each under the GIL: records the event loop
