@@ -69,6 +69,11 @@ def test_latency_per_endpoint_and_hop_on_the_recordings_footing() -> None:
     assert index["now_ms"] == {"p50": 2.0, "p99": 2.0}  # the gateway entry, not the 4 ms round trip
     assert s["hops"]["upper"]["recorded_ms"]["p50"] == 0.1 and s["hops"]["upper"]["now_ms"]["p50"] == 1.5
     assert "outside_gateway" not in s["hops"]
+    assert s["hops_added"] == [] and s["hops_removed"] == []
+    diff.on_answer(_recorded(0), True, None, 1, ["d0"], [*_routes(900, 100), Route("embed", T, T + 5)], 0.003)
+    diff.on_answer(_recorded(1), True, None, 1, ["d1"], [Route("gateway", T, T + 9)], 0.003)
+    assert diff.summary()["hops_added"] == ["embed"] and diff.summary()["hops_removed"] == ["upper"]
+    assert "hops now, not recorded: embed" in format_diff(diff.summary())
     har = ReplayDiff(LATENCY_ROUND_TRIP)
     har.on_answer(_recorded(0, latency_us=5000), True, None, 1, ["d0"], _routes(2000, 100), 0.007)
     assert har.summary()["endpoints"]["/index"]["now_ms"]["p50"] == 7.0  # a browser timed its round trip

@@ -9,7 +9,8 @@ For each replayed request whose recording has its answer, `ReplayDiff` notes:
 * latency per endpoint, recorded vs now, on the same footing: a relay's recording measured its receipt to answer
   (the `gateway` route entry), so an answer that has a gateway entry is timed by it; a HAR recording measured the
   browser's round trip, and so is the replay then (from the actual send: the same thing a browser times);
-* per hop (the gateway and each Executor, from the route entries), recorded vs now.
+* per hop (the gateway and each Executor, from the route entries), recorded vs now; and the hops an answer
+  passes through now but did not then (an Executor added to the Flow), or then but not now (one removed).
 
 A few examples of each change are kept (the request's place in the recording, its endpoint). Workers' diffs
 merge exactly (histograms are HdrHistograms); `summary()` is the dict that goes into summary.json under
@@ -96,6 +97,8 @@ class ReplayDiff:
         self.hops: dict[str, _Pair] = {}
         self.now_by_gateway = 0
         self.now_by_round_trip = 0
+        self.hops_added: set[str] = set()
+        self.hops_removed: set[str] = set()
 
     # ---- events ----------------------------------------------------------------------------------
 
@@ -172,6 +175,10 @@ class ReplayDiff:
             pair.now.record(now_s)
         # The recording has no client round trip, hence no `outside_gateway` to compare.
         recorded_spans = hop_spans(answer.routes, math.nan)
+        if len(self.hops_added) < MAX_ENDPOINTS:
+            self.hops_added.update(n for n in now_spans if n not in recorded_spans and n != OUTSIDE_GATEWAY)
+        if len(self.hops_removed) < MAX_ENDPOINTS:
+            self.hops_removed.update(n for n in recorded_spans if n not in now_spans)
         for name, span in recorded_spans.items():
             now_span = now_spans.get(name)
             if now_span is None or name == OUTSIDE_GATEWAY:
@@ -200,11 +207,15 @@ class ReplayDiff:
                     mine[name] = pair
         self.now_by_gateway += other.now_by_gateway
         self.now_by_round_trip += other.now_by_round_trip
+        self.hops_added |= other.hops_added
+        self.hops_removed |= other.hops_removed
 
     def to_plain(self) -> dict[str, Any]:
         plain = {k: v for k, v in self.__dict__.items() if k not in ("endpoints", "hops")}
         plain["endpoints"] = {k: p.to_plain() for k, p in self.endpoints.items()}
         plain["hops"] = {k: p.to_plain() for k, p in self.hops.items()}
+        plain["hops_added"] = sorted(self.hops_added)
+        plain["hops_removed"] = sorted(self.hops_removed)
         return plain
 
     @classmethod
@@ -213,6 +224,8 @@ class ReplayDiff:
         for key, value in plain.items():
             if key == "endpoints" or key == "hops":
                 setattr(diff, key, {k: _Pair.from_plain(v) for k, v in value.items()})
+            elif key == "hops_added" or key == "hops_removed":
+                setattr(diff, key, set(value))
             else:
                 setattr(diff, key, value)
         return diff
@@ -239,6 +252,8 @@ class ReplayDiff:
             "latency_basis": {"recorded": self.latency_basis, "now": now_basis},
             "endpoints": {name: pair.summary() for name, pair in sorted(self.endpoints.items())},
             "hops": {name: pair.summary() for name, pair in self.hops.items()},
+            "hops_added": sorted(self.hops_added),
+            "hops_removed": sorted(self.hops_removed),
         }
 
 
@@ -277,4 +292,8 @@ def format_diff(diff: dict[str, Any]) -> str:
             lines.append(f"  {name:24s}{s['count']:>8d}{_ms(rec['p50']):>10s}{_ms(now['p50']):>10s}"
                          f"{_ms(rec['p99']):>10s}{_ms(now['p99']):>10s}")
         lines.append(f"  (endpoint latency: recorded {basis['recorded']}, now {basis['now']})")
+    if diff["hops_added"]:
+        lines.append(f"  hops now, not recorded: {', '.join(diff['hops_added'])}")
+    if diff["hops_removed"]:
+        lines.append(f"  hops recorded, not now: {', '.join(diff['hops_removed'])}")
     return "\n".join(lines)

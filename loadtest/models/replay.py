@@ -30,6 +30,7 @@ Imports: the standard library, orjson, loadtest.models.schedule, loadtest.payloa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,8 +68,12 @@ class ReplayError(ValueError):
     """A recording that cannot be replayed as asked; the message says why."""
 
 
+@functools.lru_cache(maxsize=2)
 def load_recording(source: Path | str) -> Recording:
-    """A recording folder, one of its segments, or a browser's HAR file. Raises ReplayError."""
+    """A recording folder, one of its segments, or a browser's HAR file. Raises ReplayError.
+
+    Read once per process and kept (the command line checks it before the run, the workers then plan from it,
+    and `--procs` workers forked after that share it); a Recording is never changed by its readers."""
     path = Path(source)
     try:
         recording = recording_from_har(path) if path.suffix.lower() == ".har" else read_recording(path)
@@ -105,7 +110,9 @@ class ReplaySpec:
         if rate is not None and not (math.isfinite(rate) and rate > 0):
             raise ReplayError(f"--rate must be > 0, got {rate:g}")
         offsets = _offsets_s(recording)
-        return cls(source, speed, rate, loop, subprotocol, len(recording.connections), len(offsets), offsets[-1])
+        # Connections that sent nothing (a /dry_run, say) get no session.
+        senders = len({r.conn for r in recording.requests})
+        return cls(source, speed, rate, loop, subprotocol, senders, len(offsets), offsets[-1])
 
     @property
     def period_s(self) -> float:
@@ -304,14 +311,14 @@ class ReplayPlan:
               seed: int | None = None, docarray: str = "v1") -> ReplayPlan:
         """Worker `worker` of `n_workers`'s plan. `frames_of(subprotocol)` says which frames (`json`, `bytes`) a
         session offering `subprotocol` sends (the target's scheme decides: loadtest.config.codec_mode)."""
-        if n_workers > len(recording.connections):
-            raise ReplayError(f"--procs {n_workers} is more than the recording's {len(recording.connections)} "
-                              "connection(s): a replay splits by connection")
         # Connections ranked by their first request; rank r belongs to worker r % n_workers, as its session r // n.
         rank: dict[int, int] = {}
         for req in recording.requests:
             if req.conn not in rank:
                 rank[req.conn] = len(rank)
+        if n_workers > len(rank):
+            raise ReplayError(f"--procs {n_workers} is more than the recording's {len(rank)} connection(s) that "
+                              "sent requests: a replay splits by connection")
         conns = sorted(rank, key=rank.__getitem__)
         mine = [c for c in conns if rank[c] % n_workers == worker]
         subprotocols = [session_subprotocol(recording.connections[c], spec.subprotocol) for c in mine]

@@ -236,8 +236,8 @@ def read_recording(path: Path | str) -> Recording:
             assembler.add_all(iter_segment_records(segment))
         except TornFrame:
             torn += 1
-        except (OSError, ValueError, msgpack.ExtraData) as exc:
-            raise RecordingError(f"{segment}: not a recording segment: {exc}") from None
+        except (OSError, ValueError, TypeError, IndexError, msgpack.ExtraData) as exc:
+            raise RecordingError(f"{segment}: not a recording segment of this format: {exc}") from None
     return assembler.finish(torn, [str(s) for s in segments])
 
 
