@@ -47,7 +47,7 @@ import msgpack
 
 from loadtest.config import LoadConfig, codec_mode
 from loadtest.measure.recorder import Recorder
-from loadtest.measure.replay_diff import ReplayDiff
+from loadtest.measure.replay_diff import ReplayComparison, ReplayDiff
 from loadtest.measure.series import Interval
 from loadtest.models.replay import ReplayPlan, load_recording
 from loadtest.models.schedule import Schedule
@@ -168,13 +168,12 @@ class Worker:
         self.ids = IdMaker(run_id, index)
         # A replay: the frames, sessions and schedule of this worker's share of a recording; the answers' diff.
         self.replay: ReplayPlan | None = None
-        self.diff: ReplayDiff | None = None
-        self._replayed: dict[str, int] | None = None  # request id -> its place in the plan, while in flight
+        self.comparison: ReplayComparison | None = None
         if cfg.replay is not None:
             self.replay = _replay_plan(cfg, index, n_workers)
             self.templates: list[Template] = self.replay.templates
-            self.diff = ReplayDiff(self.replay.latency_basis)
-            self._replayed = {}
+            self.comparison = ReplayComparison(self.replay.recorded, self.replay.ids_comparable,
+                                               self.replay.latency_basis)
             self._pick = self._pick_replayed  # type: ignore[method-assign]
         else:
             self.templates = build_templates(
@@ -210,8 +209,8 @@ class Worker:
         error = _error_of(resp)
         self.recorder.on_answer(entry.due_s, entry.sent_s, now, resp.routes, error)
         self.docs_received += docs
-        if self._replayed is not None:
-            self._diff_answer(entry, resp, docs, now, error)
+        if self.comparison is not None:
+            self.comparison.answered(entry.rid, resp, docs, error, now - entry.sent_s)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
         if self._user_of:
@@ -228,8 +227,8 @@ class Worker:
         if self.sink is not None:
             self.sink.on_failure("timeout")
         self.recorder.on_timeout(entry.due_s, now)
-        if self._replayed is not None:
-            self._diff_failure(entry.rid, "timeout")
+        if self.comparison is not None:
+            self.comparison.failed(entry.rid, "timeout")
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "timeout", 0))
         if self._user_of:
@@ -239,26 +238,12 @@ class Worker:
         if self.sink is not None:
             self.sink.on_failure(reason)
         self.recorder.on_transport_error(entry.due_s, now, reason)
-        if self._replayed is not None:
-            self._diff_failure(entry.rid, reason)
+        if self.comparison is not None:
+            self.comparison.failed(entry.rid, reason)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, reason, 0))
         if self._user_of:
             self._settled(entry.rid)
-
-    def _diff_answer(self, entry: Pending, resp: Any, docs: int, now: float, error: str | None) -> None:
-        assert self.replay is not None and self._replayed is not None and self.diff is not None
-        k = self._replayed.pop(entry.rid, None)
-        if k is not None:
-            # gRPC and HTTP sessions hand a DataRequest whose documents were not read: ids unknown, count known.
-            self.diff.on_answer(self.replay.recorded[k], self.replay.ids_comparable[k], error, docs,
-                                getattr(resp, "doc_ids", None), resp.routes, now - entry.sent_s)
-
-    def _diff_failure(self, rid: str, reason: str) -> None:
-        assert self.replay is not None and self._replayed is not None and self.diff is not None
-        k = self._replayed.pop(rid, None)
-        if k is not None:
-            self.diff.on_failure(self.replay.recorded[k], reason)
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -312,10 +297,10 @@ class Worker:
             if self._log is not None:
                 for left in leftovers:
                     self._log.extend((p.rid, p.due_s, p.sent_s, None, "unanswered", 0) for p in left)
-            if self._replayed is not None:
+            if self.comparison is not None:
                 for left in leftovers:
                     for p in left:
-                        self._diff_failure(p.rid, "unanswered")
+                        self.comparison.failed(p.rid, "unanswered")
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -339,7 +324,7 @@ class Worker:
             late_answers=sum(s.late_answers for s in self.sessions),
             dropped_by_reason=self.dropped_by_reason,
             dispatch_end_s=dispatch_end,
-            replay_diff=self.diff.to_plain() if self.diff is not None else None,
+            replay_diff=self.comparison.diff.to_plain() if self.comparison is not None else None,
         )
 
     def _pick_replayed(self, seq: int) -> LoadSession | None:
@@ -368,8 +353,8 @@ class Worker:
             self.sink.on_sent(tpl.docs, now - due)
         if user >= 0:
             self._user_of[rid] = user  # before the send: a dead connection fails the request at once
-        if self._replayed is not None:
-            self._replayed[rid] = seq % len(self.templates)
+        if self.comparison is not None:
+            self.comparison.sent(rid, seq % len(self.templates))
         session.post(rid, tpl.frame(rid), due, tpl.docs, due < self.cfg.warmup_s, now)
 
     def _drop(self, due: float) -> None:

@@ -4,7 +4,7 @@ footing as the recording's, merged across workers; and the table a person reads.
 
 from __future__ import annotations
 
-from loadtest.measure.replay_diff import ReplayDiff, format_diff
+from loadtest.measure.replay_diff import ReplayComparison, ReplayDiff, format_diff
 from relay.capture.format import LATENCY_ROUND_TRIP, RecordedAnswer, RecordedRequest
 from relay.wire.messages import Route
 
@@ -102,3 +102,25 @@ def test_the_table_names_what_changed() -> None:
     assert "request 0 /index: ok -> ValueError" in text
     assert "request 1 /index: 2 -> 1 docs, missing ['b'], new []" in text
     assert "endpoint /index" in text and "hop upper" in text
+
+
+def test_the_engines_comparison_follows_each_request_once() -> None:
+    recorded = [_recorded(0), _recorded(1, error="ValueError"), _recorded(2)]
+
+    class Answer:
+        def __init__(self) -> None:
+            self.routes = _routes(600, 100)
+            self.doc_ids = ["d0"]
+
+    comparison = ReplayComparison(recorded, [True, True, True])
+    comparison.sent("a", 0)
+    comparison.sent("b", 1)
+    comparison.sent("c", 2)
+    comparison.answered("a", Answer(), 1, None, 0.001)
+    comparison.answered("a", Answer(), 1, None, 0.001)  # a late duplicate: already settled
+    comparison.answered("b", Answer(), 1, None, 0.001)
+    comparison.failed("c", "timeout")
+    comparison.failed("zzz", "close 1006")  # not a replayed request
+    s = comparison.diff.summary()
+    assert s["compared"] == 3
+    assert s["status"]["ok_to_ok"] == 1 and s["status"]["error_to_ok"] == 1 and s["status"]["ok_to_error"] == 1

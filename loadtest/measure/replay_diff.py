@@ -14,7 +14,8 @@ For each replayed request whose recording has its answer, `ReplayDiff` notes:
 
 A few examples of each change are kept (the request's place in the recording, its endpoint). Workers' diffs
 merge exactly (histograms are HdrHistograms); `summary()` is the dict that goes into summary.json under
-`replay_diff`, `format_diff` the table for the terminal.
+`replay_diff`, `format_diff` the table for the terminal. `ReplayComparison` is what the load engine holds: it
+knows which recorded request each request in flight replays, and hands its answer (or failure) to the diff.
 
 Pure: no I/O, no clocks. Imports: the standard library, loadtest.measure, relay.capture.format.
 """
@@ -22,7 +23,7 @@ Pure: no I/O, no clocks. Imports: the standard library, loadtest.measure, relay.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from loadtest.measure.histograms import LatencyHistogram
@@ -255,6 +256,33 @@ class ReplayDiff:
             "hops_added": sorted(self.hops_added),
             "hops_removed": sorted(self.hops_removed),
         }
+
+
+class ReplayComparison:
+    """The engine's side of a replay's diff: `sent` when request `rid` replays recorded request k of the plan,
+    then `answered` or `failed` once for it."""
+
+    def __init__(self, recorded: Sequence[RecordedRequest], ids_comparable: Sequence[bool],
+                 latency_basis: str = LATENCY_GATEWAY) -> None:
+        self.recorded = recorded
+        self.ids_comparable = ids_comparable
+        self.diff = ReplayDiff(latency_basis)
+        self._in_flight: dict[str, int] = {}
+
+    def sent(self, rid: str, k: int) -> None:
+        self._in_flight[rid] = k
+
+    def answered(self, rid: str, answer: Any, docs: int, error: str | None, round_trip_s: float) -> None:
+        """`answer` offers `routes` and, when its documents were read (WebSocket sessions), `doc_ids`."""
+        k = self._in_flight.pop(rid, None)
+        if k is not None:
+            self.diff.on_answer(self.recorded[k], self.ids_comparable[k], error, docs,
+                                getattr(answer, "doc_ids", None), answer.routes, round_trip_s)
+
+    def failed(self, rid: str, reason: str) -> None:
+        k = self._in_flight.pop(rid, None)
+        if k is not None:
+            self.diff.on_failure(self.recorded[k], reason)
 
 
 def _ms(v: Any) -> str:
