@@ -379,6 +379,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(clean) if clean else float("nan")
 
 
+def us_per_answer(run: dict[str, Any], cpu_key: str = "server_cpu_s") -> float:
+    """A pipelined run's CPU seconds (`cpu_key`) per answered request, in microseconds (NaN: none answered)."""
+    return run[cpu_key] / run["answered"] * 1e6 if run["answered"] else float("nan")
+
+
 def spread(values: Sequence[float]) -> str:
     """`min-max` of the repetitions, to show how noisy a median is."""
     clean = [v for v in values if v == v]

@@ -21,6 +21,7 @@ Goal (issue 17): recording costs the relay less than 10 % of its capacity (recor
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import tempfile
 import time
@@ -68,7 +69,7 @@ def main() -> int:
                         res = c.run_pipelined(srv.url, mode, WINDOW, dur, warm, match="id", server_pids=srv.pids())
                         res.update(rep=rep, variant=name)
                         runs.append(res)
-                        cpu_us = res["server_cpu_s"] / res["answered"] * 1e6 if res["answered"] else float("nan")
+                        cpu_us = c.us_per_answer(res)
                         print(f"  rep {rep + 1} {mode:5} {name:6} {res['rps']:9,.0f} req/s  relay CPU {cpu_us:6.1f} "
                               f"us/req  p50 {res['p50_ms']:6.3f} ms  p99 {res['p99_ms']:6.3f} ms", flush=True)
         # The relays have stopped: their recordings are closed, with their totals in recording.json.
@@ -80,19 +81,17 @@ def main() -> int:
     load_after = c.load_average()
     noise_r = noise.report()
 
-    medians: dict[str, dict[str, dict[str, float]]] = {}
+    medians: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in MODES}
     rows = []
-    for mode in MODES:
-        medians[mode] = {}
-        for name in VARIANTS:
-            rs = [r for r in runs if r["mode"] == mode and r["variant"] == name]
-            rps = [r["rps"] for r in rs]
-            cpu = [r["server_cpu_s"] / r["answered"] * 1e6 if r["answered"] else float("nan") for r in rs]
-            m = {"rps": c.median(rps), "relay_cpu_us_per_req": c.median(cpu),
-                 "p50_ms": c.median([r["p50_ms"] for r in rs]), "p99_ms": c.median([r["p99_ms"] for r in rs])}
-            medians[mode][name] = m
-            rows.append([mode, name, m["rps"], c.spread(rps), m["relay_cpu_us_per_req"], c.spread(cpu),
-                         m["p50_ms"], m["p99_ms"]])
+    for mode, name in itertools.product(MODES, VARIANTS):
+        of_both = [r for r in runs if (r["mode"], r["variant"]) == (mode, name)]
+        rps = [r["rps"] for r in of_both]
+        cpu = [c.us_per_answer(r) for r in of_both]
+        m = {"rps": c.median(rps), "relay_cpu_us_per_req": c.median(cpu),
+             "p50_ms": c.median([r["p50_ms"] for r in of_both]), "p99_ms": c.median([r["p99_ms"] for r in of_both])}
+        medians[mode][name] = m
+        rows.append([mode, name, m["rps"], c.spread(rps), m["relay_cpu_us_per_req"], c.spread(cpu),
+                     m["p50_ms"], m["p99_ms"]])
     ratios: dict[str, dict[str, Any]] = {}
     for mode in MODES:
         per_rep: dict[str, list[float]] = {"record": [], "redact": []}

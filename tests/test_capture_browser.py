@@ -14,19 +14,14 @@ Without chromium, chromedriver or selenium the test skips with the reason, excep
 from __future__ import annotations
 
 import base64
-import contextlib
-import http.server
 import json
-import socketserver
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from browser_harness import chromium, page_errors
+from browser_harness import chromium, page_errors, serve_page
 from devtools_har import har_from_performance_log
 from load_helpers import cli_summary, fake_gateway, run_load_cli
 from relay_process import flowrelay_command, run_relay
@@ -77,29 +72,6 @@ def _frames() -> tuple[list[str], list[bytes]]:
     return texts, binaries
 
 
-@contextlib.contextmanager
-def page_server(page: bytes) -> Iterator[str]:
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = socketserver.TCPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _normalised(frame: bytes | str, subprotocol: str | None) -> Any:
     if subprotocol == "bytes":
         req = proto_codec.decode(frame if isinstance(frame, bytes) else frame.encode())
@@ -118,7 +90,7 @@ def test_a_har_from_chromium_imports_and_replays(tmp_path: Path) -> None:
         page = PAGE % {"relay": json.dumps(relay.url + "/"), "texts": json.dumps(texts),
                        "binaries": json.dumps([base64.b64encode(b).decode() for b in binaries]),
                        "gaps": json.dumps(GAPS_MS)}
-        with page_server(page.encode()) as url:
+        with serve_page(page.encode()) as url:
             driver.get_log("performance")
             driver.get(url)
             deadline = time.monotonic() + WAIT_S

@@ -16,7 +16,7 @@ import pytest
 
 from relay.capture.format import INDEX_FILE, META_FILE, segment_name
 from relay.capture.reader import read_index, read_recording
-from relay.capture.tap import CaptureTap, sampled
+from relay.capture.tap import CaptureTap, ConnectionTap, sampled
 from relay.capture.writer import RecordingExists, RecordingWriter, SegmentWriter
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
@@ -27,6 +27,17 @@ def _writer(folder: Path, **options: object) -> RecordingWriter:
     flush = float(options.pop("flush_interval_s", 0.05))  # type: ignore[arg-type]
     max_buffered = int(options.pop("max_buffered", 1_000_000))  # type: ignore[arg-type]
     return RecordingWriter(SegmentWriter(folder, {"latency": "gateway"}, **options), flush, max_buffered)  # type: ignore[arg-type]
+
+
+def _one_connection(folder: Path, subprotocol: str = "json", **options: object) -> tuple[RecordingWriter,
+                                                                                   CaptureTap, ConnectionTap]:
+    """A started recording with one WebSocket connection open on it."""
+    writer = _writer(folder, **options)
+    writer.start()
+    tap = CaptureTap(writer)
+    conn = tap.connection("websocket", subprotocol)
+    assert conn is not None
+    return writer, tap, conn
 
 
 def _json_body(i: int) -> str:
@@ -90,11 +101,7 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
 
 
 def test_segments_rotate_by_size_and_each_reads_alone(tmp_path: Path) -> None:
-    writer = _writer(tmp_path / "rec", max_segment_bytes=600)
-    writer.start()
-    tap = CaptureTap(writer)
-    conn = tap.connection("websocket", "json")
-    assert conn is not None
+    writer, tap, conn = _one_connection(tmp_path / "rec", max_segment_bytes=600)
     for i in range(60):
         conn.request(f"r{i}", "/index", _json_body(i) + " " * (i % 5))
         if i % 5 == 4:
@@ -111,11 +118,7 @@ def test_segments_rotate_by_size_and_each_reads_alone(tmp_path: Path) -> None:
 
 
 def test_segments_rotate_by_age(tmp_path: Path) -> None:
-    writer = _writer(tmp_path / "rec", max_segment_age_s=0.05)
-    writer.start()
-    tap = CaptureTap(writer)
-    conn = tap.connection("websocket", "json")
-    assert conn is not None
+    writer, tap, conn = _one_connection(tmp_path / "rec", max_segment_age_s=0.05)
     for i in range(3):
         conn.request(f"r{i}", "/index", _json_body(i))
         writer.flush()
@@ -126,11 +129,7 @@ def test_segments_rotate_by_age(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_frame_costs_only_itself(tmp_path: Path) -> None:
-    writer = _writer(tmp_path / "rec")
-    writer.start()
-    tap = CaptureTap(writer)
-    conn = tap.connection("websocket", "json")
-    assert conn is not None
+    writer, tap, conn = _one_connection(tmp_path / "rec")
     for i in range(10):
         conn.request(f"r{i}", "/index", _json_body(i))
         if i in (3, 6):
@@ -149,11 +148,7 @@ def test_a_torn_last_frame_costs_only_itself(tmp_path: Path) -> None:
 
 
 def test_the_index_is_readable_while_it_grows(tmp_path: Path) -> None:
-    writer = _writer(tmp_path / "rec")
-    writer.start()
-    tap = CaptureTap(writer)
-    conn = tap.connection("websocket", "bytes")
-    assert conn is not None
+    writer, tap, conn = _one_connection(tmp_path / "rec", "bytes")
     seen = []
     for i in range(4):
         conn.request(f"r{i}", "/", b"\x0a\x00")
