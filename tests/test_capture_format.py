@@ -16,6 +16,7 @@ import pytest
 
 from relay.capture.format import INDEX_FILE, META_FILE, segment_name
 from relay.capture.reader import read_index, read_recording
+from relay.capture.redact import Redactor, parse_fields
 from relay.capture.tap import CaptureTap, ConnectionTap, sampled
 from relay.capture.writer import RecordingExists, RecordingWriter, SegmentWriter
 from relay.wire import json_codec, proto_codec
@@ -67,7 +68,7 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
         frames.append(frame)
         binary.request(f"b{i}", "/search", frame)
         if i % 7 == 0:
-            time.sleep(0.08)  # several frames
+            tap.flush()  # several frames
     for i in reversed(range(20)):  # answered out of order
         text.answer(*_answer(f"r{i}", f"doc-{i}", "ValueError" if i == 3 else None))
     binary.answer(*_answer("b5", "x", codec=proto_codec))
@@ -101,11 +102,11 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
 
 
 def test_segments_rotate_by_size_and_each_reads_alone(tmp_path: Path) -> None:
-    writer, tap, conn = _one_connection(tmp_path / "rec", max_segment_bytes=600)
+    _, tap, conn = _one_connection(tmp_path / "rec", max_segment_bytes=600)
     for i in range(60):
         conn.request(f"r{i}", "/index", _json_body(i) + " " * (i % 5))
         if i % 5 == 4:
-            writer.flush()
+            tap.flush()
     tap.close()
     segments = sorted((tmp_path / "rec").glob("segment-*"))
     assert len(segments) >= 3
@@ -118,10 +119,10 @@ def test_segments_rotate_by_size_and_each_reads_alone(tmp_path: Path) -> None:
 
 
 def test_segments_rotate_by_age(tmp_path: Path) -> None:
-    writer, tap, conn = _one_connection(tmp_path / "rec", max_segment_age_s=0.05)
+    _, tap, conn = _one_connection(tmp_path / "rec", max_segment_age_s=0.05)
     for i in range(3):
         conn.request(f"r{i}", "/index", _json_body(i))
-        writer.flush()
+        tap.flush()
         time.sleep(0.06)
     tap.close()
     assert (tmp_path / "rec" / segment_name(3)).exists()
@@ -129,11 +130,11 @@ def test_segments_rotate_by_age(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_frame_costs_only_itself(tmp_path: Path) -> None:
-    writer, tap, conn = _one_connection(tmp_path / "rec")
+    _, tap, conn = _one_connection(tmp_path / "rec")
     for i in range(10):
         conn.request(f"r{i}", "/index", _json_body(i))
         if i in (3, 6):
-            writer.flush()
+            tap.flush()
     tap.close()
     segment = tmp_path / "rec" / segment_name(1)
     index = read_index(tmp_path / "rec")
@@ -148,11 +149,11 @@ def test_a_torn_last_frame_costs_only_itself(tmp_path: Path) -> None:
 
 
 def test_the_index_is_readable_while_it_grows(tmp_path: Path) -> None:
-    writer, tap, conn = _one_connection(tmp_path / "rec", "bytes")
+    _, tap, conn = _one_connection(tmp_path / "rec", "bytes")
     seen = []
     for i in range(4):
         conn.request(f"r{i}", "/", b"\x0a\x00")
-        writer.flush()
+        tap.flush()
         seen.append(sum(e["requests"] for e in read_index(tmp_path / "rec")))
     # A line the writer has not finished is not an entry.
     with (tmp_path / "rec" / INDEX_FILE).open("ab") as fh:
@@ -199,13 +200,42 @@ def test_a_writer_that_cannot_keep_up_drops_requests_but_keeps_connections(tmp_p
     tap = CaptureTap(writer)
     first = tap.connection("websocket", "json")
     assert first is not None
-    for i in range(10):
+    for i in range(4):
         first.request(f"r{i}", "/", _json_body(i))
+    tap.hand_over()  # 5 records waiting: the limit
+    for i in range(4, 10):
+        first.request(f"r{i}", "/", _json_body(i))
+    tap.hand_over()  # dropped: the thread has not written the first block
     second = tap.connection("websocket", "json")  # past the limit, still recorded
     assert second is not None
+    second.request("s0", "/", _json_body(0))
     tap.close()
     rec = read_recording(tmp_path / "rec")
     assert sorted(rec.connections) == [0, 1]
-    assert len(rec.requests) == 4
+    assert [r.request_id for r in rec.requests] == ["r0", "r1", "r2", "r3", "s0"]
     assert writer.dropped == 6
     assert orjson.loads((tmp_path / "rec" / META_FILE).read_bytes())["dropped"] == 6
+
+
+def test_redaction_happens_in_the_writer_for_requests_and_answers_of_both_codecs(tmp_path: Path) -> None:
+    writer = RecordingWriter(SegmentWriter(tmp_path / "rec", {}, redactor=Redactor(parse_fields("text"))))
+    writer.start()
+    tap = CaptureTap(writer)
+    text = tap.connection("websocket", "json")
+    binary = tap.connection("websocket", "bytes")
+    assert text is not None and binary is not None
+    text.request("r0", "/index", _json_body(0))
+    text.answer(*_answer("r0", "doc-0"))
+    tap.hand_over()  # the connection records in one block, what follows in the next
+    secret = DataRequest(request_id="b0", exec_endpoint="/", docs=[Document(id="x", text="a secret")])
+    binary.request("b0", "/", proto_codec.encode(secret))
+    secret.parameters = {}
+    binary.answer("b0", proto_codec.encode_response(secret))
+    tap.close()
+    rec = read_recording(tmp_path / "rec")
+    json_req, bytes_req = rec.requests
+    assert orjson.loads(json_req.body)["data"][0]["text"] != "hello 0"
+    assert len(orjson.loads(json_req.body)["data"][0]["text"]) == len("hello 0")
+    sent = proto_codec.decode(bytes_req.body)
+    assert sent.docs is not None and sent.docs[0].text != "a secret" and sent.docs[0].id == "x"
+    assert bytes_req.answer is not None and bytes_req.answer.doc_ids == ["x"]

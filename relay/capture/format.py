@@ -10,10 +10,10 @@ A recording is a folder:
 
 A segment is a sequence of zstd frames, each one independently decodable: one frame per flush of the writer
 (at least one a second), so that a relay killed -9 loses at most what it received since the last flush, and a
-torn last frame costs nothing before it. A frame's content is two msgpack values: a FRAME record (the frame's
-number and a monotonic/wall clock pair taken at the flush), then one array of records of the kinds below (one
-array, packed in one call: the writer's cost). Each segment starts with a frame holding a CONNECTION record for
-every connection still open, so one segment can be read alone.
+torn last frame costs nothing before it. A frame's content is msgpack values: a FRAME record (the frame's
+number and a monotonic/wall clock pair taken at the flush), then arrays of records of the kinds below (an array
+per chunk the writer packs in one call). Each segment starts with a frame holding a CONNECTION record for every
+connection still open, so one segment can be read alone.
 
     FRAME       [0, frame_no, mono_ns, wall_ns]
     CONNECTION  [1, conn, mono_ns, door, subprotocol]              door: websocket | http | grpc

@@ -143,8 +143,14 @@ def iter_segment_records(path: Path) -> Iterator[list[Any]]:
         if not isinstance(header, list) or not header or header[0] != FRAME:
             raise ValueError("a frame does not start with its FRAME record")
         yield header
-        for records in unpacker:
-            yield from records
+        yield from unpacker
+
+
+def _codec_of(body: bytes | str | None) -> str:
+    """The codec of a body whose connection is not in the recording: JSON is an object, a DataRequestProto not."""
+    if isinstance(body, str) or not body or body[:1] == b"{":
+        return "json"
+    return "bytes"
 
 
 def read_answer(mono_ns: int, payload: bytes | str | None, codec: str, latency_ns: int | None = None,
@@ -197,7 +203,7 @@ class RecordingAssembler:
             if not waiting:
                 del self._waiting[(conn, rid)]
             known = self.connections.get(conn)
-            codec = known.codec if known is not None else "json"
+            codec = known.codec if known is not None else _codec_of(payload)
             req.answer = read_answer(mono, payload, codec, latency_ns, error)
         elif kind == FRAME:
             self._wall_offset = rec[3] - rec[2]
@@ -219,9 +225,11 @@ class RecordingAssembler:
         requests = sorted(self.requests, key=lambda r: r.mono_ns)
         for i, req in enumerate(requests):
             req.index = i
-        unknown = {r.conn for r in requests} - set(self.connections)
-        if unknown:
-            raise RecordingError(f"requests of connection(s) {sorted(unknown)[:5]} without their connection record")
+        for req in requests:
+            if req.conn not in self.connections:
+                # A segment read alone, whose connection opened (and closed) before it: the body says the codec.
+                self.connections[req.conn] = RecordedConnection(req.conn, "unknown", _codec_of(req.body), req.mono_ns)
+                self.connections[req.conn].requests = sum(1 for r in requests if r.conn == req.conn)
         return Recording(self.meta, self.connections, requests, torn_frames, self.orphan_answers, sources or [])
 
 

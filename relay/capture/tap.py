@@ -7,31 +7,35 @@ it is finished. Sampling decides per connection, so a recorded session is always
     conn.answer(req.request_id, payload)            # the answer as encoded for the client
     conn.closed()
 
+All of it runs on the relay's event loop. A record is packed at once (msgpack, into the current `Block`, whose
+buffer is reused: relay.capture.writer says why nothing is kept alive), as the bytes the relay received and
+sent: nothing is taken out of a request or an answer here (a reader does that, relay.capture.reader), because
+whatever is done per request costs the relay's capacity. Every `HANDOVER_INTERVAL_S`, and when a block holds
+`MAX_BLOCK_REQUESTS`, the block goes to the writer's thread.
+
 HTTP requests carry no connection object through the relay: `tap.http_connection(key)` takes the listener's
 number for the TCP connection and keeps the last few thousand it saw (one evicted while still in use continues as
 a new recorded connection).
-
-Per request the event loop builds two tuples, appends them to the writer's buffer and reads the monotonic clock
-twice: the request and the answer are recorded as the bytes the relay received and sent, with nothing taken
-out of them (a reader does that, relay.capture.reader), because anything done per request here costs the
-relay's capacity. The rest (redaction, packing, compression, I/O) happens in the writer's thread
-(relay.capture.writer); packing still holds the GIL, and is the larger part of recording's cost
-(bench/record_cost.py).
 
 Imports: the standard library, relay.capture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import math
 from time import monotonic_ns
+from typing import Any
 
 from relay.capture.format import ANSWER, CLOSED, CONNECTION, HTTP, REQUEST
-from relay.capture.writer import RecordingWriter
+from relay.capture.writer import Block, RecordingWriter
 
 HTTP_CONNECTIONS_KEPT = 4096
+HANDOVER_INTERVAL_S = 0.25
+# A block stays small enough for its packer's buffer to stay in the CPU's cache (about a megabyte of json).
+MAX_BLOCK_REQUESTS = 1024
 
 
 def sampled(index: int, fraction: float) -> bool:
@@ -45,45 +49,47 @@ def sampled(index: int, fraction: float) -> bool:
 class ConnectionTap:
     """One recorded connection's hooks."""
 
-    __slots__ = ("_buffer", "_max", "conn", "writer")
+    __slots__ = ("conn", "tap")
 
-    def __init__(self, writer: RecordingWriter, conn: int) -> None:
-        self.writer = writer
+    def __init__(self, tap: CaptureTap, conn: int) -> None:
+        self.tap = tap
         self.conn = conn
-        # The writer's buffer itself (RecordingWriter.append, inlined: this runs twice per request).
-        self._buffer = writer.buffer
-        self._max = writer.max_buffered
 
     def request(self, request_id: str, endpoint: str | None, body: bytes | str) -> None:
         """A request admitted (its request id set): its raw frame or body, as received."""
-        buffer = self._buffer
-        if len(buffer) < self._max:
-            buffer.append((REQUEST, self.conn, monotonic_ns(), request_id, endpoint or "/", body))
-        else:
-            self.writer.dropped += 1
+        tap = self.tap
+        block = tap.block
+        block.packer.pack((REQUEST, self.conn, monotonic_ns(), request_id, endpoint or "/", body))
+        block.requests += 1
+        if block.requests >= MAX_BLOCK_REQUESTS:
+            tap.hand_over()
 
     def answer(self, request_id: str, payload: bytes | str) -> None:
         """The answer to a recorded request, as encoded for the client (its route entries complete)."""
-        buffer = self._buffer
-        if len(buffer) < self._max:
-            buffer.append((ANSWER, self.conn, monotonic_ns(), request_id, payload, None, None))
-        else:
-            self.writer.dropped += 1
+        block = self.tap.block
+        block.packer.pack((ANSWER, self.conn, monotonic_ns(), request_id, payload, None, None))
+        block.answers += 1
 
     def closed(self) -> None:
-        self.writer.append_always((CLOSED, self.conn, monotonic_ns()))
+        self.tap.connection_record((CLOSED, self.conn, monotonic_ns()))
 
 
 class CaptureTap:
-    """The relay's recorder: hands out a ConnectionTap for each sampled connection."""
+    """The relay's recorder: hands out a ConnectionTap for each sampled connection, fills blocks for the writer."""
 
     def __init__(self, writer: RecordingWriter, sample: float = 1.0) -> None:
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"sample must be a fraction in (0, 1], got {sample!r}")
         self.writer = writer
         self.sample = sample
+        self.block = Block(writer.spare())
         self._numbers = itertools.count()
         self._http: collections.OrderedDict[int, ConnectionTap | None] = collections.OrderedDict()
+        # CONNECTION records of the connections still open: they head every new segment.
+        self._open: dict[int, tuple[Any, ...]] = {}
+        writer.segments.open_connections = lambda: list(self._open.values())
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection(self, door: str, subprotocol: str) -> ConnectionTap | None:
         """A new connection on `door` (websocket, http, grpc) in `subprotocol` (json or bytes): its tap, or None
@@ -91,8 +97,21 @@ class CaptureTap:
         conn = next(self._numbers)
         if not sampled(conn, self.sample):
             return None
-        self.writer.append_always((CONNECTION, conn, monotonic_ns(), door, subprotocol))
-        return ConnectionTap(self.writer, conn)
+        record = (CONNECTION, conn, monotonic_ns(), door, subprotocol)
+        self._open[conn] = record
+        self.connection_record(record)
+        if self._timer is None:
+            self._start_handovers()
+        return ConnectionTap(self, conn)
+
+    def connection_record(self, record: tuple[Any, ...]) -> None:
+        """A CONNECTION or CLOSED record (kept even when the writer cannot keep up)."""
+        if record[0] == CLOSED:
+            self._open.pop(record[1], None)
+        block = self.block
+        block.packer.pack(record)
+        block.with_connections = True
+        block.records += 1
 
     def http_connection(self, key: int) -> ConnectionTap | None:
         """The tap of the HTTP connection the listener numbered `key` (made on its first request)."""
@@ -108,10 +127,42 @@ class CaptureTap:
                 evicted.closed()
         return tap
 
+    # ---- hand-over -------------------------------------------------------------------------------
+
+    def _start_handovers(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (an import, a test): hand_over() is called explicitly
+        self._loop = loop
+        self._timer = loop.call_later(HANDOVER_INTERVAL_S, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.hand_over()
+        self._timer = loop.call_later(HANDOVER_INTERVAL_S, self._tick, loop)
+
+    def hand_over(self) -> None:
+        """Give the current block to the writer's thread and start a new one."""
+        block = self.block
+        block.records += block.requests + block.answers
+        if not block.records:
+            return
+        self.block = Block(self.writer.spare())
+        self.writer.hand_over(block)
+
+    def flush(self) -> None:
+        """Hand over and write now (what a test or a caller without the thread's timing wants)."""
+        self.hand_over()
+        self.writer.flush()
+
     def close(self) -> None:
-        """Write what is buffered and close the recording (after the relay has answered what was in flight)."""
+        """Write what is left and close the recording (after the relay has answered what was in flight)."""
+        if self._timer is not None and self._loop is not None and not self._loop.is_closed():
+            self._timer.cancel()
+        self._timer = None
         for tap in self._http.values():
             if tap is not None:
                 tap.closed()
         self._http.clear()
+        self.hand_over()
         self.writer.close()

@@ -1,28 +1,37 @@
-"""Writing a recording: records buffered from the event loop, packed, compressed and written by a thread.
+"""Writing a recording: records packed on the event loop into reusable buffers, compressed and written by a thread.
 
-`RecordingWriter` is what a relay holds. Appending to its `buffer` is all the event loop does per record
-(relay.capture.tap; records are tuples, see relay.capture.format). A thread wakes every `flush_interval_s`
-(0.5 s by default, so that a relay killed -9 loses at most a second even when a flush is late), takes what is
-buffered, and hands it to a `SegmentWriter`, which redacts bodies (if asked), packs the records with msgpack in
-one call, compresses them into one zstd frame, appends the frame to the current segment, then a line to the
-index. zstd releases the GIL while it compresses; packing does not, and is, with the appends, what recording
-costs the relay (bench/record_cost.py).
+The relay's side (relay.capture.tap) packs each record with msgpack as it happens, into a `Block`: a packer whose
+buffer is reused from one block to the next. Recording keeps no Python object of a request alive (a frame, an
+answer, its tuple: all freed as they would be without recording). That matters more than the packing itself: the
+first version held each request's objects until the next flush, and the allocator then handed out fresh memory
+for every request and returned it to the system at every flush: half a page fault per request, more than the
+packing cost (bench/record_cost.py). The tap hands a block over every `HANDOVER_INTERVAL_S` (and when one grows
+large); `RecordingWriter`'s thread wakes every `flush_interval_s`, compresses the blocks it was handed (zstd
+releases the GIL while it compresses) into one zstd frame, appends it to the current segment, adds a line to the
+index, and gives the packers back, emptied, for the tap to fill again. A record is thus on disk within about half
+a second (0.25 s in the tap, 0.25 s in the thread), so a relay killed -9 loses at most the last second.
 
-A full disk or another write error does not stop the relay: the batch is dropped, counted and logged. Past
-`max_buffered` records waiting (the thread cannot keep up), new requests and answers are dropped and counted
-rather than held in memory; connection records are always kept, so that what is recorded stays readable.
+A full disk or another write error does not stop the relay: the blocks are dropped, counted and logged. Past
+`max_buffered` records waiting (the thread cannot keep up), the tap's blocks are dropped and counted rather than
+held in memory, unless they open or close connections (without those, what is recorded would not read).
 
-`SegmentWriter` is also used without the thread, by `flowrelay record import` (relay.capture.har).
+`SegmentWriter` is the file side, also used without the thread, by `flowrelay record import` (relay.capture.har),
+which hands it records to pack; `--record-redact` unpacks, redacts and repacks in the thread.
 
-Imports: the standard library, msgpack, zstandard, relay.capture.
+Imports: the standard library, msgpack, zstandard, orjson, relay.capture.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +58,54 @@ log = logging.getLogger("flowrelay.capture")
 
 DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SEGMENT_AGE_S = 600.0
-DEFAULT_FLUSH_INTERVAL_S = 0.5
+DEFAULT_FLUSH_INTERVAL_S = 0.25
 DEFAULT_MAX_BUFFERED = 1_000_000
 # zstd level 1: on relay traffic it compresses as well as the default level 3 (about 30:1 on small JSON
 # requests), at two thirds of the CPU.
 ZSTD_LEVEL = 1
+# Packers kept for reuse once written (each keeps its buffer, sized by the traffic of one hand-over).
+SPARE_PACKERS = 4
+# The writer thread's name, for the operating system too (top -H, /proc/PID/task/*/comm: 15 characters).
+THREAD_NAME = "flowrelay-recorder"
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread `name` in the operating system's tables (Python before 3.14 does not)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+@dataclass(slots=True)
+class Block:
+    """Records packed one after the other (each a msgpack array, relay.capture.format), and how many of each."""
+
+    packer: msgpack.Packer
+    records: int = 0
+    requests: int = 0
+    answers: int = 0
+    with_connections: bool = False  # holds CONNECTION or CLOSED records: never dropped
+
+
+def new_packer() -> msgpack.Packer:
+    return msgpack.Packer(autoreset=False)
+
+
+def pack_records(records: Iterable[Any]) -> Block:
+    """A block of `records` (tuples or lists), counted."""
+    block = Block(new_packer())
+    pack = block.packer.pack
+    for rec in records:
+        pack(rec)
+        block.records += 1
+        kind = rec[0]
+        if kind == REQUEST:
+            block.requests += 1
+        elif kind == ANSWER:
+            block.answers += 1
+        else:
+            block.with_connections = True
+    return block
 
 
 class RecordingExists(ValueError):
@@ -75,7 +127,10 @@ def write_meta(directory: Path, meta: dict[str, Any]) -> None:
 
 
 class SegmentWriter:
-    """Frames into segments of one recording folder, with rotation and the index. One thread at a time."""
+    """Frames into segments of one recording folder, with rotation and the index. One thread at a time.
+
+    `open_connections`, when given, returns the CONNECTION records of the connections still open: they start
+    every new segment, so that a segment reads alone."""
 
     def __init__(
         self,
@@ -96,8 +151,9 @@ class SegmentWriter:
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_age_s = max_segment_age_s
         self.redactor = redactor
+        self.open_connections: Callable[[], list[Any]] | None = None
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        self._packer = msgpack.Packer(autoreset=False)
+        self._header = msgpack.Packer()
         self._fd: int | None = None
         self._index: Any = None
         self.segment_number = 0
@@ -108,9 +164,8 @@ class SegmentWriter:
         self.requests = 0
         self.answers = 0
         self.bytes_written = 0
-        # Connections not yet closed: their CONNECTION records start every new segment (a segment reads alone),
-        # and their codec says how to redact their bodies.
-        self._open: dict[int, Any] = {}
+        # When redacting: each open connection's codec, from the CONNECTION records as they pass.
+        self._codecs: dict[int, str] = {}
 
     def open(self) -> None:
         """Create the folder (or take an empty one) and write `recording.json`; raises RecordingExists."""
@@ -124,32 +179,31 @@ class SegmentWriter:
         self._index = (self.directory / INDEX_FILE).open("ab", buffering=0)
 
     def write(self, records: list[Any], mono_ns: int, wall_ns: int) -> None:
-        """One frame: `records` (relay.capture.format layouts), preceded by a FRAME record with the clock pair."""
-        if not records:
+        """One frame of `records` (tuples in relay.capture.format's layouts)."""
+        if records:
+            self.write_blocks([pack_records(records)], mono_ns, wall_ns)
+
+    def write_blocks(self, blocks: list[Block], mono_ns: int, wall_ns: int) -> None:
+        """One frame: a FRAME record with the clock pair, then the blocks' records."""
+        if not any(b.records for b in blocks):
             return
         if self._fd is None or self._rotation_due():
             self._next_segment()
-        # This runs with the GIL, taken from the relay's event loop: per record, only what C does (a list
-        # comprehension, list.count and index, one msgpack call for the whole batch), unless redacting.
-        kinds = [rec[0] for rec in records]
-        requests = kinds.count(REQUEST)
-        answers = kinds.count(ANSWER)
-        if kinds.count(CONNECTION) or kinds.count(CLOSED):
-            self._track_connections(records, kinds)
-        if self.redactor is not None:
-            records = [self._redacted(rec) for rec in records]
-        first_mono = last_mono = None
-        if requests:
-            first_mono = records[kinds.index(REQUEST)][2]
-            last_mono = records[len(kinds) - 1 - kinds[::-1].index(REQUEST)][2]
-        packer = self._packer
-        packer.pack((FRAME, self.frames, mono_ns, wall_ns))
-        packer.pack(records)
-        frame = self._compressor.compress(packer.bytes())
-        packer.reset()
+        stream = self._compressor.compressobj()
+        parts = [stream.compress(self._header.pack((FRAME, self.frames, mono_ns, wall_ns)))]
+        for block in blocks:
+            if self.redactor is not None:
+                parts.append(stream.compress(self._redacted(block)))
+            else:
+                with block.packer.getbuffer() as view:
+                    parts.append(stream.compress(view))
+        parts.append(stream.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        frame = b"".join(parts)
         assert self._fd is not None
         offset = self._segment_bytes
         _write_all(self._fd, frame)
+        requests = sum(b.requests for b in blocks)
+        answers = sum(b.answers for b in blocks)
         self._segment_bytes += len(frame)
         self.bytes_written += len(frame)
         self.requests += requests
@@ -159,38 +213,37 @@ class SegmentWriter:
             "frame": self.frames,
             "offset": offset,
             "length": len(frame),
-            "records": len(records),
+            "records": sum(b.records for b in blocks),
             "requests": requests,
             "answers": answers,
             "mono_ns": mono_ns,
             "wall_ns": wall_ns,
-            "first_request_mono_ns": first_mono,
-            "last_request_mono_ns": last_mono,
         }
         self.frames += 1
         self._index.write(orjson.dumps(entry) + b"\n")
 
-    def _track_connections(self, records: list[Any], kinds: list[int]) -> None:
-        open_conns = self._open
-        for i, kind in enumerate(kinds):
-            if kind == CONNECTION:
-                open_conns[records[i][1]] = records[i]
+    def _redacted(self, block: Block) -> bytes:
+        redactor = self.redactor
+        assert redactor is not None
+        unpacker = msgpack.Unpacker(raw=False, use_list=True)
+        with block.packer.getbuffer() as view:
+            unpacker.feed(view)
+        records = list(unpacker)
+        codecs = self._codecs
+        out = msgpack.Packer(autoreset=False)
+        for rec in records:
+            kind = rec[0]
+            if kind == REQUEST:
+                rec[5] = redactor.body(rec[5], codecs.get(rec[1], "json"))
+            elif kind == ANSWER and rec[4]:
+                # An answer carries its documents (and their ids) back: redacted as its request was.
+                rec[4] = redactor.body(rec[4], codecs.get(rec[1], "json"))
+            elif kind == CONNECTION:
+                codecs[rec[1]] = "bytes" if rec[4] == "bytes" else "json"
             elif kind == CLOSED:
-                open_conns.pop(records[i][1], None)
-
-    def _redacted(self, rec: Any) -> Any:
-        kind = rec[0]
-        if kind == REQUEST:
-            return (*rec[:5], self.redactor.body(rec[5], self._codec(rec[1])), *rec[6:])  # type: ignore[union-attr]
-        if kind == ANSWER and rec[4]:
-            # An answer carries its documents (and their ids) back: redacted as its request was.
-            return (*rec[:4], self.redactor.body(rec[4], self._codec(rec[1])), *rec[5:])  # type: ignore[union-attr]
-        return rec
-
-    def _codec(self, conn: int) -> str:
-        """What a connection's frames are: `bytes` (DataRequestProto) or `json`."""
-        known = self._open.get(conn)
-        return "bytes" if known is not None and known[4] == "bytes" else "json"
+                codecs.pop(rec[1], None)
+            out.pack(rec)
+        return out.bytes()
 
     def _rotation_due(self) -> bool:
         if self.max_segment_bytes and self._segment_bytes >= self.max_segment_bytes:
@@ -205,9 +258,10 @@ class SegmentWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self._segment_bytes = 0
         self._segment_opened = time.monotonic()
-        if self._open:
+        heads = self.open_connections() if self.open_connections is not None and self.segment_number > 1 else []
+        if heads:
             # A frame of its own at the head of the segment: the connections still open, so it reads alone.
-            self.write(list(self._open.values()), time.monotonic_ns(), time.time_ns())
+            self.write(heads, time.monotonic_ns(), time.time_ns())
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -237,7 +291,7 @@ class SegmentWriter:
 
 
 class RecordingWriter:
-    """The relay's side: `append` records on the event loop; a thread writes them out (see the module docstring)."""
+    """The thread that writes what the relay's tap hands over (see the module docstring)."""
 
     def __init__(
         self,
@@ -248,11 +302,15 @@ class RecordingWriter:
         self.segments = segments
         self.flush_interval_s = flush_interval_s
         self.max_buffered = max_buffered
-        # Records from the event loop; a ConnectionTap appends to it directly, dropping (and counting) past
-        # `max_buffered`; connection records go through `append_always`.
-        self.buffer: list[Any] = []
+        # Blocks handed over by the event loop (appended there, taken here: each one list operation, atomic
+        # under the GIL), and emptied packers handed back.
+        self.blocks: list[Block] = []
+        self.spares: list[msgpack.Packer] = []
+        self.handed_records = 0  # counted by the event loop
+        self.written_records = 0  # counted by this thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_name = THREAD_NAME
         self.dropped = 0
         self.write_errors = 0
         self._dropped_logged = 0
@@ -260,31 +318,52 @@ class RecordingWriter:
     def start(self) -> None:
         """Open the recording (raises RecordingExists, OSError) and start the writer thread."""
         self.segments.open()
-        self._thread = threading.Thread(target=self._run, name="flowrelay-recorder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
         self._thread.start()
 
-    def append_always(self, record: tuple[Any, ...]) -> None:
-        """A connection record: never dropped (without it its requests could not be read)."""
-        self.buffer.append(record)
+    # ---- the event loop's side -------------------------------------------------------------------
+
+    def spare(self) -> msgpack.Packer:
+        """An empty packer for the next block: one handed back, or a new one."""
+        spares = self.spares
+        return spares.pop() if spares else new_packer()
+
+    def hand_over(self, block: Block) -> bool:
+        """Queue a block for the thread; False (the block dropped, its records counted) when too much waits."""
+        if self.handed_records - self.written_records >= self.max_buffered and not block.with_connections:
+            self.dropped += block.records
+            block.packer.reset()
+            self.spares.append(block.packer)
+            return False
+        self.handed_records += block.records
+        self.blocks.append(block)
+        return True
+
+    # ---- the thread's side -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        _name_os_thread(self._thread_name)
         while not self._stop.wait(self.flush_interval_s):
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered as one frame (the writer thread; or the caller, once the thread has stopped)."""
-        buffer = self.buffer
-        n = len(buffer)
+        """Write the blocks handed over as one frame (the writer thread; or the caller once it has stopped)."""
+        blocks = self.blocks
+        n = len(blocks)
         if n:
-            # A slice and a slice deletion are one operation each under the GIL: records the event loop
-            # appends meanwhile land after the first n and stay for the next flush.
-            batch = buffer[:n]
-            del buffer[:n]
+            batch = blocks[:n]
+            del blocks[:n]
             try:
-                self.segments.write(batch, time.monotonic_ns(), time.time_ns())
+                self.segments.write_blocks(batch, time.monotonic_ns(), time.time_ns())
             except OSError as exc:
                 self.write_errors += 1
-                log.error("recording: could not write %d records to %s: %s", n, self.segments.directory, exc)
+                log.error("recording: could not write %d records to %s: %s", sum(b.records for b in batch),
+                          self.segments.directory, exc)
+            self.written_records += sum(b.records for b in batch)
+            for block in batch:
+                block.packer.reset()
+                if len(self.spares) < SPARE_PACKERS:
+                    self.spares.append(block.packer)
         if self.dropped != self._dropped_logged:
             log.warning("recording: %d records dropped so far: the writer cannot keep up with the traffic",
                         self.dropped)
