@@ -85,7 +85,7 @@ def hook_cost_us(number: int = 100_000) -> dict[str, float]:
 
             def one() -> None:
                 conn.request(req.request_id, "/index", body)  # noqa: B023
-                conn.answer(req.request_id, answer)  # noqa: B023
+                conn.answer(answer)  # noqa: B023
 
             out[mode] = min(timeit.repeat(one, number=number, repeat=5)) / number * 1e6
             tap.close()

@@ -45,13 +45,13 @@ def _json_body(i: int) -> str:
     return orjson.dumps({"data": [{"id": f"doc-{i}", "text": f"hello {i}"}], "execEndpoint": "/index"}).decode()
 
 
-def _answer(rid: str, doc_id: str, error: str | None = None, codec: Any = json_codec) -> tuple[str, bytes]:
-    """A request id and its answer as a relay encodes it."""
+def _answer(rid: str, doc_id: str, error: str | None = None, codec: Any = json_codec) -> bytes:
+    """The answer to request `rid` as a relay encodes it."""
     t = 1_700_000_000_000_000_000
     status = Status(1, "boom", ExceptionInfo(error)) if error else None
     answer = DataRequest(request_id=rid, docs=[Document(id=doc_id)], status=status, parameters={},
                          routes=[Route("gateway", t, t + 900_000), Route("upper", t + 10_000, t + 40_000)])
-    return rid, codec.encode_response(answer)
+    return codec.encode_response(answer)
 
 
 def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -> None:
@@ -70,8 +70,8 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
         if i % 7 == 0:
             tap.flush()  # several frames
     for i in reversed(range(20)):  # answered out of order
-        text.answer(*_answer(f"r{i}", f"doc-{i}", "ValueError" if i == 3 else None))
-    binary.answer(*_answer("b5", "x", codec=proto_codec))
+        text.answer(_answer(f"r{i}", f"doc-{i}", "ValueError" if i == 3 else None))
+    binary.answer(_answer("b5", "x", codec=proto_codec))
     text.closed()
     tap.close()
 
@@ -225,12 +225,12 @@ def test_redaction_happens_in_the_writer_for_requests_and_answers_of_both_codecs
     binary = tap.connection("websocket", "bytes")
     assert text is not None and binary is not None
     text.request("r0", "/index", _json_body(0))
-    text.answer(*_answer("r0", "doc-0"))
+    text.answer(_answer("r0", "doc-0"))
     tap.hand_over()  # the connection records in one block, what follows in the next
     secret = DataRequest(request_id="b0", exec_endpoint="/", docs=[Document(id="x", text="a secret")])
     binary.request("b0", "/", proto_codec.encode(secret))
     secret.parameters = {}
-    binary.answer("b0", proto_codec.encode_response(secret))
+    binary.answer(proto_codec.encode_response(secret))
     tap.close()
     rec = read_recording(tmp_path / "rec")
     json_req, bytes_req = rec.requests

@@ -18,7 +18,7 @@ connection still open, so one segment can be read alone.
     FRAME       [0, frame_no, mono_ns, wall_ns]
     CONNECTION  [1, conn, mono_ns, door, subprotocol]              door: websocket | http | grpc
     REQUEST     [2, conn, mono_ns, request_id, endpoint, body]     body: the frame or HTTP body as received
-    ANSWER      [3, conn, mono_ns, request_id, payload, latency_ns, error]
+    ANSWER      [3, conn, payload]  or  [3, conn, payload, mono_ns, request_id, latency_ns, error]
     CLOSED      [4, conn, mono_ns]
 
 Times are integer nanoseconds on the relay's monotonic clock (`time.monotonic_ns`): gaps between arrivals are
@@ -26,10 +26,11 @@ exact whatever the wall clock does. A record's wall time is its monotonic time p
 record it follows (wall_ns - mono_ns). An answer joins its request by connection and request id.
 
 An answer is recorded as the relay sent it (`payload`: the frame or HTTP body, in the connection's subprotocol),
-which costs the relay nothing to produce; a reader takes its status, route entries and document ids from it
-(relay.wire.answers). `latency_ns` None means the answer's first route entry (the relay's own, from receipt to
-answer) says it; an import from a browser gives its round trip instead. `error` None means the payload says it;
-an import gives one where there is no payload (an HTTP error status).
+which costs the relay nothing to produce, and nothing else (each item packed costs the relay's event loop): a
+reader takes its request id, status, route entries (the first, the relay's own, is its receipt-to-answer
+latency) and document ids from it (relay.wire.answers). An import from a browser adds what a payload cannot say:
+when it arrived, the request id it answers (a json gateway's ids are its own), the browser's round trip as
+latency, and an error where there is no payload (an HTTP error status); None where the payload says it.
 
 The index is appended after each frame: a reader may follow it while the relay is still writing. Readers do
 not need it (frames are self-delimiting); it is what `flowrelay record info` reads to describe a recording
@@ -84,7 +85,7 @@ class RecordedAnswer:
     """The answer a recorded request got: its status, how long it took, its route entries and document ids
     (None: opaque `docs_bytes`, or no answer body), as a reader takes them from the recorded payload."""
 
-    mono_ns: int
+    mono_ns: int | None  # when it was answered (an import's; a relay's answer has it in its routes)
     status_code: int
     error: str | None
     latency_ns: int | None

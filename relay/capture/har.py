@@ -111,7 +111,7 @@ class _Importer:
                 error: str | None = None) -> None:
         """An answer as received, timed by the browser's round trip."""
         self.out.answers += 1
-        self.out.records.append((ANSWER, conn, at_ns, rid, payload, at_ns - sent_ns, error))
+        self.out.records.append((ANSWER, conn, payload, at_ns, rid, at_ns - sent_ns, error))
 
     # ---- WebSocket -----------------------------------------------------------------------------
 

@@ -153,23 +153,25 @@ def _codec_of(body: bytes | str | None) -> str:
     return "bytes"
 
 
-def read_answer(mono_ns: int, payload: bytes | str | None, codec: str, latency_ns: int | None = None,
-                error: str | None = None) -> RecordedAnswer:
-    """An ANSWER record's answer: status, route entries and document ids from its payload; its latency the first
-    route entry's span (the relay's receipt to answer) unless the record gives one."""
+def read_answer(payload: bytes | str | None, codec: str, mono_ns: int | None = None, latency_ns: int | None = None,
+                error: str | None = None) -> tuple[RecordedAnswer, str | None]:
+    """An ANSWER record's answer, and the request id its payload carries (None: no readable payload). Status,
+    route entries and document ids come from the payload; the latency is the first route entry's span (the
+    relay's receipt to answer) unless the record gives one."""
     if not payload:
-        return RecordedAnswer(mono_ns, 1 if error else 0, error, latency_ns)
+        return RecordedAnswer(mono_ns, 1 if error else 0, error, latency_ns), None
     try:
         answer = read_proto_answer(payload) if codec == "bytes" else read_json_answer(payload)  # type: ignore[arg-type]
         routes = answer.routes
         status = answer.status
         doc_ids = answer.doc_ids
     except (WireError, AttributeError, TypeError, ValueError):
-        return RecordedAnswer(mono_ns, 1, error or "unreadable answer", latency_ns)
+        return RecordedAnswer(mono_ns, 1, error or "unreadable answer", latency_ns), None
     if latency_ns is None and routes and routes[0].start_ns is not None and routes[0].end_ns is not None:
         latency_ns = routes[0].end_ns - routes[0].start_ns
     code = status.code if status is not None else 0
-    return RecordedAnswer(mono_ns, code, error or answer.error, latency_ns, routes, doc_ids)
+    recorded = RecordedAnswer(mono_ns, code, error or answer.error, latency_ns, routes, doc_ids)
+    return recorded, answer.request_id or None
 
 
 class RecordingAssembler:
@@ -194,17 +196,23 @@ class RecordingAssembler:
             if known is not None:
                 known.requests += 1
         elif kind == ANSWER:
-            _, conn, mono, rid, payload, latency_ns, error = rec[:7]
-            waiting = self._waiting.get((conn, rid))
+            conn, payload = rec[1], rec[2]
+            mono = rid = latency_ns = error = None
+            if len(rec) > 3:  # an import's answer: its time, request id, latency and error given
+                mono, rid, latency_ns, error = rec[3:7]
+            known = self.connections.get(conn)
+            codec = known.codec if known is not None else _codec_of(payload)
+            answer, payload_rid = read_answer(payload, codec, mono, latency_ns, error)
+            if rid is None:
+                rid = payload_rid
+            waiting = self._waiting.get((conn, rid)) if rid is not None else None
             if not waiting:
                 self.orphan_answers += 1
                 return
             req = waiting.popleft()
             if not waiting:
                 del self._waiting[(conn, rid)]
-            known = self.connections.get(conn)
-            codec = known.codec if known is not None else _codec_of(payload)
-            req.answer = read_answer(mono, payload, codec, latency_ns, error)
+            req.answer = answer
         elif kind == FRAME:
             self._wall_offset = rec[3] - rec[2]
         elif kind == CONNECTION:

@@ -4,7 +4,7 @@ it is finished. Sampling decides per connection, so a recorded session is always
     tap = CaptureTap(writer, sample=0.1)
     conn = tap.connection("websocket", "json")     # None: this connection is not recorded
     conn.request(req.request_id, req.exec_endpoint, raw_frame)   # at admission, after the request id is set
-    conn.answer(req.request_id, payload)            # the answer as encoded for the client
+    conn.answer(payload)                            # the answer as encoded for the client
     conn.closed()
 
 All of it runs on the relay's event loop. A record is packed at once (msgpack, into the current `Block`, whose
@@ -64,10 +64,11 @@ class ConnectionTap:
         if block.requests >= MAX_BLOCK_REQUESTS:
             tap.hand_over()
 
-    def answer(self, request_id: str, payload: bytes | str) -> None:
-        """The answer to a recorded request, as encoded for the client (its route entries complete)."""
+    def answer(self, payload: bytes | str) -> None:
+        """The answer to a recorded request, as encoded for the client (its request id in it, its route entries
+        complete)."""
         block = self.tap.block
-        block.packer.pack((ANSWER, self.conn, monotonic_ns(), request_id, payload, None, None))
+        block.packer.pack((ANSWER, self.conn, payload))  # its request id, status and times are in it
         block.answers += 1
 
     def closed(self) -> None:

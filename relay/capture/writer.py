@@ -236,9 +236,9 @@ class SegmentWriter:
             kind = rec[0]
             if kind == REQUEST:
                 rec[5] = redactor.body(rec[5], codecs.get(rec[1], "json"))
-            elif kind == ANSWER and rec[4]:
+            elif kind == ANSWER and rec[2]:
                 # An answer carries its documents (and their ids) back: redacted as its request was.
-                rec[4] = redactor.body(rec[4], codecs.get(rec[1], "json"))
+                rec[2] = redactor.body(rec[2], codecs.get(rec[1], "json"))
             elif kind == CONNECTION:
                 codecs[rec[1]] = "bytes" if rec[4] == "bytes" else "json"
             elif kind == CLOSED:
