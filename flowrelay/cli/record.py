@@ -63,8 +63,8 @@ def describe(folder: Path, full: bool = False) -> dict[str, Any]:
         raise RecordingError(f"{folder}: not a recording folder (no {META_FILE})")
     index = read_index(folder) if folder.is_dir() else []
     requests = sum(e["requests"] for e in index)
-    first = next((e for e in index if e.get("first_request_mono_ns") is not None), None)
-    last = next((e for e in reversed(index) if e.get("last_request_mono_ns") is not None), None)
+    # Frames are written at most about half a second after their requests arrived.
+    with_requests = [e for e in index if e.get("requests")]
     info: dict[str, Any] = {
         "folder": str(folder),
         "recorded_by": meta.get("recorded_by", meta.get("source")),
@@ -79,9 +79,8 @@ def describe(folder: Path, full: bool = False) -> dict[str, Any]:
         "requests": requests,
         "answers": sum(e["answers"] for e in index),
         "compressed_bytes": sum(e["length"] for e in index),
-        "first_request_at": _when(first["first_request_mono_ns"] + first["wall_ns"] - first["mono_ns"]) if first
-        else None,
-        "last_request_at": _when(last["last_request_mono_ns"] + last["wall_ns"] - last["mono_ns"]) if last else None,
+        "first_frame_at": _when(with_requests[0]["wall_ns"]) if with_requests else None,
+        "last_frame_at": _when(with_requests[-1]["wall_ns"]) if with_requests else None,
     }
     if full:
         recording = read_recording(folder)
@@ -114,8 +113,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"recorded    by {info['recorded_by'] or '?'}, from {info['started_at']} to {info['ended_at'] or '-'}; "
           f"sample {info['sample'] if info['sample'] is not None else '-'}; redacted "
           f"{', '.join(info['redacted']) or 'nothing'}")
-    print(f"requests    {info['requests']} ({info['answers']} answers), first {info['first_request_at'] or '-'}, "
-          f"last {info['last_request_at'] or '-'}")
+    print(f"requests    {info['requests']} ({info['answers']} answers), written from {info['first_frame_at'] or '-'} "
+          f"to {info['last_frame_at'] or '-'}")
     print(f"stored      {info['segments']} segment(s), {info['frames']} frame(s), "
           f"{info['compressed_bytes'] / 1e6:.2f} MB compressed")
     if args.full:
