@@ -34,8 +34,9 @@ from relay.capture.writer import Block, RecordingWriter
 
 HTTP_CONNECTIONS_KEPT = 4096
 HANDOVER_INTERVAL_S = 0.25
-# A block stays small enough for its packer's buffer to stay in the CPU's cache (about a megabyte of json).
-MAX_BLOCK_REQUESTS = 1024
+# A block stays small enough for its packer's buffer to stay in the CPU's cache (about 200 KB of json), and the
+# writer's thread compresses it as soon as it is handed over.
+MAX_BLOCK_REQUESTS = 256
 
 
 def sampled(index: int, fraction: float) -> bool:
