@@ -73,7 +73,7 @@ def hook_cost_us(number: int = 100_000) -> dict[str, float]:
             writer = RecordingWriter(SegmentWriter(Path(tmp) / mode))
             writer.start()
             tap = CaptureTap(writer)
-            conn = tap.connection("websocket", mode)
+            conn = tap.connection("websocket", mode, codec.encode_response)
             assert conn is not None
             req = DataRequest(request_id="c905c9e5e793a50a0000000000000001", exec_endpoint="/index",
                               docs=[Document(id="c905c9e5e793a50a0000000000000002", text=c.DOC_TEXT)],

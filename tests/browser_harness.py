@@ -18,8 +18,8 @@ import os
 import shutil
 import socketserver
 import tempfile
-import time
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -30,13 +30,17 @@ def _writer(folder: Path, **options: object) -> RecordingWriter:
     return RecordingWriter(SegmentWriter(folder, {"latency": "gateway"}, **options), flush, max_buffered)  # type: ignore[arg-type]
 
 
+def _codec(subprotocol: str) -> Any:
+    return proto_codec if subprotocol == "bytes" else json_codec
+
+
 def _one_connection(folder: Path, subprotocol: str = "json", **options: object) -> tuple[RecordingWriter,
                                                                                    CaptureTap, ConnectionTap]:
     """A started recording with one WebSocket connection open on it."""
     writer = _writer(folder, **options)
     writer.start()
     tap = CaptureTap(writer)
-    conn = tap.connection("websocket", subprotocol)
+    conn = tap.connection("websocket", subprotocol, _codec(subprotocol).encode_response)
     assert conn is not None
     return writer, tap, conn
 
@@ -58,8 +62,8 @@ def test_what_the_tap_records_reads_back_in_order_with_answers(tmp_path: Path) -
     writer = _writer(tmp_path / "rec")
     writer.start()
     tap = CaptureTap(writer)
-    text = tap.connection("websocket", "json")
-    binary = tap.connection("grpc", "bytes")
+    text = tap.connection("websocket", "json", json_codec.encode_response)
+    binary = tap.connection("grpc", "bytes", proto_codec.encode_response)
     assert text is not None and binary is not None
     frames = []
     for i in range(20):
@@ -182,7 +186,7 @@ def test_sampled_out_connections_record_nothing(tmp_path: Path) -> None:
     writer = _writer(tmp_path / "rec")
     writer.start()
     tap = CaptureTap(writer, sample=0.5)
-    conns = [tap.connection("websocket", "json") for _ in range(4)]
+    conns = [tap.connection("websocket", "json", json_codec.encode_response) for _ in range(4)]
     assert [c is not None for c in conns] == [False, True, False, True]
     for n, conn in enumerate(conns):
         if conn is not None:
@@ -198,7 +202,7 @@ def test_a_writer_that_cannot_keep_up_drops_requests_but_keeps_connections(tmp_p
     writer = _writer(tmp_path / "rec", max_buffered=5, flush_interval_s=60)
     writer.start()
     tap = CaptureTap(writer)
-    first = tap.connection("websocket", "json")
+    first = tap.connection("websocket", "json", json_codec.encode_response)
     assert first is not None
     for i in range(4):
         first.request(f"r{i}", "/", _json_body(i))
@@ -206,7 +210,7 @@ def test_a_writer_that_cannot_keep_up_drops_requests_but_keeps_connections(tmp_p
     for i in range(4, 10):
         first.request(f"r{i}", "/", _json_body(i))
     tap.hand_over()  # dropped: the thread has not written the first block
-    second = tap.connection("websocket", "json")  # past the limit, still recorded
+    second = tap.connection("websocket", "json", json_codec.encode_response)  # past the limit, still recorded
     assert second is not None
     second.request("s0", "/", _json_body(0))
     tap.close()
@@ -221,8 +225,8 @@ def test_redaction_happens_in_the_writer_for_requests_and_answers_of_both_codecs
     writer = RecordingWriter(SegmentWriter(tmp_path / "rec", {}, redactor=Redactor(parse_fields("text"))))
     writer.start()
     tap = CaptureTap(writer)
-    text = tap.connection("websocket", "json")
-    binary = tap.connection("websocket", "bytes")
+    text = tap.connection("websocket", "json", json_codec.encode_response)
+    binary = tap.connection("websocket", "bytes", proto_codec.encode_response)
     assert text is not None and binary is not None
     text.request("r0", "/index", _json_body(0))
     text.answer(_answer("r0", "doc-0"))

@@ -2,10 +2,12 @@
 it is finished. Sampling decides per connection, so a recorded session is always whole.
 
     tap = CaptureTap(writer, sample=0.1)
-    conn = tap.connection("websocket", "json")     # None: this connection is not recorded
+    conn = tap.connection("websocket", "json", encode)   # None: this connection is not recorded
     conn.request(req.request_id, req.exec_endpoint, raw_frame)   # at admission, after the request id is set
-    conn.answer(payload)                            # the answer as encoded for the client
+    conn.answered(req, payload)                     # the answer as encoded for the client (None: it left)
     conn.closed()
+
+relay.gateway calls `request` from its admit and `answered` from its finish; the doors open and close.
 
 All of it runs on the relay's event loop. A record is packed at once (msgpack, into the current `Block`, whose
 buffer is reused: relay.capture.writer says why nothing is kept alive), as the bytes the relay received and
@@ -26,6 +28,7 @@ import asyncio
 import collections
 import itertools
 import math
+from collections.abc import Callable
 from time import monotonic_ns
 from typing import Any
 
@@ -48,13 +51,15 @@ def sampled(index: int, fraction: float) -> bool:
 
 
 class ConnectionTap:
-    """One recorded connection's hooks."""
+    """One recorded connection's hooks. `encode` encodes an answer as the connection's door does (for an answer
+    whose client left before it was encoded)."""
 
-    __slots__ = ("conn", "tap")
+    __slots__ = ("conn", "encode", "tap")
 
-    def __init__(self, tap: CaptureTap, conn: int) -> None:
+    def __init__(self, tap: CaptureTap, conn: int, encode: Callable[[Any], bytes]) -> None:
         self.tap = tap
         self.conn = conn
+        self.encode = encode
 
     def request(self, request_id: str, endpoint: str | None, body: bytes | str) -> None:
         """A request admitted (its request id set): its raw frame or body, as received."""
@@ -64,6 +69,16 @@ class ConnectionTap:
         block.requests += 1
         if block.requests >= MAX_BLOCK_REQUESTS:
             tap.hand_over()
+
+    def answered(self, req: Any, payload: bytes | None) -> None:
+        """The answer to a recorded request (`req`, a DataRequest), as encoded for the client: `payload`, or
+        encoded now when the client left before (None)."""
+        if payload is None:
+            try:
+                payload = self.encode(req)
+            except Exception:  # the gateway logged it; the recording keeps the request unanswered
+                return
+        self.answer(payload)
 
     def answer(self, payload: bytes | str) -> None:
         """The answer to a recorded request, as encoded for the client (its request id in it, its route entries
@@ -93,9 +108,9 @@ class CaptureTap:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def connection(self, door: str, subprotocol: str) -> ConnectionTap | None:
-        """A new connection on `door` (websocket, http, grpc) in `subprotocol` (json or bytes): its tap, or None
-        when sampling leaves it out."""
+    def connection(self, door: str, subprotocol: str, encode: Callable[[Any], bytes]) -> ConnectionTap | None:
+        """A new connection on `door` (websocket, http, grpc) in `subprotocol` (json or bytes), whose answers
+        `encode` encodes: its tap, or None when sampling leaves it out."""
         conn = next(self._numbers)
         if not sampled(conn, self.sample):
             return None
@@ -104,7 +119,7 @@ class CaptureTap:
         self.connection_record(record)
         if self._timer is None:
             self._start_handovers()
-        return ConnectionTap(self, conn)
+        return ConnectionTap(self, conn, encode)
 
     def connection_record(self, record: tuple[Any, ...]) -> None:
         """A CONNECTION or CLOSED record (kept even when the writer cannot keep up)."""
@@ -115,13 +130,13 @@ class CaptureTap:
         block.with_connections = True
         block.records += 1
 
-    def http_connection(self, key: int) -> ConnectionTap | None:
+    def http_connection(self, key: int, encode: Callable[[Any], bytes]) -> ConnectionTap | None:
         """The tap of the HTTP connection the listener numbered `key` (made on its first request)."""
         known = self._http
         if key in known:
             known.move_to_end(key)
             return known[key]
-        tap = self.connection(HTTP, "json")
+        tap = self.connection(HTTP, "json", encode)
         known[key] = tap
         if len(known) > HTTP_CONNECTIONS_KEPT:
             _, evicted = known.popitem(last=False)
