@@ -65,17 +65,32 @@ def fmt_load(load: Sequence[float]) -> str:
     return " ".join(f"{x:.2f}" for x in load)
 
 
+def _stat_cpu_s(path: Path) -> float:
+    """User + system CPU seconds from a /proc stat file (a process's or one thread's); 0 when it is gone."""
+    try:
+        stat = path.read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def proc_cpu_s(pids: Sequence[int]) -> float:
     """User + system CPU seconds of live processes, from /proc (10 ms resolution)."""
-    total = 0
-    for pid in pids:
+    return sum(_stat_cpu_s(Path(f"/proc/{pid}/stat")) for pid in pids)
+
+
+def thread_cpu_s(pid: int, name: str) -> float:
+    """CPU seconds of the threads of process `pid` named `name` (as /proc/.../comm keeps it: 15 characters)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            comm = (task / "comm").read_text().strip()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        if comm == name[:15]:
+            total += _stat_cpu_s(task / "stat")
+    return total
 
 
 def machine_busy_s() -> float:
@@ -377,6 +392,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 def median(values: Sequence[float]) -> float:
     clean = [v for v in values if v == v]
     return statistics.median(clean) if clean else float("nan")
+
+
+def us_per_answer(run: dict[str, Any], cpu_key: str = "server_cpu_s") -> float:
+    """A pipelined run's CPU seconds (`cpu_key`) per answered request, in microseconds (NaN: none answered)."""
+    return run[cpu_key] / run["answered"] * 1e6 if run["answered"] else float("nan")
 
 
 def spread(values: Sequence[float]) -> str:

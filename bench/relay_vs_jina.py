@@ -76,8 +76,8 @@ def main() -> int:
         for name in TARGETS:
             rs = [r for r in runs if r["mode"] == mode and r["target"] == name]
             rps = [r["rps"] for r in rs]
-            srv_us = [r["server_cpu_s"] / r["answered"] * 1e6 if r["answered"] else float("nan") for r in rs]
-            cli_us = [r["client_cpu_s"] / r["answered"] * 1e6 if r["answered"] else float("nan") for r in rs]
+            srv_us = [c.us_per_answer(r) for r in rs]
+            cli_us = [c.us_per_answer(r, "client_cpu_s") for r in rs]
             m = {
                 "rps": c.median(rps),
                 "p50_ms": c.median([r["p50_ms"] for r in rs]),

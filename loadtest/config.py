@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loadtest.models.schedule import ConstantRate, Schedule, Stages
 from loadtest.payloads import DocSpec
+
+if TYPE_CHECKING:
+    from loadtest.models.replay import ReplaySpec
 
 WEBSOCKET = "websocket"
 GRPC = "grpc"
@@ -104,6 +107,8 @@ class LoadConfig:
     dashboard_linger_s: float = 0.0
     # An http:// target: this GraphQL query or mutation instead of POST /post (loadtest.sessions.graphql).
     graphql: str | None = None
+    # `--replay SOURCE`: the requests, their timing and the sessions come from a recording (open model).
+    replay: ReplaySpec | None = None
 
     @property
     def transport(self) -> str:
@@ -131,6 +136,8 @@ class LoadConfig:
                             seed=self.seed)
 
     def target_rps(self) -> float | None:
+        if self.replay is not None:
+            return self.replay.target_rps
         if self.concurrency:
             return None
         if self.stages:

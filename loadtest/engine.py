@@ -13,6 +13,10 @@ session, waits a bounded grace for the last answers, and returns a snapshot that
 other workers'. `run_load` starts `procs` workers (forked before any event loop exists), merges their
 snapshots and intervals, and returns one `RunResult` whatever the number of processes.
 
+Replay (`cfg.replay`, loadtest.models.replay): the schedule, the sessions (one per recorded connection, each
+in its own subprotocol) and the frames come from a recording; request s goes on the session its recorded
+connection maps to, and each answer is compared with the recorded one (loadtest.measure.replay_diff).
+
 The time series streams: each second's row goes to the caller's `RowSink` (e.g. the results folder's
 timeseries.jsonl, loadtest.outputs.timeseries) as the second closes, merged across workers in the
 parent when there are several; no process keeps the rows, so a run of hours stays flat in memory.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -40,9 +45,11 @@ from typing import Any, Protocol
 
 import msgpack
 
-from loadtest.config import LoadConfig
+from loadtest.config import LoadConfig, codec_mode
 from loadtest.measure.recorder import Recorder
+from loadtest.measure.replay_diff import ReplayComparison, ReplayDiff
 from loadtest.measure.series import Interval
+from loadtest.models.replay import ReplayPlan, load_recording
 from loadtest.models.schedule import Schedule
 from loadtest.models.waker import make_waker
 from loadtest.payloads import IdMaker, Template, build_templates
@@ -132,6 +139,7 @@ class WorkerResult:
     late_answers: int
     dropped_by_reason: dict[str, int]
     dispatch_end_s: float = 0.0
+    replay_diff: dict[str, Any] | None = None  # ReplayDiff.to_plain() of a replay run
 
     def to_plain(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -158,9 +166,19 @@ class Worker:
         self.n_workers = n_workers
         self.recorder = Recorder(warmup_s=cfg.warmup_s)
         self.ids = IdMaker(run_id, index)
-        self.templates: list[Template] = build_templates(
-            cfg.mode, cfg.docs, cfg.endpoint, cfg.parameters, cfg.target_executor, seed=cfg.seed + index
-        )
+        # A replay: the frames, sessions and schedule of this worker's share of a recording; the answers' diff.
+        self.replay: ReplayPlan | None = None
+        self.comparison: ReplayComparison | None = None
+        if cfg.replay is not None:
+            self.replay = _replay_plan(cfg, index, n_workers)
+            self.templates: list[Template] = self.replay.templates
+            self.comparison = ReplayComparison(self.replay.recorded, self.replay.ids_comparable,
+                                               self.replay.latency_basis)
+            self._pick = self._pick_replayed  # type: ignore[method-assign]
+        else:
+            self.templates = build_templates(
+                cfg.mode, cfg.docs, cfg.endpoint, cfg.parameters, cfg.target_executor, seed=cfg.seed + index
+            )
         self.on_interval = on_interval
         self.sessions: list[LoadSession] = []
         # No row is kept: each goes to `series` / `on_interval` as its second closes. Only the last
@@ -191,6 +209,8 @@ class Worker:
         error = _error_of(resp)
         self.recorder.on_answer(entry.due_s, entry.sent_s, now, resp.routes, error)
         self.docs_received += docs
+        if self.comparison is not None:
+            self.comparison.answered(entry.rid, resp, docs, error, now - entry.sent_s)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
         if self._user_of:
@@ -207,6 +227,8 @@ class Worker:
         if self.sink is not None:
             self.sink.on_failure("timeout")
         self.recorder.on_timeout(entry.due_s, now)
+        if self.comparison is not None:
+            self.comparison.failed(entry.rid, "timeout")
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, "timeout", 0))
         if self._user_of:
@@ -216,6 +238,8 @@ class Worker:
         if self.sink is not None:
             self.sink.on_failure(reason)
         self.recorder.on_transport_error(entry.due_s, now, reason)
+        if self.comparison is not None:
+            self.comparison.failed(entry.rid, reason)
         if self._log is not None:
             self._log.append((entry.rid, entry.due_s, entry.sent_s, now, reason, 0))
         if self._user_of:
@@ -224,7 +248,15 @@ class Worker:
     # ---- the run -------------------------------------------------------------------------------
 
     def _connections(self) -> int:
+        if self.replay is not None:
+            return self.replay.connections
         return _share(self.cfg.connections, self.index, self.n_workers) or 1
+
+    def _session_config(self, i: int) -> LoadConfig:
+        """What session i is opened with: a replay's sessions each speak their recorded connection's subprotocol."""
+        if self.replay is None:
+            return self.cfg
+        return dataclasses.replace(self.cfg, subprotocol=self.replay.subprotocols[i])
 
     async def run(self) -> WorkerResult:
         cfg = self.cfg
@@ -232,7 +264,8 @@ class Worker:
         self._t0 = time.perf_counter()
         on_answer = self._on_answer if self.sink is None else self._on_answer_metered
         self.sessions = [
-            open_session(cfg, i, self.clock, on_answer, self._on_failure) for i in range(self._connections())
+            open_session(self._session_config(i), i, self.clock, on_answer, self._on_failure)
+            for i in range(self._connections())
         ]
         connected = await asyncio.gather(*(s.connect() for s in self.sessions), return_exceptions=True)
         failed = [r for r in connected if isinstance(r, BaseException)]
@@ -248,7 +281,7 @@ class Worker:
         self.recorder.intervals = type(self.recorder.intervals)(0.0, cfg.warmup_s)
         ticker = asyncio.create_task(self._tick())
         try:
-            schedule = self._schedule = cfg.schedule()
+            schedule = self._schedule = self.replay.schedule if self.replay is not None else cfg.schedule()
             if schedule is None:
                 await self._closed_model()
             else:
@@ -264,6 +297,10 @@ class Worker:
             if self._log is not None:
                 for left in leftovers:
                     self._log.extend((p.rid, p.due_s, p.sent_s, None, "unanswered", 0) for p in left)
+            if self.comparison is not None:
+                for left in leftovers:
+                    for p in left:
+                        self.comparison.failed(p.rid, "unanswered")
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -287,7 +324,15 @@ class Worker:
             late_answers=sum(s.late_answers for s in self.sessions),
             dropped_by_reason=self.dropped_by_reason,
             dispatch_end_s=dispatch_end,
+            replay_diff=self.comparison.diff.to_plain() if self.comparison is not None else None,
         )
+
+    def _pick_replayed(self, seq: int) -> LoadSession | None:
+        """A replay's request `seq` goes on its recorded connection's session, or is dropped."""
+        plan = self.replay
+        assert plan is not None
+        session = self.sessions[plan.session_of[seq % len(plan.session_of)]]
+        return session if session.can_send else None
 
     def _pick(self, start: int) -> LoadSession | None:
         sessions = self.sessions
@@ -308,6 +353,8 @@ class Worker:
             self.sink.on_sent(tpl.docs, now - due)
         if user >= 0:
             self._user_of[rid] = user  # before the send: a dead connection fails the request at once
+        if self.comparison is not None:
+            self.comparison.sent(rid, seq % len(self.templates))
         session.post(rid, tpl.frame(rid), due, tpl.docs, due < self.cfg.warmup_s, now)
 
     def _drop(self, due: float) -> None:
@@ -504,6 +551,16 @@ class Worker:
             self._log_file.close()
 
 
+def _replay_plan(cfg: LoadConfig, worker: int, n_workers: int) -> ReplayPlan:
+    """Worker `worker`'s share of the replay `cfg.replay` asks for (its connections, their requests' frames)."""
+    spec = cfg.replay
+    assert spec is not None
+    transport = cfg.transport
+    return ReplayPlan.build(load_recording(spec.source), spec, lambda sub: codec_mode(transport, sub), worker,
+                            n_workers, duration_s=cfg.duration_s, max_requests=cfg.requests, arrival=cfg.arrival,
+                            seed=cfg.seed, docarray=cfg.docs.docarray)
+
+
 # ---- processes ---------------------------------------------------------------------------------
 
 
@@ -521,6 +578,7 @@ class RunResult:
     late_answers: int
     dropped_by_reason: dict[str, int]
     dispatch_end_s: float
+    replay_diff: ReplayDiff | None = None
 
     def measured_duration_s(self) -> float:
         """The window the figures cover: the schedule's length (or the time spent sending), less warm-up."""
@@ -546,6 +604,14 @@ def merge_results(cfg: LoadConfig, results: list[WorkerResult], intervals: int |
     for r in results:
         for k, v in r.dropped_by_reason.items():
             dropped[k] = dropped.get(k, 0) + v
+    diff: ReplayDiff | None = None
+    for r in results:
+        if r.replay_diff is not None:
+            part = ReplayDiff.from_plain(r.replay_diff)
+            if diff is None:
+                diff = part
+            else:
+                diff.merge(part)
     return RunResult(
         cfg=cfg,
         recorder=recorder,
@@ -559,6 +625,7 @@ def merge_results(cfg: LoadConfig, results: list[WorkerResult], intervals: int |
         late_answers=sum(r.late_answers for r in results),
         dropped_by_reason=dropped,
         dispatch_end_s=max(r.dispatch_end_s for r in results),
+        replay_diff=diff,
     )
 
 

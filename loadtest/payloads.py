@@ -30,8 +30,9 @@ from relay.wire.messages import DataRequest
 
 CORRELATION_KEY = "flowrelay_rid"
 ID_WIDTH = 24
-# A token no generated text can contain (that is lowercase), checked to occur exactly once.
-_PLACEHOLDER = "RIDxQ7ZK" + "X" * (ID_WIDTH - 8)
+# A token no generated text can contain (that is lowercase), checked to occur exactly once. A frame built with it
+# as its id (header.request_id, or parameters.flowrelay_rid) becomes a Template (`template_from_frame`).
+PLACEHOLDER = "RIDxQ7ZK" + "X" * (ID_WIDTH - 8)
 MAX_DATA_TEMPLATES = 10_000
 
 
@@ -90,11 +91,14 @@ def read_jsonl_docs(path: Path, limit: int) -> list[Document]:
     return docs
 
 
-def _split(frame: bytes, placeholder: bytes) -> tuple[bytes, bytes]:
+def template_from_frame(frame: bytes, docs: int) -> Template:
+    """A frame encoded with PLACEHOLDER as its id, split around it. Raises RuntimeError unless the placeholder
+    occurs exactly once."""
+    placeholder = PLACEHOLDER.encode("ascii")
     at = frame.find(placeholder)
     if at < 0 or frame.find(placeholder, at + 1) >= 0:
         raise RuntimeError("request template must contain the id placeholder exactly once")
-    return frame[:at], frame[at + len(placeholder) :]
+    return Template(frame[:at], frame[at + len(placeholder) :], docs)
 
 
 def build_templates(
@@ -114,21 +118,19 @@ def build_templates(
         batches = [pool[i : i + n] for i in range(0, len(pool), n)]
     else:
         batches = [_synthetic_docs(spec, rng)]
-    placeholder = _PLACEHOLDER.encode("ascii")
     templates = []
     for docs in batches:
         params = dict(parameters or {})
         req = DataRequest(exec_endpoint=endpoint, target_executor=target_executor, docs=docs)
         if mode == "bytes":
-            req.request_id = _PLACEHOLDER
+            req.request_id = PLACEHOLDER
             req.parameters = params or None
             frame = bytes_codec(spec.docarray).encode_request(req)
         else:
-            params[CORRELATION_KEY] = _PLACEHOLDER
+            params[CORRELATION_KEY] = PLACEHOLDER
             req.parameters = params
             frame = json_codec.encode_request(req)
-        prefix, suffix = _split(frame, placeholder)
-        templates.append(Template(prefix, suffix, len(docs)))
+        templates.append(template_from_frame(frame, len(docs)))
     return templates
 
 

@@ -12,14 +12,17 @@ shape; everything between is here, once:
 * `finish`: the gateway entry's end time, the answer encoded by the door's encoder (an encoder that fails
   yields an error answer instead), counted, reported. `in_flight` always comes back down.
 * `call`: run and finish for a door that awaits one answer (HTTP, gRPC); `dry_run`, `endpoints`, `status`.
+* `--record DIR` (relay.capture): a door asks `capture_connection` for a connection's tap (None when the relay
+  does not record, or sampling leaves the connection out) and passes it, with the raw frame or body, to `admit`
+  (which records the request) and to `finish` (which records the answer as encoded for the client).
 
 The per-message path (WebSocket door -> admit -> run -> backend -> finish) stays callback-driven: no task,
 future or await per request. The gateway owns the id source, the counters (`RelayStats`), the observer, and a
 task group (`serve`, then `spawn`, relay.common.tasks) for the few things a door runs beyond one callback:
 dry-run probes and plain HTTP requests.
 
-Imports: anyio, the standard library, relay.backend, relay.common.tasks, relay.config, relay.observer and
-relay.wire.
+Imports: anyio, the standard library, relay.backend, relay.capture, relay.common.tasks, relay.config,
+relay.observer and relay.wire.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from relay.backend import Backend, Respond, relay_error_status
+from relay.capture.tap import CaptureTap, ConnectionTap
 from relay.common.tasks import CallbackTasks
 from relay.config import RelayConfig
 from relay.observer import Observer
@@ -100,6 +104,8 @@ class Gateway:
         self.ids = ids or IdSource()
         # What doors start from their callbacks and must await: dry-run probes, plain HTTP requests.
         self._tasks = CallbackTasks()
+        # `--record DIR`: what the doors record through (relay.capture.tap); None when the relay does not record.
+        self.capture: CaptureTap | None = None
 
     # ---- lifetime ------------------------------------------------------------------------------
 
@@ -150,12 +156,27 @@ class Gateway:
             stats.closes_sent[code_sent] = stats.closes_sent.get(code_sent, 0) + 1
         self.observer.connection_closed(subprotocol, code_sent, code_received)
 
+    # ---- recording -----------------------------------------------------------------------------
+
+    def capture_connection(self, door: str, subprotocol: str, encode: Encode) -> ConnectionTap | None:
+        """A new connection's recorder (`encode`: how its answers are encoded), or None when the relay does not
+        record or sampling leaves the connection out."""
+        capture = self.capture
+        return capture.connection(door, subprotocol, encode) if capture is not None else None
+
+    def capture_http_connection(self, key: int, encode: Encode) -> ConnectionTap | None:
+        """The recorder of the HTTP connection the listener numbered `key` (keep-alive: several requests)."""
+        capture = self.capture
+        return capture.http_connection(key, encode) if capture is not None else None
+
     # ---- requests ------------------------------------------------------------------------------
 
-    def admit(self, req: DataRequest, size: int, keep_client_id: bool) -> None:
+    def admit(self, req: DataRequest, size: int, keep_client_id: bool, capture: ConnectionTap | None = None,
+              raw: bytes | str = b"") -> None:
         """Stamp a decoded request as a Jina gateway does, and count it (`size`: the bytes it came in).
         `keep_client_id`: keep a non-empty request id the client chose (bytes and gRPC clients match answers
-        by it); a json or HTTP client cannot choose, and gets one of ours."""
+        by it); a json or HTTP client cannot choose, and gets one of ours. With `capture`, the request is
+        recorded, `raw` being the frame or body it came in."""
         ids = self.ids
         if not (keep_client_id and req.request_id):
             req.request_id = ids.next()
@@ -174,6 +195,8 @@ class Gateway:
         observer = self.observer
         observer.bytes_in(size)
         observer.request_started(req.exec_endpoint)
+        if capture is not None:
+            capture.request(req.request_id, req.exec_endpoint, raw)
 
     def run(self, req: DataRequest, respond: Respond) -> None:
         """Hand an admitted request to the backend; `respond(req)` once it holds its answer. A failure of the
@@ -185,10 +208,11 @@ class Gateway:
             req.status = relay_error_status(exc)
             respond(req)
 
-    def finish(self, req: DataRequest, encode: Encode | None, door: str) -> bytes | None:
+    def finish(self, req: DataRequest, encode: Encode | None, door: str,
+               capture: ConnectionTap | None = None) -> bytes | None:
         """End an answered request: the gateway entry's end time, its answer encoded (None: the client is gone,
         nothing to encode), counted and reported. Never raises: an answer that cannot be encoded is replaced by
-        an error answer."""
+        an error answer. With `capture`, the answer is recorded (encoded for the recording if the client is gone)."""
         gateway = req.routes[0]
         req.target_executor = ""
         end = gateway.end_ns = now_ns()
@@ -206,6 +230,8 @@ class Gateway:
         if req.is_error:
             stats.requests_failed += 1
         observer.request_finished(req, (end - gateway.start_ns) / 1e9, door)  # type: ignore[operator]
+        if capture is not None:
+            capture.answered(req, payload)
         return payload
 
     def _encode_failure(self, req: DataRequest, encode: Encode, exc: Exception) -> bytes | None:
@@ -221,7 +247,8 @@ class Gateway:
         log.error("request %s: not even an error answer could be encoded; the client gets none", req.request_id)
         return None
 
-    async def call(self, req: DataRequest, encode: Encode, door: str) -> bytes | None:
+    async def call(self, req: DataRequest, encode: Encode, door: str,
+                   capture: ConnectionTap | None = None) -> bytes | None:
         """Run an admitted request and return its encoded answer, for a door that awaits one answer per call.
         If the caller is cancelled (its client left), the request is still finished when the backend answers,
         without being encoded."""
@@ -229,7 +256,7 @@ class Gateway:
 
         def respond(done: DataRequest) -> None:
             wanted = not answer.done()
-            payload = self.finish(done, encode if wanted else None, door)
+            payload = self.finish(done, encode if wanted else None, door, capture)
             if wanted:
                 answer.set_result(payload)
 

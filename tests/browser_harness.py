@@ -12,10 +12,13 @@ that is a failure.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
+import socketserver
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +89,32 @@ def chromium(window: tuple[int, int], timeout_s: float) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serve_page(body: bytes) -> Iterator[str]:
+    """One HTML page on a port of 127.0.0.1 of its own (another origin than the relay's), at the URL yielded."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def clear_logs(driver: Any) -> None:

@@ -3,7 +3,8 @@
 `FakeGateway` is a small WebSocket server on 127.0.0.1 that answers like a Jina gateway (relay.wire
 codecs, a `gateway` route entry, json clients get a gateway-made request id) and misbehaves on request:
 it can stall every answer once for a while, drop or close a connection once, delay chosen requests so
-answers come back out of order. It runs in a background thread with its own event loop, so the load
+answers come back out of order. It logs every arrival (`arrivals`: connection, monotonic time, frame), which
+is what a replay test compares with its recording. It runs in a background thread with its own event loop, so the load
 engine can drive it from the test's thread (in-process) or from a `flowrelay load` subprocess; it counts
 what it saw (connections, requests, the largest number in flight at once).
 
@@ -16,8 +17,10 @@ import asyncio
 import contextlib
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,7 @@ class FakeGateway:
         self.in_flight = 0
         self.max_in_flight = 0
         self.out_of_order = 0  # answers sent before an answer to a request that arrived earlier
+        self.arrivals: list[Arrival] = []  # every request frame, end-of-stream markers left out
         self.stalled = False
         self.killed = False
         self._stall_until = 0.0
@@ -208,6 +212,7 @@ class FakeGateway:
     # -- one connection --
 
     async def _handle(self, ws: ServerConnection) -> None:
+        number = self.connections
         self.connections += 1
         is_bytes = ws.subprotocol == "bytes"
         codec = proto_codec if is_bytes else json_codec
@@ -215,9 +220,11 @@ class FakeGateway:
         every = self._tasks
         try:
             async for message in ws:
+                arrived = time.monotonic_ns()
                 req = codec.decode_request(message)  # type: ignore[arg-type]
                 if isinstance(req, EndOfStream):
                     break
+                self.arrivals.append(Arrival(number, arrived, ws.subprotocol, message))
                 self.requests += 1
                 if self.kill_after is not None and not self.killed and self.requests >= self.kill_after:
                     self.killed = True
@@ -266,6 +273,17 @@ class FakeGateway:
                 self.answered += 1
         finally:
             self.in_flight -= 1
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A frame as the fake gateway received it: on which of its connections (from 0), when (time.monotonic_ns),
+    in which subprotocol."""
+
+    connection: int
+    mono_ns: int
+    subprotocol: str | None
+    frame: bytes | str
 
 
 def codec_of(is_bytes: bool) -> Any:

@@ -16,16 +16,13 @@ that is a failure.
 
 from __future__ import annotations
 
-import http.server
 import json
-import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import chromium, clear_logs, page_errors, requested_urls, screenshot, wait_for
+from browser_harness import chromium, clear_logs, page_errors, requested_urls, screenshot, serve_page, wait_for
 from http_door_harness import HttpRelay, serve_http
 
 WAIT_S = 30.0
@@ -137,31 +134,11 @@ def test_redoc_renders(browser: Any, relay: HttpRelay) -> None:
     assert relay.http_url + "/docs-assets/redoc/redoc.standalone.js" in urls
 
 
-class _BlankPage(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"<!DOCTYPE html><title>another origin</title><p>another origin</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def other_origin() -> Iterator[str]:
     """A page on another origin (another port of 127.0.0.1), to call the relay from."""
-    server = socketserver.TCPServer(("127.0.0.1", 0), _BlankPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_page(b"<!DOCTYPE html><title>another origin</title><p>another origin</p>") as url:
+        yield url
 
 
 @pytest.mark.parametrize("cors", [True, False], ids=["cors", "no-cors"])

@@ -20,6 +20,8 @@ import yaml
 from loadtest import thresholds as thresholds_mod
 from loadtest.config import HTTP, LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
+from loadtest.measure.replay_diff import format_diff
+from loadtest.models.replay import ReplayError, ReplaySpec, load_recording
 from loadtest.outputs.dashboard import DashboardServer, RunFeed, parse_address, run_info
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.live_thresholds import LiveThresholds
@@ -51,6 +53,13 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
                    help="open model in stages, k6-style ramping arrival rate (repeatable), e.g. 30s:200")
     p.add_argument("--arrival", choices=["even", "poisson"], help="spacing of arrivals (default even)")
     p.add_argument("--concurrency", type=int, help="closed model: keep C requests in flight")
+    p.add_argument("--replay", type=Path, metavar="DIR|FILE",
+                   help="send the requests of a recording (a `serve --record` folder or segment, or a browser's .har) "
+                   "with their recorded gaps, each recorded connection on a session of its own; --rate R re-times "
+                   "them as an open model")
+    p.add_argument("--speed", type=float, help="with --replay: divide every recorded gap by this (2: twice as fast)")
+    p.add_argument("--loop", action="store_true",
+                   help="with --replay: start the recording over when it ends (needs --duration or --requests)")
     p.add_argument("--duration", help="how long to send, e.g. 30s, 5m")
     p.add_argument("--requests", type=int, help="how many requests to send at most")
     p.add_argument("--warmup", help="leave requests due in the first DURATION out of the figures")
@@ -108,8 +117,11 @@ _SCENARIO_KEYS = {
     "connections", "max_inflight", "endpoint", "target_executor", "parameters", "docs_per_request",
     "text_bytes", "embedding_dim", "tags", "blob_bytes", "data", "timeout", "grace", "thresholds", "out",
     "log_requests", "procs", "compression", "metrics_port", "metrics_host", "metrics_linger", "ca_file",
-    "docarray", "dashboard", "dashboard_linger", "graphql",
+    "docarray", "dashboard", "dashboard_linger", "graphql", "replay", "speed", "loop",
 }
+# What a replay takes from its recording: giving them as well is a usage error.
+_REPLAY_EXCLUDES = ("stages", "concurrency", "connections", "endpoint", "target_executor", "parameters",
+                    "docs_per_request", "text_bytes", "embedding_dim", "tags", "blob_bytes", "data")
 
 
 def _load_scenario(path: Path) -> dict[str, Any]:
@@ -221,12 +233,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
     concurrency = _pick(args, scenario, "concurrency")
     duration_s = _duration(_pick(args, scenario, "duration"), "--duration")
     requests = _pick(args, scenario, "requests")
+    replay = _replay_spec(args, scenario, target, stages, rate)
     models = sum(x is not None for x in (rate, stages, concurrency))
-    if models > 1:
+    if replay is not None:
+        if replay.loop and duration_s is None and requests is None:
+            raise UsageError("--loop repeats the recording without end: give --duration or --requests")
+    elif models > 1:
         raise UsageError("choose one load model: --rate, --stage/stages, or --concurrency")
-    if models == 0:
-        raise UsageError("no load model: give --rate R (open model), --stage D:R, or --concurrency C (closed)")
-    if stages:
+    elif models == 0:
+        raise UsageError("no load model: give --rate R (open model), --stage D:R, --concurrency C (closed), "
+                         "or --replay DIR (a recording)")
+    elif stages:
         if duration_s is not None:
             raise UsageError("--duration does not go with stages: the stages set the length")
     elif duration_s is None and requests is None:
@@ -238,12 +255,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
     if requests is not None and int(requests) <= 0:
         raise UsageError("--requests must be > 0")
 
-    connections = int(_pick(args, scenario, "connections", 1))
+    connections = replay.connections if replay is not None else int(_pick(args, scenario, "connections", 1))
     procs = int(_pick(args, scenario, "procs", 1))
     max_inflight = int(_pick(args, scenario, "max_inflight", 1000))
     if connections < 1 or procs < 1 or max_inflight < 1:
         raise UsageError("--connections, --procs and --max-inflight must be >= 1")
     if procs > connections:
+        if replay is not None:
+            raise UsageError(f"--procs {procs}: the recording has {connections} connection(s), and a replay "
+                             "splits by connection")
         raise UsageError(f"--procs {procs} needs at least as many --connections (got {connections})")
     problem = usage_problem(transport_of(target), _pick(args, scenario, "subprotocol") is not None,
                             bool(_pick(args, scenario, "compression", False)),
@@ -351,8 +371,40 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
         dashboard=dashboard,
         dashboard_linger_s=dashboard_linger_s,
         graphql=_graphql_query(_pick(args, scenario, "graphql"), target),
+        replay=replay,
     )
     return cfg, exprs, out, bool(args.quiet)
+
+
+def _replay_spec(args: argparse.Namespace, scenario: dict[str, Any], target: str,
+                 stages: list[tuple[float, float]] | None, rate: Any) -> ReplaySpec | None:
+    """What `--replay` asks for, checked against its recording (read here once); None without --replay."""
+    source = _pick(args, scenario, "replay")
+    speed = _pick(args, scenario, "speed")
+    loop = bool(_pick(args, scenario, "loop", False))
+    if source is None:
+        if speed is not None or loop:
+            raise UsageError(f"{'--speed' if speed is not None else '--loop'} is for --replay")
+        return None
+    given = [k for k in _REPLAY_EXCLUDES if _pick(args, scenario, k) not in (None, False, [], {})]
+    if stages:
+        given.append("stages")
+    if args.param:
+        given.append("param")
+    if given:
+        flags = ", ".join(sorted({"--" + k.replace("_", "-") for k in given}))
+        raise UsageError(f"{flags}: a replay takes its requests, documents, sessions and timing from the "
+                         "recording (re-time it with --rate R or --speed X)")
+    if speed is not None and rate is not None:
+        raise UsageError("--speed and --rate both time a replay: --speed X divides the recorded gaps, "
+                         "--rate R replaces them")
+    subprotocol = _pick(args, scenario, "subprotocol")
+    try:
+        recording = load_recording(Path(source))
+        return ReplaySpec.of(recording, Path(source), float(speed) if speed is not None else 1.0,
+                             float(rate) if rate is not None else None, loop, subprotocol)
+    except ReplayError as exc:
+        raise UsageError(f"--replay {source}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -424,6 +476,9 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(format_table(summary))
+        if "replay_diff" in summary:
+            print()
+            print(format_diff(summary["replay_diff"]))
         if out is not None:
             print(f"\nresults in {out}/")
     result.recorder.accounting.check()

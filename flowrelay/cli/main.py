@@ -4,6 +4,7 @@
     load     flowrelay.cli.load      a load test of a Flow (or relay)
     ingest   flowrelay.cli.ingest    Documents from files into a Flow, nothing lost, resumable
     report   flowrelay.cli.report    a results folder as one HTML page, or two compared
+    record   flowrelay.cli.record    a browser's HAR as a recording; what a recording holds
     demo     flowrelay.cli.demo      a relay and a short load test against it, for a first run
 
 The CLI knows both halves (relay/ and loadtest/); neither knows it. Usage errors exit 2 with a message,
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from flowrelay import __version__
-from flowrelay.cli import demo, ingest, load, report, serve
+from flowrelay.cli import demo, ingest, load, record, report, serve
 
 EXIT_USAGE = 2
 
@@ -32,7 +33,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     parser.add_argument("--version", action="version", version=f"flowrelay {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs: dict[str, Verb] = {}
-    for module in (serve, load, demo, report, ingest):
+    for module in (serve, load, demo, report, ingest, record):
         verbs.update(module.register(sub))
     return parser, verbs
 

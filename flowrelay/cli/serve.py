@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from relay.backend import Backend
+from relay.capture.format import LATENCY_GATEWAY
+from relay.capture.redact import RedactError, Redactor, parse_fields
+from relay.capture.tap import CaptureTap
+from relay.capture.writer import RecordingExists, RecordingWriter, SegmentWriter
 from relay.common import loop as event_loop
 from relay.common.units import parse_duration, parse_size
 from relay.config import (
@@ -148,6 +153,43 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "endpoint_discovery, health) on port P of --host, over the same Executors or upstream (0 picks a free one)",
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_record_arguments(p)
+
+
+def add_record_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recording (replay it with flowrelay load URL --replay DIR)")
+    g.add_argument(
+        "--record",
+        metavar="DIR",
+        type=Path,
+        help="record every request the relay receives (WebSocket, HTTP and gRPC doors) with its arrival time, "
+        "connection, endpoint and body, and each answer as sent (status, latency, routes), into a new folder DIR",
+    )
+    g.add_argument(
+        "--record-max-size",
+        default="64MiB",
+        metavar="SIZE",
+        help="start a new segment file once the current one holds this much, compressed (default 64MiB)",
+    )
+    g.add_argument(
+        "--record-max-age",
+        default="10m",
+        metavar="DURATION",
+        help="start a new segment file once the current one is this old (default 10m)",
+    )
+    g.add_argument(
+        "--record-sample",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="record this fraction of connections, whole (default 1: all), e.g. 0.1",
+    )
+    g.add_argument(
+        "--record-redact",
+        metavar="FIELDS",
+        help="replace these document fields by a keyed hash of the same length, e.g. tags.email,text "
+        "(also parameters.KEY)",
+    )
 
 
 def _check_ws_url(url: str, flag: str) -> str:
@@ -233,12 +275,35 @@ def config_from_args(args: argparse.Namespace, observer: Observer | None = None)
     return config, backend
 
 
+def capture_from_args(args: argparse.Namespace) -> CaptureTap | None:
+    """The recorder `--record` asks for (its folder not yet created), or None; raises ValueError."""
+    if args.record is None:
+        for flag, given in (("--record-sample", args.record_sample != 1.0), ("--record-redact", args.record_redact)):
+            if given:
+                raise ValueError(f"{flag} needs --record DIR")
+        return None
+    if not 0.0 < args.record_sample <= 1.0:
+        raise ValueError(f"--record-sample must be a fraction in (0, 1], got {args.record_sample:g}")
+    try:
+        redactor = Redactor(parse_fields(args.record_redact)) if args.record_redact else None
+    except RedactError as exc:
+        raise ValueError(str(exc)) from None
+    max_size = parse_size(args.record_max_size)
+    max_age_s = parse_duration(args.record_max_age)
+    if args.record.exists() and not args.record.is_dir():
+        raise ValueError(f"--record {args.record}: not a folder")
+    meta = {"recorded_by": "flowrelay serve", "latency": LATENCY_GATEWAY, "sample": args.record_sample}
+    segments = SegmentWriter(args.record, meta, max_size, max_age_s, redactor)
+    return CaptureTap(RecordingWriter(segments), args.record_sample)
+
+
 def build_relay(config: RelayConfig, backend: Backend, metrics: RelayMetrics | None = None,
-                grpc_port: int | None = None) -> RelayServer:
-    """The relay's pieces, wired: one gateway over `backend` (counting into `metrics`, served at /metrics), the
-    WebSocket and HTTP doors on the relay's port, the gRPC door on `grpc_port` if given, and the server that
-    runs them."""
+                grpc_port: int | None = None, capture: CaptureTap | None = None) -> RelayServer:
+    """The relay's pieces, wired: one gateway over `backend` (counting into `metrics`, served at /metrics;
+    recording through `capture`), the WebSocket and HTTP doors on the relay's port, the gRPC door on `grpc_port`
+    if given, and the server that runs them."""
     gateway = Gateway(config, backend, metrics)
+    gateway.capture = capture
     extra_routes: dict[str, ExtraRoute] = {}
     services = {}
     dashboard = None
@@ -305,10 +370,23 @@ def run_serve(args: argparse.Namespace) -> int:
     metrics = RelayMetrics()
     try:
         config, backend = config_from_args(args, metrics)
-    except (ValueError, ExecutorSpecError) as exc:
+        capture = capture_from_args(args)
+        if capture is not None:
+            capture.writer.start()
+    except (ValueError, ExecutorSpecError, RecordingExists) as exc:
         print(f"flowrelay serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return event_loop.run(_serve, build_relay(config, backend, metrics, args.grpc_port))
+    except OSError as exc:
+        print(f"flowrelay serve: cannot record into {args.record}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if capture is not None:
+        print(f"flowrelay recording into {args.record}/", flush=True)
+    try:
+        return event_loop.run(_serve, build_relay(config, backend, metrics, args.grpc_port, capture))
+    finally:
+        if capture is not None:
+            # After the drain: the answers of the requests that were in flight are in the recording too.
+            capture.close()
 
 
 def register(sub: Any) -> dict[str, Any]:

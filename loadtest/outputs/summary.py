@@ -12,6 +12,9 @@ send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hop
 `latency_distribution` {`latency_ms`, `service_time_ms`}: each the full histogram as HdrHistogram's
 percentile-distribution points [[percentile (0..100), ms], ...], thickening toward the tail and ending at
 [100, max] (empty when nothing was answered), for the report's percentile plot.
+
+A replay (`model` `replay`) adds `replay` {`source`, `recorded_requests`, `recorded_connections`, `speed`,
+`rate`, `loop`} and, when the recording has answers, `replay_diff` (loadtest.measure.replay_diff).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ def build_summary(result: RunResult) -> dict[str, Any]:
     requests = base["requests"]
     requests["dropped_by_reason"] = dict(result.dropped_by_reason)
     rate = base["rate"]
-    return {
+    summary = {
         **run_fields(cfg, result.started_wall),
-        "subprotocol": {"offered": cfg.offer, "negotiated": result.negotiated, "codec": cfg.mode},
+        "subprotocol": _subprotocol(cfg, result.negotiated),
         "duration_s": round(result.elapsed_s, 3),
         "measured_duration_s": round(measured_s, 3),
         "requests": requests,
@@ -65,15 +68,26 @@ def build_summary(result: RunResult) -> dict[str, Any]:
             "service_time_ms": _distribution(result.recorder.service_time),
         },
     }
+    diff = result.replay_diff
+    if diff is not None and (diff.compared or diff.no_recorded_answer):
+        summary["replay_diff"] = diff.summary()
+    return summary
+
+
+def _subprotocol(cfg: Any, negotiated: str | None) -> dict[str, Any]:
+    if cfg.replay is not None and cfg.replay.subprotocol is None:
+        # Each session spoke what its recorded connection spoke.
+        return {"offered": "as recorded", "negotiated": negotiated, "codec": "as recorded"}
+    return {"offered": cfg.offer, "negotiated": negotiated, "codec": cfg.mode}
 
 
 def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
     """What the run was asked to do, under summary.json's keys (also what a live page shows before the end)."""
-    return {
+    fields = {
         "target": cfg.target,
         "transport": cfg.transport,
-        "subprotocol": {"offered": cfg.offer},
-        "model": "closed" if cfg.concurrency else "open",
+        "subprotocol": {"offered": _subprotocol(cfg, None)["offered"]},
+        "model": "replay" if cfg.replay is not None else "closed" if cfg.concurrency else "open",
         "arrival": None if cfg.concurrency else cfg.arrival,
         "concurrency": cfg.concurrency,
         "connections": cfg.connections,
@@ -84,6 +98,18 @@ def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
         "warmup_s": cfg.warmup_s,
         "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
     }
+    replay = cfg.replay
+    if replay is not None:
+        fields["replay"] = {
+            "source": str(replay.source),
+            "recorded_requests": replay.requests,
+            "recorded_connections": replay.connections,
+            "speed": replay.speed,
+            "rate": replay.rate,
+            "loop": replay.loop,
+            "subprotocol": replay.subprotocol or "as recorded",
+        }
+    return fields
 
 
 def _distribution(histogram: LatencyHistogram) -> list[list[float]]:
@@ -124,8 +150,15 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
     else:
         lines.append(f"target      {summary['target']}  ({transport}, codec {sp['codec']})")
-    model = (f"closed, {summary['concurrency']} in flight" if summary["model"] == "closed"
-             else f"open, {summary['arrival']} arrivals")
+    if summary["model"] == "replay":
+        rp = summary["replay"]
+        timing = f"re-timed at {rp['rate']:g}/s" if rp["rate"] else f"speed {rp['speed']:g}"
+        model = (f"replay of {rp['source']} ({rp['recorded_requests']} requests), {timing}"
+                 f"{', looped' if rp['loop'] else ''}")
+    elif summary["model"] == "closed":
+        model = f"closed, {summary['concurrency']} in flight"
+    else:
+        model = f"open, {summary['arrival']} arrivals"
     lines.append(f"model       {model}; {summary['connections']} connection(s), {summary['procs']} process(es)")
     lines.append(f"duration    {summary['duration_s']:.2f} s (measured {summary['measured_duration_s']:.2f} s, "
                  f"warm-up {summary['warmup_s']:g} s)")

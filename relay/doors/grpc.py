@@ -133,6 +133,8 @@ class GrpcDoor:
             await stream.run(requests, context.write)
         finally:
             self._streams.discard(stream)
+            if stream.capture is not None:
+                stream.capture.closed()
         if stream.abort is not None:
             await context.abort(*stream.abort)
 
@@ -142,8 +144,15 @@ class GrpcDoor:
             req = proto_codec.decode(request)
         except WireError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.reason)
-        self.gateway.admit(req, len(request), True)
-        payload = await self.gateway.call(req, proto_codec.encode_response, DOOR_GRPC)
+        gateway = self.gateway
+        # `--record`: a single call is a connection of its own (relay.capture.tap).
+        capture = gateway.capture_connection(DOOR_GRPC, "bytes", proto_codec.encode_response)
+        gateway.admit(req, len(request), True, capture, request)
+        try:
+            payload = await gateway.call(req, proto_codec.encode_response, DOOR_GRPC, capture)
+        finally:
+            if capture is not None:
+                capture.closed()
         if payload is None:
             await context.abort(grpc.StatusCode.INTERNAL, "the answer could not be encoded")
         return payload  # type: ignore[return-value]
@@ -201,6 +210,8 @@ class _Stream:
         self._stopping = False
         self._window: anyio.Semaphore | None = None
         self._owed: collections.deque[_Slot] = collections.deque()
+        # `--record`: the stream is one recorded connection, when sampling picked it (relay.capture.tap).
+        self.capture = gateway.capture_connection(DOOR_GRPC, "bytes", proto_codec.encode_response)
 
     def shutdown(self) -> None:
         """Stop reading; what is in flight is still answered, then the stream ends (UNAVAILABLE)."""
@@ -244,7 +255,7 @@ class _Stream:
                     except WireError as err:
                         self.abort = (grpc.StatusCode.INVALID_ARGUMENT, err.reason)
                         break
-                    gateway.admit(req, len(frame), True)
+                    gateway.admit(req, len(frame), True, self.capture, frame)
                     gateway.run(req, self._answer_to(out.clone()))
             except Exception as exc:  # the client went away mid-stream: nothing left to answer to
                 log.debug("gRPC stream ended: %r", exc)
@@ -254,17 +265,18 @@ class _Stream:
     def _answer_to(self, out: MemoryObjectSendStream[bytes]) -> Respond:
         """The callback that puts one request's answer into the stream (through its own end of it)."""
         finish = self.gateway.finish
+        capture = self.capture
         if not self.in_order:
 
             def respond(req: DataRequest) -> None:
-                self._send(out, finish(req, proto_codec.encode_response, DOOR_GRPC))
+                self._send(out, finish(req, proto_codec.encode_response, DOOR_GRPC, capture))
 
             return respond
         slot = _Slot(out)
         self._owed.append(slot)
 
         def respond_in_order(req: DataRequest) -> None:
-            slot.answer = finish(req, proto_codec.encode_response, DOOR_GRPC)
+            slot.answer = finish(req, proto_codec.encode_response, DOOR_GRPC, capture)
             slot.ready = True
             owed = self._owed
             while owed and owed[0].ready:

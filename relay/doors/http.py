@@ -280,9 +280,11 @@ class HttpDoor:
         except _DocumentError as exc:
             return HttpResponse.json(422, {"detail": [exc.detail]})
         gateway = self.gateway
+        # `--record`: the recorder of the keep-alive connection the request came on (relay.capture.tap).
+        capture = gateway.capture_http_connection(req.connection, encode_answer)
         # An HTTP client cannot choose the request id: the gateway makes one, as Jina's does.
-        gateway.admit(data_request, len(req.body), False)
-        payload = await gateway.call(data_request, encode_answer, DOOR_HTTP)
+        gateway.admit(data_request, len(req.body), False, capture, req.body)
+        payload = await gateway.call(data_request, encode_answer, DOOR_HTTP, capture)
         if payload is None:
             return HttpResponse.json(500, {"detail": "the answer could not be encoded"})
         exc_info = data_request.status.exception if data_request.status is not None else None

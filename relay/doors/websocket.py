@@ -153,6 +153,8 @@ class ClientConnection:
         self._backlog: collections.deque[DataRequest] | None = None
         self._closed = False
         self._closing: tuple[int, str] | None = None  # the close to send once nothing is in flight
+        # `--record`: this connection's recorder, when sampling picked it (relay.capture.tap).
+        self._capture = self.gateway.capture_connection(DOOR_WEBSOCKET, mode, self.encode)
 
     # ---- MessageSink ---------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class ClientConnection:
             return
         gateway = self.gateway
         # A bytes client matches answers by its own request ids; a json client cannot choose (Jina makes one).
-        gateway.admit(req, size, self.is_bytes)
+        gateway.admit(req, size, self.is_bytes, self._capture, data)
         self.in_flight += 1
         respond = self._respond_cb
         if respond is None:
@@ -212,6 +214,8 @@ class ClientConnection:
         backlog, self._backlog = self._backlog, None
         for req in backlog or ():
             self._drop(req)
+        if self._capture is not None:
+            self._capture.closed()
         self.door.connection_closed(self, code_received)
 
     # ---- answers -------------------------------------------------------------------------------
@@ -230,14 +234,14 @@ class ClientConnection:
 
     def _send(self, req: DataRequest) -> None:
         session = self.session
-        payload = self.gateway.finish(req, self.encode if session.is_open else None, DOOR_WEBSOCKET)
+        payload = self.gateway.finish(req, self.encode if session.is_open else None, DOOR_WEBSOCKET, self._capture)
         if payload is not None:
             session.send(payload, text=not self.is_bytes)
         self.in_flight -= 1
 
     def _drop(self, req: DataRequest) -> None:
         """The client is gone: the request is finished without an answer."""
-        self.gateway.finish(req, None, DOOR_WEBSOCKET)
+        self.gateway.finish(req, None, DOOR_WEBSOCKET, self._capture)
         self.in_flight -= 1
 
     def _after_answer(self) -> None:

@@ -19,6 +19,8 @@ class HttpRequest:
     query: str  # the raw query string, without '?'
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # The listener's number for the TCP connection the request came on (keep-alive: several requests).
+    connection: int = 0
 
     def header(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import email.utils
+import itertools
 import logging
 from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
@@ -46,6 +47,8 @@ FLUSH_NOW_BYTES = 16 * 1024
 # for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
 _SUBPROTOCOLS = ("bytes", "json")
 _NO_EXTENSIONS: tuple[()] = ()
+# Numbers for the connections that carry plain HTTP requests (HttpRequest.connection), given at the first one.
+_http_connection_numbers = itertools.count(1)
 
 
 class MessageSink(TypingProtocol):
@@ -142,6 +145,7 @@ class RelayProtocol(asyncio.Protocol):
         self._http_request: HttpRequest | None = None
         self._http_body: list[bytes] | None = None
         self._http_busy = False
+        self._http_number = 0
         # The running answer to a plain HTTP request (or its streamed body): cancelled when the client leaves.
         self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
@@ -242,6 +246,9 @@ class RelayProtocol(asyncio.Protocol):
                 if request.method == "GET" and upgrade.lower() == "websocket":
                     self._start_websocket(request)
                     return
+                if not self._http_number:
+                    self._http_number = next(_http_connection_numbers)
+                request.connection = self._http_number
                 self._http_request = request
                 self._http_body = []
             elif isinstance(event, h11.Data):

@@ -10,7 +10,8 @@ seconds and nanos, without the well-known-type helpers.
 
 An `Answer` offers what the load engine and ingestion read of a `DataRequest` answer (`request_id`,
 `parameters`, `status`, `routes`) plus `docs` (the count) and `error` (the exception name of an error
-answer, else None), so it can stand in for one.
+answer, else None), so it can stand in for one; `doc_ids` (read only when asked: a replay's comparison
+with a recording) lists its documents' ids.
 """
 
 from __future__ import annotations
@@ -80,6 +81,27 @@ class Answer:
                 params = (self._obj or {}).get("parameters")
             self._parameters = params
         return params
+
+    @property
+    def doc_ids(self) -> list[str] | None:
+        """The ids of the answer's documents in order ("" for one without an id); None when its documents
+        are opaque (`docs_bytes`)."""
+        if self._pb is not None:
+            data = self._pb.data
+            which = data.WhichOneof("documents")
+            if which == "docs_bytes":
+                return None
+            docs = data.docs.docs
+            if docs and hasattr(docs[0], "id"):
+                return [d.id for d in docs]
+            # docarray >= 0.30: a DocProto map, the id a text node under "id".
+            return [d.data["id"].text if "id" in d.data else "" for d in docs]
+        data = (self._obj or {}).get("data")
+        if isinstance(data, dict):
+            data = data.get("docs")
+        if not isinstance(data, list):
+            return []
+        return [(d.get("id") or "") if isinstance(d, dict) else "" for d in data]
 
 
 def _proto_routes(pb: Any) -> list[Route]:

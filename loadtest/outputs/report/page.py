@@ -124,6 +124,10 @@ def run_description(s: Mapping[str, Any]) -> str:
     sp = s.get("subprotocol") or {}
     if s.get("model") == "closed":
         model = f"closed model, {s.get('concurrency')} in flight"
+    elif s.get("model") == "replay":
+        rp = s.get("replay") or {}
+        model = f"replay of {rp.get('source')} at " + (f"{rp['rate']:g}/s" if rp.get("rate") else
+                                                       f"speed {rp.get('speed', 1):g}")
     else:
         model = f"open model, {s.get('arrival') or 'even'} arrivals"
     parts = [
