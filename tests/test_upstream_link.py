@@ -1,5 +1,7 @@
 """The upstream links against small stand-in gateways (no Jina needed): deadlines, a refused handshake, a
-dropped session, backpressure when every link is full, and answers matched by id out of order."""
+dropped session, backpressure when every link is full, answers matched by id out of order; and the pool's life in
+a task group (`serve`): started once its links are up, its links closed on the way out, and a failing sweep ending
+it with the error named."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
+import anyio
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from relay.common.loop import TaskFailed, task_group
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamError, UpstreamPool
 from relay.wire import proto_codec
@@ -123,7 +127,7 @@ def test_requests_in_flight_when_the_upstream_closes_are_answered_with_its_close
 
     for req in asyncio.run(go()):
         assert req.status is not None and req.status.is_error
-        assert "closed 1011: flow crashed" in req.status.description
+        assert "close 1011: flow crashed" in req.status.description
 
 
 def test_when_every_link_is_full_requests_wait_then_go_in_order_and_answers_match_by_id() -> None:
@@ -182,3 +186,44 @@ def test_forward_raises_the_cause_when_no_link_is_up() -> None:
             await pool.close()
 
     assert "unavailable" in asyncio.run(go())
+
+
+def test_the_pool_serves_in_a_task_group_and_closes_its_links_on_the_way_out() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(answer_of(message))  # type: ignore[arg-type]
+
+    async def go() -> tuple[bool, list[str], bool]:
+        async with gateway(handler) as url:
+            pool = UpstreamPool(UpstreamConfig(url=url, connections=2))
+            async with anyio.create_task_group() as tg:
+                await tg.start(pool.serve)
+                healthy = pool.healthy
+                answer = await pool.forward(request("hi"))
+                tg.cancel_scope.cancel()
+            return healthy, [d.text or "" for d in answer.load_docs() or []], any(
+                link.connected for link in pool.links)
+
+    healthy, texts, still_connected = anyio.run(go)
+    assert healthy, "every link is up once serve reports itself started"
+    assert texts == ["HI"]
+    assert not still_connected
+
+
+def test_a_failing_sweep_ends_the_pool_with_the_error_named() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    def broken_expire(older_than: float) -> list[Any]:
+        raise RuntimeError("injected into the sweep")
+
+    async def go() -> None:
+        async with gateway(handler) as url:
+            pool = UpstreamPool(UpstreamConfig(url=url, connections=1, request_timeout_s=0.2))
+            pool.links[0].expire = broken_expire  # type: ignore[method-assign]
+            async with task_group() as tg:
+                await tg.start(pool.serve)
+
+    with pytest.raises(TaskFailed) as info:
+        anyio.run(go)
+    assert "deadline sweep" in str(info.value) and "RuntimeError: injected into the sweep" in str(info.value)
