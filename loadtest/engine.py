@@ -66,7 +66,9 @@ class Worker:
         self.meter = Meter(self.recorder, cfg.timeout_s, sink, series=series, on_interval=on_interval,
                            alone=n_workers == 1)
         self.model = model_for(cfg, index, n_workers)
-        self.ids = IdMaker(run_id, index)
+        self.new_rid = IdMaker(run_id, index).next  # what the model drives: bound once, called per request
+        self._sent = self.meter.sent
+        self.warmup_s = cfg.warmup_s
         self.templates = build_templates(cfg.mode, cfg.docs, cfg.endpoint, cfg.parameters, cfg.target_executor,
                                          seed=cfg.seed + index)
         self.sessions: list[LoadSession] = []
@@ -182,15 +184,12 @@ class Worker:
                 return s
         return None
 
-    def new_rid(self) -> str:
-        return self.ids.next()
-
     def post(self, session: LoadSession, due_s: float, seq: int, now_s: float, rid: str | None = None) -> None:
         tpl = self.templates[seq % len(self.templates)]
         if rid is None:
-            rid = self.ids.next()
-        self.meter.sent(due_s, now_s, tpl.docs)
-        session.post(rid, tpl.frame(rid), due_s, tpl.docs, due_s < self.cfg.warmup_s, now_s)
+            rid = self.new_rid()
+        self._sent(due_s, now_s, tpl.docs)
+        session.post(rid, tpl.frame(rid), due_s, tpl.docs, due_s < self.warmup_s, now_s)
 
     def drop(self, due_s: float) -> None:
         reason = "in-flight limit" if any(s.connected for s in self.sessions) else "no connection"

@@ -5,22 +5,27 @@ connection ends (one behaviour for the load sessions and the upstream links), an
 * a server that closes first, with a code and reason: `on_end("close 1011: ...")` once, and `send` says no;
 * a server that answers the handshake and then ignores everything, the close frame included: `close()` still
   returns, the connection cut off at the bound, `on_end("close 1006")` once;
-* a refusal: ConnectFailed with the HTTP status.
+* a refusal: ConnectFailed with the HTTP status;
+* data frames, which the shell frames itself: websockets reads them back as sent, whatever their length; their
+  masking keys do not repeat, and a forked process draws its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
-from relay.common.ws_client import CLOSE_TIMEOUT_S, ConnectFailed, WsClient, open_ws
+from relay.common.ws_client import CLOSE_TIMEOUT_S, ConnectFailed, MaskKeys, WsClient, data_frame, open_ws
 
 # A bound for each scenario well past CLOSE_TIMEOUT_S: only a close that never returns trips it.
 SCENARIO_BOUND_S = CLOSE_TIMEOUT_S + 10.0
@@ -144,3 +149,35 @@ def test_a_refused_handshake_carries_its_status() -> None:
     refused = asyncio.run(go())
     assert refused.status == 403
     assert "HTTP 403" in str(refused)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+@pytest.mark.parametrize("text", [False, True])
+def test_data_frames_framed_here_read_back_as_websockets_reads_them(size: int, text: bool) -> None:
+    payload = bytes(i % 251 for i in range(size)) if not text else b"x" * size
+    frame = data_frame(payload, text, MaskKeys().next())
+    reader = StreamReader()
+    reader.feed_data(frame)
+    parser = Frame.parse(reader.read_exact, mask=True)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    parsed = done.value.value
+    assert parsed.opcode is (Opcode.TEXT if text else Opcode.BINARY)
+    assert parsed.fin and parsed.data == payload
+
+
+def test_masking_keys_differ_from_frame_to_frame_and_in_a_forked_process() -> None:
+    keys = MaskKeys()
+    drawn = [keys.next() for _ in range(3000)]  # across several draws from os.urandom
+    assert all(len(k) == 4 for k in drawn)
+    assert len(set(drawn)) > 2990, "keys repeat no more than chance allows"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, keys.next())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_key = os.read(read_end, 4)
+    os.close(read_end)
+    os.close(write_end)
+    assert child_key != keys.next(), "a forked process does not reuse its parent's keys"

@@ -79,11 +79,6 @@ class Session(SessionBase):
         if client is not None and client.writing_paused:
             await client.writable()
 
-    def flush(self) -> None:
-        """Write what is queued now rather than at the end of this turn of the event loop."""
-        if self.client is not None:
-            self.client.flush()
-
     def _after_read(self) -> None:
         hook = self.after_read
         if hook is not None:
@@ -102,7 +97,15 @@ class Session(SessionBase):
             rid = params.get(CORRELATION_KEY) if isinstance(params, dict) else None
         else:
             rid = answer.request_id
-        self._answered(rid, answer, answer.docs, now)
+        # SessionBase._answered, inlined: this is the load engine's per-answer path.
+        pending = self.pending
+        entry = pending.pop(rid, None) if rid is not None else None
+        if entry is None:
+            self.late_answers += 1  # already timed out, or not ours
+            return
+        self.on_answer(entry, answer, answer.docs, now)
+        if self.closing and not pending:
+            self._settled_if_empty()
 
     async def _end_of_stream(self) -> None:
         client = self.client

@@ -1,2 +1,3 @@
-"""What both halves share and neither owns: units, event-loop set-up, histogram buckets, gRPC channel options,
-the WebSocket client link. Nothing here imports the relay server or the load engine."""
+"""What both halves share and neither owns: units, event-loop set-up and task supervision (loop), histogram buckets,
+gRPC channel options and the `Call` stream, the WebSocket client shell (ws_client) and the link base every client
+link stands on (link). Nothing here imports the relay server or the load engine."""
