@@ -12,9 +12,12 @@ from http import HTTPStatus
 from typing import Any
 
 import anyio
+import grpc
 import pytest
+from relay_process import run_relay
 from websockets.asyncio.server import ServerConnection, serve
 
+from relay.common.grpc_channel import ENDPOINT_DISCOVERY
 from relay.common.loop import TaskFailed, task_group
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamError, UpstreamPool
@@ -227,3 +230,17 @@ def test_a_failing_sweep_ends_the_pool_with_the_error_named() -> None:
     with pytest.raises(TaskFailed) as info:
         anyio.run(go)
     assert "deadline sweep" in str(info.value) and "RuntimeError: injected into the sweep" in str(info.value)
+
+
+def test_a_relay_in_front_of_a_websocket_flow_answers_endpoint_discovery_on_its_grpc_door() -> None:
+    # A WebSocket gateway cannot be asked for its endpoints: the relay answers with those every Flow has.
+    from test_grpc_http import grpc_door_port
+
+    async def discover(port: int) -> list[str]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)]) as ch:
+            frame = await ch.unary_unary(ENDPOINT_DISCOVERY)(b"", timeout=10)
+        return list(jina_pb2.EndpointsProto.FromString(frame).endpoints)
+
+    with run_relay("--grpc-port", "0", "--upstream", "ws://127.0.0.1:9", "--log-level", "ERROR") as relay:
+        endpoints = asyncio.run(discover(grpc_door_port(relay)))
+    assert endpoints == ["/default", "_jina_dry_run_"]

@@ -78,6 +78,9 @@ from relay.wire.proto import jina_pb2
 log = logging.getLogger("flowrelay.upstream")
 
 UPSTREAM_ROUTE = "upstream"
+# What a Flow's gateway answers `endpoint_discovery` with when nothing more is known of its Executors: the default
+# endpoint and the dry run (relay.doors.grpc answers the same for the built-in Executors).
+DEFAULT_ENDPOINTS = ("/default", "_jina_dry_run_")
 
 __all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "read_answer",
            "upstream_error_status"]
@@ -369,7 +372,7 @@ class UpstreamPool:
             pb.ParseFromString(frame)
         return proto_codec.from_status_proto(pb)
 
-    async def endpoint_discovery(self) -> list[str] | None:
-        """The upstream gateway's endpoints, where it can be asked; None here: a WebSocket gateway has no such
-        call (the gRPC pool's asks `endpoint_discovery`). Raises UpstreamError when it can be asked and fails."""
-        return None
+    async def endpoint_discovery(self) -> list[str]:
+        """The upstream gateway's endpoints. A WebSocket gateway has no call for it, so these are the endpoints
+        every Flow answers on (the gRPC pool asks its gateway, and raises UpstreamError when that fails)."""
+        return list(DEFAULT_ENDPOINTS)
