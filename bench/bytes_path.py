@@ -25,6 +25,7 @@ from typing import Any
 from relay.config import RelayConfig
 from relay.executors import Chain
 from relay.gateway import Gateway
+from relay.observer import DOOR_WEBSOCKET
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
 from relay.wire.messages import DataRequest
@@ -55,7 +56,7 @@ def path_function(mode: str, chain: Chain, frame: bytes) -> Any:
     answers: list[bytes | None] = []
 
     def respond(req: DataRequest) -> None:
-        answers.append(finish(req, encode))
+        answers.append(finish(req, encode, DOOR_WEBSOCKET))
 
     def one() -> bytes | None:
         req = decode(payload)

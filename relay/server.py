@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from relay.common.loop import watched
 from relay.config import RelayConfig
 from relay.doors.http import HttpDoor, unauthorized
 from relay.doors.websocket import DRY_RUN_PATH, WebSocketDoor
@@ -51,33 +52,6 @@ log = logging.getLogger("flowrelay.relay")
 WS_PATHS = ("/", DRY_RUN_PATH)
 # Pings are sent in batches of this many sessions, spread over the interval.
 PING_BATCH = 100
-
-
-class TaskFailed(Exception):
-    """A task that lives as long as the relay ended with an error (or ended at all): the relay stopped."""
-
-    def __init__(self, task: str, cause: BaseException | None) -> None:
-        what = "; ".join(f"{type(e).__name__}: {e}" for e in leaf_exceptions(cause)) if cause else "it ended"
-        super().__init__(f"the relay's {task} failed: {what}")
-        self.task = task
-
-
-def leaf_exceptions(exc: BaseException) -> list[BaseException]:
-    """The errors inside an exception group (nested task groups nest them), or `exc` itself."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return [exc]
-    return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
-
-
-async def _supervised(task: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
-    """Run a task that must last as long as the relay; its failure, named, is the relay's."""
-    try:
-        await fn(*args, **kwargs)
-    except anyio.get_cancelled_exc_class():
-        raise
-    except Exception as exc:
-        raise TaskFailed(task, exc) from exc
-    raise TaskFailed(task, None)
 
 
 class RelayServer:
@@ -126,19 +100,21 @@ class RelayServer:
         _raise_fd_limit()
         _check_fd_budget(cfg.max_connections)
         async with anyio.create_task_group() as tasks:
-            await tasks.start(functools.partial(_supervised, "backend", self.gateway.serve))
+            await tasks.start(functools.partial(watched, "the relay's backend", self.gateway.serve, forever=True))
             try:
                 self._listen(ssl_context)
                 if self.grpc is not None:
                     await self.grpc.start()
+                # Each lasts as long as the relay: its failure, or its ending, named, is the relay's (TaskFailed).
+                lasting: dict[str, Callable[[], Awaitable[Any]]] = {}
                 if cfg.ping_interval_s:
-                    tasks.start_soon(_supervised, "keepalive", self._keepalive, cfg.ping_interval_s, name="keepalive")
+                    lasting["keepalive"] = functools.partial(self._keepalive, cfg.ping_interval_s)
                 if cfg.gc_freeze and safe_to_freeze(asyncio.get_running_loop()):
                     opened = self.gateway.stats
-                    tasks.start_soon(_supervised, "gc freezer", freeze_long_lived, lambda: opened.connections_total,
-                                     name="gc freezer")
-                for name, service in self.services.items():
-                    tasks.start_soon(_supervised, name, service, name=name)
+                    lasting["gc freezer"] = functools.partial(freeze_long_lived, lambda: opened.connections_total)
+                lasting.update(self.services)
+                for name, fn in lasting.items():
+                    tasks.start_soon(functools.partial(watched, f"the relay's {name}", fn, forever=True), name=name)
                 log.info("relay listening on %s://%s:%d/ with %s", "wss" if ssl_context else "ws", cfg.host,
                          self.port, self.gateway.backend.describe())
                 task_status.started()

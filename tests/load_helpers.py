@@ -31,8 +31,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from loadtest.config import LoadConfig
-from loadtest.engine import RowSink, RunResult, run_load
+from loadtest.engine import run_load
+from loadtest.measure.meter import RowSink
 from loadtest.outputs.summary import build_summary
+from loadtest.result import RunResult
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import choose_subprotocol
 from relay.wire.messages import DataRequest, EndOfStream, Route, now_ns

@@ -21,10 +21,12 @@ import orjson
 import pytest
 
 from loadtest.config import LoadConfig
-from loadtest.engine import Worker, WorkerResult, _collect
+from loadtest.engine import Worker
 from loadtest.measure.recorder import Recorder
 from loadtest.measure.series import Interval
 from loadtest.outputs.timeseries import TimeSeriesFile
+from loadtest.procs import _collect
+from loadtest.result import WorkerResult
 
 WARM_S = 100  # seconds before measuring: allocators, caches and the file's buffer settle
 MID_S = 500  # memory in use here ...
@@ -89,7 +91,7 @@ def test_single_worker_streams_every_second_and_keeps_none(tmp_path: Path) -> No
     def run_seconds(first: int, last: int) -> None:
         for k in range(first, last):
             _one_second(record, k)
-            worker._emit_interval(recorder.intervals.close(k + 1.0))
+            worker.meter.close_interval(k + 1.0, 0, None)
 
     run_seconds(0, WARM_S)
     growth = _Growth()
@@ -106,11 +108,11 @@ def test_single_worker_streams_every_second_and_keeps_none(tmp_path: Path) -> No
     # The run ends 0.2 s into the next second: that sliver joins the last full second's row.
     end = SECONDS
     _one_second(lambda due: record(end + (due - end) / 10), end)
-    worker._close_series(end + 0.2)
+    worker.meter.close_series(end + 0.2, 0, None)
     series.close()
 
     rows = _read(path)
-    assert len(rows) == end == worker.intervals
+    assert len(rows) == end == worker.meter.intervals
     assert all(list(row) == ROW_KEYS for row in rows)
     assert [row["t"] for row in rows[:-1]] == [float(k) for k in range(1, end)]
     assert rows[-1]["t"] == pytest.approx(end + 0.2)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from browser_harness import chart_states, chromium, clear_logs, drawn, page_errors, requested_urls
+from browser_harness import chart_states, chromium, clear_logs, drawn, page_errors, requested_urls, wait_for
 from dashboard_helpers import get, wait_until
 from relay_process import run_relay
 from sse_helpers import EventStream
@@ -115,16 +115,25 @@ def test_relay_dashboard_in_chromium(browser: Any) -> None:
                     return browser.execute_script("return window.flowrelay.rows()[0]")
 
                 assert wait_until(lambda: sum(r["ok"] for r in rows()) > 100, TIMEOUT_S)
-                shown = rows()
+
+                def page_now() -> tuple[list[dict[str, Any]], list[list[Any]]] | None:
+                    """The page's rows and its tiles, read at once; None while the tiles still show an earlier
+                    second than the last row (the page draws them after the row arrives)."""
+                    shown, tiles = browser.execute_script("""
+                        return [window.flowrelay.rows()[0],
+                          Array.from(document.querySelectorAll('[data-slot="now-tiles"] .tile')).map(t => {
+                            const n = t.querySelector('.n');
+                            return [t.dataset.key, JSON.parse(n.dataset.value), n.dataset.t]; })]""")
+                    if not tiles or any(float(t) != shown[-1]["t"] for _, _, t in tiles):
+                        return None
+                    return shown, tiles
+
+                shown, tiles = wait_for(browser, page_now, "the tiles to show the last second", TIMEOUT_S)
                 streamed = {r["t"]: r for r in stream.rows()}
                 assert shown == [streamed[r["t"]] for r in shown], "the page's rows are the stream's"
-                tiles = browser.execute_script("""
-                    return Array.from(document.querySelectorAll('[data-slot="now-tiles"] .tile')).map(t => {
-                      const n = t.querySelector('.n');
-                      return [t.dataset.key, JSON.parse(n.dataset.value), n.dataset.t]; })""")
                 last = streamed[shown[-1]["t"]]
-                for key, value, t in tiles:
-                    assert float(t) == last["t"] and value == last[key], (key, value, last)
+                for key, value, _ in tiles:
+                    assert value == last[key], (key, value, last)
                 charts = {c["id"]: c for c in chart_states(browser)}
                 for name in ("fig-relay-requests", "fig-relay-latency", "fig-relay-executors",
                              "fig-relay-connections"):

@@ -147,7 +147,9 @@ def test_a_failing_upstream_sweeper_stops_the_relay_with_the_error_named() -> No
     with child(SWEEPER_FAILS, "--upstream", f"ws://{LOOPBACK}:9", "--upstream-timeout", "200ms") as relay:
         code = relay.exit_code()
     assert code == 1, relay.output
-    assert "flowrelay serve: the relay's backend failed: RuntimeError: injected sweeper failure" in relay.output
+    # Named at every level: the relay's backend, the pool's sweep, the error itself.
+    assert ("flowrelay serve: the relay's backend failed: the deadline sweep of upstream "
+            f"ws://{LOOPBACK}:9 failed: RuntimeError: injected sweeper failure") in relay.output
 
 
 def test_without_a_failure_the_relay_serves_until_told_to_stop() -> None:

@@ -172,3 +172,15 @@ def test_thresholds_read_a_real_recorder_summary() -> None:
         summary,
     )
     assert all(r["ok"] for r in results), results
+
+
+def test_every_request_count_of_a_summary_can_be_a_threshold() -> None:
+    from loadtest.measure.accounting import Accounting
+
+    counts = Accounting().to_dict()
+    names = [name for name in counts if name not in ("errors", "warmup")]
+    assert names, "the summary's request counts"
+    summary = {"requests": counts}
+    checks = [parse_threshold(f"requests.{name}==0") for name in names]
+    assert all(result["ok"] for result in evaluate(checks, summary))
+    assert {f"requests.{name}" for name in names} <= set(valid_metrics())

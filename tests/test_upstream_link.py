@@ -1,5 +1,7 @@
 """The upstream links against small stand-in gateways (no Jina needed): deadlines, a refused handshake, a
-dropped session, backpressure when every link is full, and answers matched by id out of order."""
+dropped session, backpressure when every link is full, answers matched by id out of order; and the pool's life in
+a task group (`serve`): started once its links are up, its links closed on the way out, and a failing sweep ending
+it with the error named."""
 
 from __future__ import annotations
 
@@ -9,10 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
+import anyio
+import grpc
 import pytest
 from backend_helpers import answer, serving
+from relay_process import run_relay
 from websockets.asyncio.server import ServerConnection, serve
 
+from relay.common.grpc_channel import ENDPOINT_DISCOVERY
+from relay.common.loop import TaskFailed, task_group
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamError, UpstreamPool
 from relay.wire import proto_codec
@@ -110,7 +117,7 @@ def test_requests_in_flight_when_the_upstream_closes_are_answered_with_its_close
 
     for req in asyncio.run(go()):
         assert req.status is not None and req.status.is_error
-        assert "closed 1011: flow crashed" in req.status.description
+        assert "close 1011: flow crashed" in req.status.description
 
 
 def test_when_every_link_is_full_requests_wait_then_go_in_order_and_answers_match_by_id() -> None:
@@ -156,12 +163,66 @@ def test_when_every_link_is_full_requests_wait_then_go_in_order_and_answers_matc
 def test_forward_raises_the_cause_when_no_link_is_up() -> None:
     async def go() -> str:
         pool = UpstreamPool(UpstreamConfig(url="ws://127.0.0.1:9", connections=1, connect_timeout_s=0.5))
-        await pool.start()
-        try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.serve)
             with pytest.raises(UpstreamError) as info:
                 await pool.forward(request("hi"))
-            return str(info.value)
-        finally:
-            await pool.close()
+            tg.cancel_scope.cancel()
+        return str(info.value)
 
     assert "unavailable" in asyncio.run(go())
+
+
+def test_the_pool_serves_in_a_task_group_and_closes_its_links_on_the_way_out() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(answer_of(message))  # type: ignore[arg-type]
+
+    async def go() -> tuple[bool, list[str], bool]:
+        async with gateway(handler) as url:
+            pool = UpstreamPool(UpstreamConfig(url=url, connections=2))
+            async with anyio.create_task_group() as tg:
+                await tg.start(pool.serve)
+                healthy = pool.healthy
+                answer = await pool.forward(request("hi"))
+                tg.cancel_scope.cancel()
+            return healthy, [d.text or "" for d in answer.load_docs() or []], any(
+                link.connected for link in pool.links)
+
+    healthy, texts, still_connected = anyio.run(go)
+    assert healthy, "every link is up once serve reports itself started"
+    assert texts == ["HI"]
+    assert not still_connected
+
+
+def test_a_failing_sweep_ends_the_pool_with_the_error_named() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    def broken_expire(older_than: float) -> list[Any]:
+        raise RuntimeError("injected into the sweep")
+
+    async def go() -> None:
+        async with gateway(handler) as url:
+            pool = UpstreamPool(UpstreamConfig(url=url, connections=1, request_timeout_s=0.2))
+            pool.links[0].expire = broken_expire  # type: ignore[method-assign]
+            async with task_group() as tg:
+                await tg.start(pool.serve)
+
+    with pytest.raises(TaskFailed) as info:
+        anyio.run(go)
+    assert "deadline sweep" in str(info.value) and "RuntimeError: injected into the sweep" in str(info.value)
+
+
+def test_a_relay_in_front_of_a_websocket_flow_answers_endpoint_discovery_on_its_grpc_door() -> None:
+    # A WebSocket gateway cannot be asked for its endpoints: the relay answers with those every Flow has.
+    from test_grpc_http import grpc_door_port
+
+    async def discover(port: int) -> list[str]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)]) as ch:
+            frame = await ch.unary_unary(ENDPOINT_DISCOVERY)(b"", timeout=10)
+        return list(jina_pb2.EndpointsProto.FromString(frame).endpoints)
+
+    with run_relay("--grpc-port", "0", "--upstream", "ws://127.0.0.1:9", "--log-level", "ERROR") as relay:
+        endpoints = asyncio.run(discover(grpc_door_port(relay)))
+    assert endpoints == ["/default", "_jina_dry_run_"]

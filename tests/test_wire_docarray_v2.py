@@ -591,6 +591,7 @@ def test_load_docarray_flag() -> None:
 
 def test_load_frames_and_answers_use_the_v2_encoding() -> None:
     from loadtest.payloads import DocSpec, build_templates
+    from loadtest.sessions.base import Outcomes
     from loadtest.sessions.ws import Session
 
     spec = DocSpec(docs_per_request=3, text_bytes=8, embedding_dim=4, tags={"k": "v"}, blob_bytes=2, docarray="v2")
@@ -606,8 +607,8 @@ def test_load_frames_and_answers_use_the_v2_encoding() -> None:
         assert doc.embedding is not None and doc.embedding.shape == (4,) and doc.tags == {"k": "v"}
 
     def session(docarray: str) -> Session:
-        return Session("ws://127.0.0.1:1", "bytes", "bytes", 10, lambda: 0.0, lambda *a: None, lambda *a: None,
-                       docarray=docarray)
+        return Session("ws://127.0.0.1:1", "bytes", "bytes", 10, Outcomes(lambda: 0.0, lambda *a: None,
+                                                                          lambda *a: None), docarray=docarray)
 
     # The session reads answers with the matching generation's message (relay.wire.answers).
     v1_answer = proto_codec.encode(DataRequest(request_id=rid, docs=[Document(text="a")]))

@@ -38,6 +38,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from relay import executors, gateway
 from relay.config import RelayConfig
 from relay.executors import Chain, Executor, RecordExecutor, parse_executor_spec
+from relay.observer import DOOR_WEBSOCKET
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamPool
 from relay.wire import json_codec, proto_codec
@@ -119,7 +120,8 @@ def answer(frame: bytes, chain: Chain, *, materialize: bool) -> tuple[bytes, Dat
             asyncio.run(chain.run(req))
         else:
             chain.run_sync(req)
-        out = relay.finish(req, proto_codec.encode_response)  # what the WebSocket door sends a bytes client
+        # What the WebSocket door sends a bytes client.
+        out = relay.finish(req, proto_codec.encode_response, DOOR_WEBSOCKET)
         assert out is not None
         return out, req
 

@@ -3,24 +3,27 @@
     flowrelay ingest docs.jsonl ws://127.0.0.1:12345 --endpoint /index --batch 32 --connections 4 \\
         --rate 2000 --checkpoint docs.ckpt --dead-letter failed.jsonl
 
-Imports the ingest rooms and relay.common.units.
+Imports the ingest modules and relay.common (loop, units).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from flowrelay.cli.options import parse_params
 from loadtest.ingest.checkpoint import write_atomic
 from loadtest.ingest.delivery import DeliveryConfig
 from loadtest.ingest.readers import FORMATS, ReaderOptions
 from loadtest.ingest.report import format_summary
 from loadtest.ingest.run import EXIT_INCOMPLETE, EXIT_USAGE, IngestConfig, UsageError, run_ingest
+from relay.common.loop import describe_error
 from relay.common.units import parse_duration
 
 DESCRIPTION = """\
@@ -99,15 +102,10 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     timeout_s = _duration(args.timeout, "--timeout")
     if timeout_s <= 0:
         raise UsageError("--timeout must be > 0")
-    params: dict[str, Any] = {}
-    for item in args.param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {item!r}: expected KEY=JSON, e.g. traversal_paths=\"@r\"")
-        try:
-            params[key] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            params[key] = value
+    try:
+        params = parse_params(args.param or [], 'traversal_paths="@r"')
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     tags = tuple(c.strip() for c in (args.tags_columns or "").split(",") if c.strip())
     if args.checkpoint is not None and args.dead_letter is not None and \
             args.checkpoint.resolve() == args.dead_letter.resolve():
@@ -148,6 +146,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:  # before the run started (once it runs, SIGINT stops it cleanly)
         print("flowrelay ingest: interrupted", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except Exception as exc:  # a background task or a bug ended the run (what settled is durable): a crash
+        traceback.print_exc()
+        print(f"flowrelay ingest: the run crashed: {describe_error(exc)}; run the same command to resume",
+              file=sys.stderr)
         return EXIT_INCOMPLETE
     summary = result.summary
     if args.summary_json is not None:

@@ -1,8 +1,9 @@
 """The `flowrelay load` verb: flags and scenario files -> a LoadConfig -> a run -> outputs, exit code.
 
 Exit codes (documented in the README): 0 the run finished and every threshold held; 1 the run could
-not be carried out (target unreachable, a worker died); 2 a usage error, reported before any traffic;
-99 a threshold failed (k6's code for the same).
+not be carried out (target unreachable: "cannot connect: ..."; a worker or a background task failed: "worker N
+crashed: ...", "the run crashed: ..."); 2 a usage error, reported before any traffic; 99 a threshold failed
+(k6's code for the same).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 import yaml
 
+from flowrelay.cli.options import parse_params
 from loadtest import thresholds as thresholds_mod
 from loadtest.config import HTTP, LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
@@ -29,7 +32,9 @@ from loadtest.outputs.prometheus import PrometheusExporter
 from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_summary
 from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
 from loadtest.payloads import DocSpec
+from loadtest.procs import WorkerCrashed
 from loadtest.sessions.base import ConnectError
+from relay.common.loop import describe_error
 from relay.common.units import parse_duration
 
 EXIT_OK = 0
@@ -271,15 +276,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[LoadConfig, list[str], P
     if problem:
         raise UsageError(problem)
 
-    params: dict[str, Any] = dict(scenario.get("parameters") or {})
-    for item in args.param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {item!r}: expected KEY=JSON, e.g. sleep_ms=5")
-        try:
-            params[key] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            params[key] = value
+    try:
+        params: dict[str, Any] = {**(scenario.get("parameters") or {}), **parse_params(args.param or [], "sleep_ms=5")}
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     tags = _pick(args, scenario, "tags")
     if isinstance(tags, str):
@@ -462,6 +462,14 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("flowrelay load: interrupted", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except WorkerCrashed as exc:
+        print(exc.details, file=sys.stderr, end="")
+        print(f"flowrelay load: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except Exception as exc:  # a background task or a bug ended the run: a crash, named as one
+        traceback.print_exc()
+        print(f"flowrelay load: the run crashed: {describe_error(exc)}", file=sys.stderr)
         return EXIT_RUN_FAILED
     finally:
         if series is not None:

@@ -25,6 +25,7 @@ from relay.capture.redact import RedactError, Redactor, parse_fields
 from relay.capture.tap import CaptureTap
 from relay.capture.writer import RecordingExists, RecordingWriter, SegmentWriter
 from relay.common import loop as event_loop
+from relay.common.loop import TaskFailed, leaf_exceptions
 from relay.common.units import parse_duration, parse_size
 from relay.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -40,7 +41,7 @@ from relay.executors import Chain, ExecutorSpecError
 from relay.gateway import Gateway
 from relay.metrics import RelayMetrics
 from relay.observer import Observer
-from relay.server import RelayServer, TaskFailed, leaf_exceptions
+from relay.server import RelayServer
 from relay.upstream.backend import UpstreamBackend
 from relay.upstream.pool import UpstreamConfig, UpstreamPool
 

@@ -1,6 +1,6 @@
 """`flowrelay ingest`: a user's Documents, read from files, delivered to a Flow once, to the end, resumably.
 
-Load tests send synthetic traffic; ingestion sends real data and must never lose a Document. The rooms:
+Load tests send synthetic traffic; ingestion sends real data and must never lose a Document. The modules:
 
 * `readers`: inputs (JSON Lines, CSV/TSV, a folder, stdin; gzip/zstd) -> numbered Records, streamed;
 * `prepare`: Records -> batches encoded once, with a slot for the request id;
@@ -11,7 +11,8 @@ Load tests send synthetic traffic; ingestion sends real data and must never lose
 * `ledger`: settles positions (acknowledged or dead-lettered) and tells when that is durable;
 * `delivery`: batches over persistent sessions (loadtest.sessions.ws), bounded in flight, retried, paced;
 * `report`: the progress line and the summary;
-* `run`: puts them together and decides the exit code; `cli`: the flags.
+* `run`: puts them together and decides the exit code (the flags are flowrelay.cli.ingest).
 
-Imports relay.wire, relay.common.units and loadtest.sessions.ws/payloads; nothing imports this package but the CLI.
+Imports relay.wire, relay.common (loop, units) and loadtest.sessions.ws/payloads; nothing imports this package but
+the CLI.
 """

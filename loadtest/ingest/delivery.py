@@ -18,7 +18,13 @@ stops the run at once.
 
 Stopping (interrupt, strict, nowhere to put a failed batch, offline, input error, checkpoint failure):
 nothing new is sent, answers in flight are awaited for a bounded grace, and what was not settled is left
-for the next run. Imports loadtest.sessions.ws/payloads, relay.common.units and the ingest rooms.
+for the next run.
+
+Structure: connecting, the ticker (timeouts, the offline limit, progress) and every session's reconnects live in
+one anyio task group for the length of the run; a task that fails ends the run at once with its error named.
+Retries are no tasks: a failed batch waits in a heap ordered by its due time, which the dispatcher looks at.
+
+Imports loadtest.sessions.ws/payloads, relay.common (loop, units) and the ingest modules.
 """
 
 from __future__ import annotations
@@ -34,13 +40,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from loadtest.ingest.ledger import Ledger
 from loadtest.ingest.prepare import End, Failed, Malformed, Prepared, docs_of
 from loadtest.ingest.readers import Record
 from loadtest.ingest.sources import InlineSource, ProcessSource
 from loadtest.payloads import IdMaker
-from loadtest.sessions.base import ConnectError, Pending
+from loadtest.sessions.base import Outcomes, Pending
 from loadtest.sessions.ws import Session
+from relay.common.loop import task_group, watched
 from relay.common.units import format_duration
 from relay.wire.messages import DataRequest, Status
 
@@ -51,6 +60,7 @@ BACKOFF_CAP_S = 10.0
 MAX_REASONS = 20  # distinct failure reasons kept by name; the rest are counted as "other"
 REASON_CHARS = 300
 SENDS_PER_YIELD = 16  # let answers in between sends when the window refills in a burst
+FINISH_GRACE_S = 1.0  # at the very end (everything settled, or the drain's grace spent): the sessions' last word
 
 
 @dataclass
@@ -134,12 +144,12 @@ _CORK = getattr(socket, "TCP_CORK", None)  # Linux
 
 def _socket_of(session: Session, cache: dict[int, tuple[Any, Any]]) -> Any:
     """The socket under a session's connection (cached: a session gets a new one when it reconnects)."""
-    ws = session.ws
-    if ws is None:
+    client = session.client
+    if client is None or client.transport is None:
         return None
     cached = cache.get(session.index)
-    if cached is None or cached[0] is not ws:
-        cached = cache[session.index] = (ws, ws.transport.get_extra_info("socket"))
+    if cached is None or cached[0] is not client:
+        cached = cache[session.index] = (client, client.transport.get_extra_info("socket"))
     return cached[1]
 
 
@@ -226,34 +236,38 @@ class Delivery:
     # ---- the run -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Connect (every session, else ConnectError), then in one task group: the ticker, each session's
+        `maintain` (its reconnects), and the dispatcher until the input is settled or the run stops, then the
+        bounded drain. A background task that fails ends the run at once, its error named (TaskFailed)."""
         cfg = self.cfg
         self._t0 = time.perf_counter()
         self.ledger.on_error = lambda message: self.stop("checkpoint", message)
+        outcomes = Outcomes(self.clock, self._on_answer, self._on_failure)
         self.sessions = [
-            Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, self.clock, self._on_answer,
-                    self._on_failure, index=i, connect_timeout_s=cfg.connect_timeout_s)
+            Session(cfg.target, cfg.mode, cfg.offer, cfg.max_inflight, outcomes, index=i,
+                    connect_timeout_s=cfg.connect_timeout_s)
             for i in range(cfg.connections)
         ]
         try:
-            await asyncio.gather(*(s.connect() for s in self.sessions))
-        except ConnectError:
-            for s in self.sessions:
-                await s.close()
-            await self.source.close()
-            raise
-        self._t0 = time.perf_counter()  # the rate is measured from the first send, not the handshake
-        self.source.start(asyncio.get_running_loop(), self._wake.set)
-        ticker = asyncio.create_task(self._tick())
-        try:
-            await self._dispatch()
-            await self._drain()
-            self.elapsed_s = self.clock()
+            async with task_group() as tg:
+                for s in self.sessions:
+                    tg.start_soon(s.connect)
+            self._t0 = time.perf_counter()  # the rate is measured from the first send, not the handshake
+            self.source.start(asyncio.get_running_loop(), self._wake.set)
+            async with task_group() as tg:
+                tg.start_soon(watched, "the ticker", self._tick)
+                for s in self.sessions:
+                    tg.start_soon(watched, str(s), s.maintain)
+                await self._dispatch()
+                await self._drain()
+                self.elapsed_s = self.clock()
+                tg.cancel_scope.cancel()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            await self.source.close()
-            await asyncio.gather(*(s.finish(1.0) for s in self.sessions), return_exceptions=True)
+            with anyio.CancelScope(shield=True):
+                await self.source.close()
+                async with anyio.create_task_group() as tg:
+                    for s in self.sessions:
+                        tg.start_soon(s.finish, FINISH_GRACE_S)
             self.elapsed_s = self.elapsed_s or self.clock()
 
     async def _dispatch(self) -> None:
@@ -292,7 +306,7 @@ class Delivery:
                     if sends >= SENDS_PER_YIELD:
                         sends = 0
                         _uncork(corked, socks)
-                        await asyncio.sleep(0)
+                        await anyio.sleep(0)
                     continue
                 sends = 0
                 _uncork(corked, socks)
@@ -300,8 +314,8 @@ class Delivery:
                 timeout = TICK_S
                 if self._retry_heap:
                     timeout = min(timeout, max(0.0, self._retry_heap[0][0] - self.clock()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                with anyio.move_on_after(timeout):
+                    await self._wake.wait()
         finally:
             _uncork(corked, socks)
 
@@ -312,13 +326,13 @@ class Delivery:
         deadline = self.clock() + self.cfg.grace_s
         while self._inflight and self.clock() < deadline and not self._drain_cut.is_set():
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(TICK_S, max(0.0, deadline - self.clock())))
+            with anyio.move_on_after(min(TICK_S, max(0.0, deadline - self.clock()))):
+                await self._wake.wait()
 
     def _pick_session(self) -> Session | None:
         best: Session | None = None
         for s in self.sessions:
-            if s.can_send and (best is None or len(s.pending) < len(best.pending)):
+            if s.has_room and (best is None or len(s.pending) < len(best.pending)):
                 best = s
         return best
 
@@ -368,7 +382,7 @@ class Delivery:
             return
         now = self.clock()
         if self._next_send_s > now:
-            await asyncio.sleep(self._next_send_s - now)
+            await anyio.sleep(self._next_send_s - now)
             self._next_send_s += docs / rate
         else:
             self._next_send_s = now + docs / rate
@@ -452,7 +466,7 @@ class Delivery:
         cfg = self.cfg
         next_progress = PROGRESS_EVERY_S
         while True:
-            await asyncio.sleep(TICK_S)
+            await anyio.sleep(TICK_S)
             now = self.clock()
             for s in self.sessions:
                 for p in s.expire(now - cfg.timeout_s):

@@ -6,7 +6,7 @@ and the errors so far. On a terminal it rewrites itself in place; elsewhere (a l
 line per update. Warnings (malformed records, with file and line) go through it so they do not tangle.
 
 The summary is a plain dict (what `--json` prints and `--summary-json` writes); `format_summary` is its
-text form. Imports relay.common.units and the ingest rooms.
+text form. Imports relay.common.units and the ingest modules.
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ Exit codes (the README states them):
      with a reason (the summary and the file say which);
   1  could not run, or stopped before the end: target unreachable, no connection for --offline-limit,
      a batch that failed past --retries with no --dead-letter file, a read error in the input, a
-     checkpoint that could not be written, or an interrupt. Nothing settled is lost: run the same
-     command again to resume (with --checkpoint);
+     checkpoint that could not be written, an interrupt, or a crash (a failed background task: raised,
+     the CLI names it). Nothing settled is lost: run the same command again to resume (with --checkpoint);
   2  usage: bad flags, a missing input or column, a checkpoint of another input or batch size, or one
      in use by another run; reported before any traffic;
   4  a malformed record with --strict (or with no --dead-letter file): stopped there, file:line on stderr.
 
-Imports the ingest rooms, loadtest.sessions.ws and relay.server (for uvloop).
+Imports the ingest modules, loadtest.sessions and relay.common.loop.
 """
 
 from __future__ import annotations

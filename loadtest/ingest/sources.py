@@ -13,7 +13,7 @@ pipe's worth ahead. The child ignores SIGINT (the sender decides how to stop), d
 `InlineSource` does the same work in the event loop's thread, on demand: where there is no fork, or no
 second core (`process_pays`).
 Both offer `take()`: the next item, or None when none is ready yet (then `wake` is called when one is).
-Imports the standard library and the prepare room.
+Imports the standard library and loadtest.ingest.prepare.
 """
 
 from __future__ import annotations

@@ -22,15 +22,9 @@ def count_capped(counter: Counter[str], key: str, count: int = 1) -> None:
     counter[key] += count
 
 
-_LEDGER_KEYS: tuple[str, ...] = (
-    "sent",
-    "ok",
-    "failed",
-    "timeout",
-    "dropped",
-    "unanswered",
-    "transport_failed",
-)
+# The counts a ledger reports (`Ledger.to_dict`, the summary's `requests`), in order; thresholds name them
+# `requests.COUNT` (loadtest.thresholds reads them from here).
+REQUEST_COUNTS: tuple[str, ...] = ("sent", "ok", "failed", "timeout", "dropped", "unanswered", "transport_failed")
 
 
 @dataclass
@@ -118,17 +112,10 @@ class Ledger:
         return reasons
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"sent","ok","failed","timeout","dropped","unanswered","transport_failed","errors"}``."""
-        return {
-            "sent": self.sent,
-            "ok": self.ok,
-            "failed": self.failed,
-            "timeout": self.timeout,
-            "dropped": self.dropped,
-            "unanswered": self.unanswered,
-            "transport_failed": self.transport_failed,
-            "errors": self.errors(),
-        }
+        """Every count of REQUEST_COUNTS by name, and ``errors``."""
+        counts: dict[str, Any] = {name: getattr(self, name) for name in REQUEST_COUNTS}
+        counts["errors"] = self.errors()
+        return counts
 
     def to_plain(self) -> dict[str, Any]:
         return {

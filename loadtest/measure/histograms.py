@@ -76,14 +76,7 @@ class LatencyHistogram:
     def __init__(self) -> None:
         self._h = _new_hdr()
         self._counts = self._h.counts
-        # The count, max and min live here and reach hdrh's own fields in _hdr(): record() runs
-        # several times per answer, and a slot is cheaper to update than hdrh's instance attributes.
-        self._count = 0
-        self._sum_us = 0
-        self._max_us = 0
-        self._min_us = sys.maxsize
-        self.over_range = 0
-        self.under_range = 0
+        self._zero()
 
     def record(self, seconds: float) -> None:
         """Record one duration in seconds. NaN is a caller's bug and raises ValueError."""
@@ -138,13 +131,18 @@ class LatencyHistogram:
         """Forget every value, keeping the counts array for reuse (no allocation, no garbage)."""
         counts = self._counts
         ctypes.memset(ctypes.addressof(counts), 0, ctypes.sizeof(counts))
+        self._zero()
+        self._hdr()
+
+    def _zero(self) -> None:
+        # The count, max and min live here and reach hdrh's own fields in _hdr(): record() runs
+        # several times per answer, and a slot is cheaper to update than hdrh's instance attributes.
         self._count = 0
         self._sum_us = 0
         self._max_us = 0
         self._min_us = sys.maxsize
         self.over_range = 0
         self.under_range = 0
-        self._hdr()
 
     def percentile_ms(self, percentile: float) -> float | None:
         """The value at ``percentile`` (0..100) in milliseconds; None when empty."""

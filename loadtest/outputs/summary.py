@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from loadtest.config import LoadConfig
-from loadtest.engine import RunResult
 from loadtest.measure.histograms import LatencyHistogram
+from loadtest.result import RunResult
 
 SUMMARY_FILE = "summary.json"
 REQUESTS_FILE = "requests.msgpack"

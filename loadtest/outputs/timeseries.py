@@ -1,7 +1,7 @@
 """The per-second time series on disk: `timeseries.jsonl`, one JSON object per line, in time order.
 
 Each row (keys: see `loadtest.measure.Interval.to_row`) is written as its second closes and then
-forgotten: the engine hands rows over (`loadtest.engine.RowSink`) and keeps none, so a soak of hours
+forgotten: the engine hands rows over (`loadtest.measure.meter.RowSink`) and keeps none, so a soak of hours
 costs no memory for its time series. Every line is flushed as it is written: `tail -f` follows a run,
 and a run cut short leaves every second it completed.
 """

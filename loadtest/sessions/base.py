@@ -1,18 +1,22 @@
-"""What every kind of load session (WebSocket, gRPC, HTTP) shares: the table of requests in flight, how they
-leave it (answered, failed, timed out), and the errors a session reports.
+"""What every kind of load session (WebSocket, gRPC, HTTP) adds to the link base (relay.common.link): the entry
+of a request in flight (`Pending`), the callbacks through which requests leave the table, the counters the summary
+reads, and the hooks a load model sets.
 
-Nothing is lost silently: every request leaves the table through exactly one of `on_answer` and `on_failure`,
-or is handed back as expired or unanswered.
+Nothing is lost silently: every request leaves the table through exactly one of `on_answer` and `on_failure`, or
+is handed back by `expire` (timed out) or `finish` (unanswered at the end of the run).
+
+Imports relay.common.link only.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from relay.common.link import Link, LinkDown
 
 # What an answer hands to the measurement: the pending entry, the decoded answer (relay.wire.answers: id,
 # error, doc count at once, routes and full status when read; the gRPC and HTTP sessions hand a
@@ -21,7 +25,16 @@ AnswerCallback = Callable[["Pending", Any, int, float], None]
 FailureCallback = Callable[["Pending", str, float], None]
 
 
-class ConnectError(Exception):
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """Where a session's requests end up: the run's clock, and the callbacks for answers and failures."""
+
+    clock: Callable[[], float]
+    on_answer: AnswerCallback
+    on_failure: FailureCallback
+
+
+class ConnectError(LinkDown):
     """The target could not be reached or refused the handshake; the message says how."""
 
 
@@ -36,66 +49,61 @@ class Pending:
     warmup: bool
 
 
-def describe_close(exc: BaseException | None) -> str:
-    """A failure reason from how a connection ended: `close 1006`, `close 1011: reason`."""
-    if isinstance(exc, ConnectionClosed):
-        frame = exc.rcvd or exc.sent
-        if exc.rcvd is None:
-            return "close 1006"  # no close frame from the server: TCP dropped
-        reason = f": {frame.reason}" if frame and frame.reason else ""
-        return f"close {exc.rcvd.code}{reason}"
-    if exc is None:
-        return "close 1006"
-    return f"transport: {type(exc).__name__}"
+class SessionBase(Link[Pending]):
+    """A load session: one connection of a run, its requests in flight, and their outcomes by callback."""
 
+    logger = logging.getLogger("flowrelay.load")
 
-class SessionBase:
-    """What every kind of session (WebSocket, gRPC, HTTP) shares: the table of requests in flight, the
-    counters the summary reads, and how requests leave the table when they fail or time out."""
-
-    def __init__(
-        self,
-        url: str,
-        max_inflight: int,
-        clock: Callable[[], float],
-        on_answer: AnswerCallback,
-        on_failure: FailureCallback,
-        index: int,
-        connect_timeout_s: float,
-    ) -> None:
+    def __init__(self, url: str, max_inflight: int, outcomes: Outcomes, index: int, connect_timeout_s: float) -> None:
+        super().__init__(index, max_inflight)
         self.url = url
-        self.max_inflight = max_inflight
-        self.clock = clock
-        self.on_answer = on_answer
-        self.on_failure = on_failure
-        self.index = index
+        # Kept as the session's own attributes: they are on the per-answer path.
+        self.clock = outcomes.clock
+        self.on_answer = outcomes.on_answer
+        self.on_failure = outcomes.on_failure
         self.connect_timeout_s = connect_timeout_s
-        self.pending: dict[str, Pending] = {}
         self.negotiated: str | None = None
-        self.connected = False
-        self.closing = False
-        self.reconnects = 0
         self.late_answers = 0
         self.unknown_answers = 0
-        self._reconnector: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
+        # Hooks a load model sets: `after_read` runs after each read's answers were handled, before the writes
+        # they caused go out (sessions whose reads are callbacks call it: WebSocket); `on_up` runs when the
+        # session has (re)connected.
+        self.after_read: Callable[[], None] | None = None
+        self.on_up: Callable[[], None] | None = None
 
-    @property
-    def can_send(self) -> bool:
-        return self.connected and len(self.pending) < self.max_inflight
+    def __str__(self) -> str:
+        return f"session {self.index}"
 
-    def _fail_all(self, reason: str) -> None:
+    @staticmethod
+    def _sent_at(entry: Pending) -> float:
+        return entry.sent_s
+
+    def fail(self, entries: list[Pending], reason: str) -> None:
         now = self.clock()
-        failed = list(self.pending.values())
-        self.pending.clear()
-        for entry in failed:
-            self.on_failure(entry, reason, now)
+        on_failure = self.on_failure
+        for entry in entries:
+            on_failure(entry, reason, now)
 
-    def expire(self, older_than_s: float) -> list[Pending]:
-        """Remove and return requests sent before `older_than_s` (run clock): they timed out."""
-        expired = [p for p in self.pending.values() if p.sent_s < older_than_s]
-        for p in expired:
-            del self.pending[p.rid]
-        if self.closing and not self.pending:
-            self._drained.set()  # nothing left to wait for at the end of the run
-        return expired
+    def _up(self) -> None:
+        if self.on_up is not None:
+            self.on_up()
+
+    @abstractmethod
+    def post(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool, sent_s: float | None = None) -> None:
+        """Send one pre-encoded request (sent at `sent_s`, run clock; now if not given) without waiting: it
+        leaves with whatever else is sent in this turn of the event loop."""
+
+    async def send(self, rid: str, frame: bytes, due_s: float, docs: int, warmup: bool) -> None:
+        """`post`, then wait while the connection cannot take more (where the protocol can tell)."""
+        self.post(rid, frame, due_s, docs, warmup)
+
+    def _answered(self, rid: str | None, answer: Any, docs: int, now: float) -> None:
+        """An answer for `rid` arrived at `now`: its request leaves the table (unless it already timed out)."""
+        pending = self.pending
+        entry = pending.pop(rid, None) if rid is not None else None
+        if entry is None:
+            self.late_answers += 1  # already timed out, or not ours
+            return
+        self.on_answer(entry, answer, docs, now)
+        if self.closing and not pending:
+            self._settled_if_empty()

@@ -23,7 +23,6 @@ relay.wire, relay.doors.graphql's schema text and documents module, graphql-core
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from loadtest.payloads import CORRELATION_KEY
-from loadtest.sessions.base import AnswerCallback, FailureCallback
+from loadtest.sessions.base import Outcomes
 from loadtest.sessions.http import HttpSession
 from relay.doors.graphql.documents import input_from_json
 from relay.wire import json_codec
@@ -124,17 +123,9 @@ def _describe(error: Any) -> str:
 class GraphQLSession(HttpSession):
     """One keep-alive connection POSTing GraphQL requests; same interface as loadtest.sessions.http.HttpSession."""
 
-    def __init__(
-        self,
-        url: str,
-        query: str,
-        clock: Callable[[], float],
-        on_answer: AnswerCallback,
-        on_failure: FailureCallback,
-        index: int = 0,
-        connect_timeout_s: float = 10.0,
-    ) -> None:
-        super().__init__(url, clock, on_answer, on_failure, index, connect_timeout_s)
+    def __init__(self, url: str, query: str, outcomes: Outcomes, index: int = 0,
+                 connect_timeout_s: float = 10.0) -> None:
+        super().__init__(url, outcomes, index, connect_timeout_s)
         parts = urlsplit(url)
         self.base = f"{parts.scheme}://{parts.netloc}"  # GET / probes the server, as for the HTTP target
         self.post_url = self.base + (parts.path if parts.path not in ("", "/") else DEFAULT_PATH)

@@ -1,9 +1,10 @@
 """gRPC plumbing shared by the load engine, the relay's gRPC upstream and its gRPC door.
 
 Jina's method paths (jina.proto's services, as a 3.34 gateway serves them), the channel and server
-options we use, the `grpc://HOST:PORT` URL rule, and `open_ready_channel`: a channel that is READY, or a
-`ChannelError` whose message says why not (connection refused, or a port that does not speak gRPC)
-as soon as the first attempt fails, instead of the bare timeout `channel_ready()` gives.
+options we use, the `grpc://HOST:PORT` URL rule, `wait_ready` / `open_ready_channel`: a channel that is READY, or
+a `ChannelError` whose message says why not (connection refused, or a port that does not speak gRPC) as soon as
+the first attempt fails, instead of the bare timeout `channel_ready()` gives; and `CallStream`, the one streaming
+`Call` the load engine's gRPC sessions and the relay's gRPC upstream links each carry their requests on.
 
 Messages cross as raw bytes (no serializer on either side): callers encode and decode with
 relay.wire.proto_codec, so the load engine sends its pre-encoded frames untouched. Imports grpc and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -125,6 +127,33 @@ async def open_ready_channel(url: str, timeout_s: float, max_message_size: int |
         await channel.close(grace=None)
         raise
     return channel
+
+
+class CallStream:
+    """One streaming `jina.JinaRPC/Call` on a channel, raw `DataRequestProto` bytes both ways.
+
+    `put` queues a request; grpc.aio's own writer takes them one at a time (a call takes one write at a time), and
+    when the server stops reading (its prefetch is full) HTTP/2 flow control holds that writer back while the queue
+    waits, bounded by the caller's in-flight limit. `end` half-closes the stream (gRPC's end of stream), `call.read()`
+    gives the answers, `call.cancel()` tears the stream down."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.call: grpc.aio.StreamStreamCall = channel.stream_stream(CALL)(self._requests())  # no serializers
+
+    def put(self, frame: bytes) -> None:
+        self._outbox.put_nowait(frame)
+
+    def end(self) -> None:
+        self._outbox.put_nowait(None)
+
+    async def _requests(self) -> AsyncIterator[bytes]:
+        outbox = self._outbox
+        while True:
+            frame = await outbox.get()
+            if frame is None:
+                return
+            yield frame
 
 
 def rpc_reason(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from relay.backend import DEFAULT_ENDPOINTS, BackendUnavailable, Respond, relay_error_status
+from relay.backend import BackendUnavailable, Respond, relay_error_status
 from relay.observer import Observer
 from relay.upstream.pool import UPSTREAM_ROUTE, UpstreamError, UpstreamPool, upstream_error_status
 from relay.wire.errors import WireError
@@ -71,9 +71,9 @@ class UpstreamBackend:
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect the primary (and the mirror), then run their links' upkeep until cancelled."""
         async with anyio.create_task_group() as tasks:
-            await tasks.start(_serve_pool, self.primary)
+            await tasks.start(self.primary.serve)
             if self.mirror is not None:
-                await tasks.start(_serve_pool, self.mirror)
+                await tasks.start(self.mirror.serve)
             task_status.started()
 
     def status(self) -> dict[str, Any]:
@@ -87,11 +87,6 @@ class UpstreamBackend:
         return await self.primary.dry_run()
 
     async def endpoints(self) -> list[str]:
-        # Only a gRPC gateway answers endpoint discovery; a WebSocket upstream is taken to serve every endpoint.
-        from relay.upstream.grpc import GrpcUpstreamPool
-
-        if not isinstance(self.primary, GrpcUpstreamPool):
-            return list(DEFAULT_ENDPOINTS)
         try:
             return await self.primary.endpoint_discovery()
         except UpstreamError as exc:
@@ -165,18 +160,3 @@ class UpstreamBackend:
         if len(stats.durations_s) < MIRROR_DURATIONS_KEPT:
             stats.durations_s.append(duration_s)
         self.observer.mirror_finished(ok, duration_s)
-
-
-async def _serve_pool(pool: UpstreamPool, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """A pool's lifetime on its start()/close(): connect its links (those that fail keep retrying), report
-    started, and end with the pool's sweeper, whose failure raises out of here; close the links on the way out.
-    Once the pool serves itself (`UpstreamPool.serve`, the same contract), the callers above take it instead."""
-    await pool.start()
-    try:
-        task_status.started()
-        sweeper = pool._sweeper
-        assert sweeper is not None  # start() made it
-        await sweeper
-    finally:
-        with anyio.CancelScope(shield=True):
-            await pool.close()

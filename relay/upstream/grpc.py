@@ -19,137 +19,97 @@ renamed `upstream`, then the Flow's Executors.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import grpc
 
 from relay.common.grpc_channel import (
-    CALL,
     DRY_RUN,
     ENDPOINT_DISCOVERY,
+    CallStream,
     ChannelError,
     new_channel,
+    open_ready_channel,
     rpc_details,
-    wait_ready,
 )
-from relay.upstream.pool import (
-    Done,
-    LinkStats,
-    UpstreamConfig,
-    UpstreamError,
-    UpstreamPool,
-    _finish,
-    _Recovering,
-    upstream_error_status,
-)
+from relay.common.grpc_channel import wait_ready as wait_channel_ready
+from relay.common.link import LinkDown
+from relay.upstream.link import LinkHost, UpstreamConfig, UpstreamError, UpstreamLink
+from relay.upstream.pool import UpstreamPool, upstream_error_status
 from relay.wire import proto_codec
 from relay.wire.errors import WireError
-from relay.wire.messages import DataRequest, Status
+from relay.wire.messages import Status
 from relay.wire.proto import jina_pb2
-
-log = logging.getLogger("flowrelay.upstream")
 
 SUBPROTOCOL = "grpc"  # what status() and describe() show for these links
 
 
-class _GrpcLink(_Recovering):
-    """One channel to the upstream gateway, one `Call` stream on it, and its requests in flight."""
+class GrpcLink(UpstreamLink):
+    """One channel to the upstream gateway, one `Call` stream on it, and its requests in flight. The stream is
+    read by the link's `maintain` task (`_carry`)."""
 
-    is_bytes = True  # ids travel in header.request_id, never in parameters
-
-    def __init__(self, pool: GrpcUpstreamPool, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.cfg = pool.cfg
+    def __init__(self, pool: LinkHost, index: int) -> None:
+        super().__init__(pool, index)
         self.channel: grpc.aio.Channel | None = None
-        self.call: grpc.aio.StreamStreamCall | None = None
-        self._outbox: asyncio.Queue[bytes | None] | None = None
-        self.pending: dict[str, tuple[Done, float]] = {}
-        self.connected = False
-        self.stats = LinkStats()
-        self._reader: asyncio.Task[None] | None = None
-        self._reconnector: asyncio.Task[None] | None = None
-        self.closing = False
+        self._stream: CallStream | None = None
+        self._reading: anyio.CancelScope | None = None
 
-    async def connect(self) -> None:
+    async def _open(self) -> None:
         cfg = self.cfg
         if self.channel is None:
             self.channel = new_channel(cfg.url, cfg.max_message_size)
         try:
-            await wait_ready(self.channel, cfg.url, cfg.connect_timeout_s)
+            await wait_channel_ready(self.channel, cfg.url, cfg.connect_timeout_s)
         except ChannelError as exc:
-            raise UpstreamError(f"upstream {exc}") from None
-        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        call = self.channel.stream_stream(CALL)(_drain(outbox))  # raw DataRequestProto bytes both ways
-        self._outbox, self.call = outbox, call
-        self.connected = True
-        self._reader = asyncio.create_task(self._read_loop(call))
-        self.pool.link_up(self)  # type: ignore[arg-type]
+            raise LinkDown(f"upstream {exc}") from None
+        self._stream = CallStream(self.channel)
 
-    def send(self, rid: str, req: DataRequest, done: Done) -> None:
-        self.pending[rid] = (done, time.monotonic() + self.cfg.request_timeout_s)
-        self.stats.forwarded += 1
-        assert self._outbox is not None
-        # On a stream that has just ended the reader fails everything in flight, this one included.
-        self._outbox.put_nowait(self.pool.codec.encode_request(req))
+    def _send_frame(self, frame: bytes) -> None:
+        assert self._stream is not None
+        self._stream.put(frame)
 
-    async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
-        reason = "stream ended by the upstream"
+    async def _carry(self) -> None:
+        """Read the stream's answers until it ends; then fail what is in flight with its status."""
+        stream = self._stream
+        assert stream is not None
+        with anyio.CancelScope() as self._reading:
+            reason = await self._read(stream.call)
+            stream.end()  # ends the request iterator of a stream that is over
+            self.connection_lost(f"upstream {self.cfg.url} {reason}")
+        self._reading = None
+        self.connected = False
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> str:
+        decode = self.pool.decode_answer
         try:
             while True:
                 message = await call.read()
                 if message is grpc.aio.EOF:
                     code = await call.code()
                     if code != grpc.StatusCode.OK:
-                        reason = f"grpc {code.name}: {await call.details()}"
-                    break
+                        return f"grpc {code.name}: {await call.details()}"
+                    return "stream ended by the upstream"
                 try:
-                    resp = self.pool.decode_answer(message)  # type: ignore[arg-type]
+                    resp = decode(message)  # type: ignore[arg-type]
                 except WireError as err:
-                    log.warning("upstream link %d: unreadable answer: %s", self.index, err)
+                    self.logger.warning("%s: unreadable answer: %s", self, err)
                     continue
-                entry = self.pending.pop(resp.request_id, None)
-                if entry is not None:
-                    self.stats.answered += 1
-                    _finish(entry[0], resp, None)
-                    self.pool.room_freed()
+                self._answered(resp.request_id, resp)
         except grpc.aio.AioRpcError as err:
-            reason = rpc_details(err)
-        except asyncio.CancelledError:
-            reason = "link closed"
-            raise
+            return rpc_details(err)
         except Exception as other:  # a broken link must not lose the requests in flight
-            reason = f"{type(other).__name__}: {other}"
-        finally:
-            self.connected = False
-            if self._outbox is not None:
-                self._outbox.put_nowait(None)  # ends the request iterator of a stream that is over
-            reason = f"upstream {self.cfg.url} {reason}"
-            self._fail_all(reason)
-            self.pool.link_down(self, reason)  # type: ignore[arg-type]
-            if not self.closing:
-                self._reconnector = asyncio.create_task(self._reconnect())
+            return f"{type(other).__name__}: {other}"
 
-    async def close(self) -> None:
-        self.closing = True
-        if self._reconnector is not None:
-            self._reconnector.cancel()
-        if self._outbox is not None:
-            self._outbox.put_nowait(None)
-        if self.call is not None:
-            self.call.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
+    async def _close_connection(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+        if self._stream is not None:
+            self._stream.end()
+            self._stream.call.cancel()
         if self.channel is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.channel.close(grace=None), 2.0)
+            channel, self.channel = self.channel, None
+            await channel.close(grace=None)
 
 
 class GrpcUpstreamPool(UpstreamPool):
@@ -158,13 +118,14 @@ class GrpcUpstreamPool(UpstreamPool):
     def __init__(self, cfg: UpstreamConfig) -> None:
         cfg.subprotocol = SUBPROTOCOL
         super().__init__(cfg)
-        self.links = [_GrpcLink(self, i) for i in range(max(1, cfg.connections))]  # type: ignore[misc]
+
+    def _new_link(self, index: int) -> UpstreamLink:
+        return GrpcLink(self, index)
 
     async def _unary(self, method: str, timeout_s: float) -> bytes:
         """One unary call with an empty request (`google.protobuf.Empty`), on a channel of its own."""
-        channel = new_channel(self.cfg.url, self.cfg.max_message_size)
+        channel = await open_ready_channel(self.cfg.url, self.cfg.connect_timeout_s, self.cfg.max_message_size)
         try:
-            await wait_ready(channel, self.cfg.url, self.cfg.connect_timeout_s)
             return await channel.unary_unary(method)(b"", timeout=timeout_s)  # type: ignore[no-any-return]
         finally:
             await channel.close(grace=None)
@@ -189,12 +150,3 @@ class GrpcUpstreamPool(UpstreamPool):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "protocol": "grpc"}
-
-
-async def _drain(outbox: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
-    """The stream's requests as `send` queues them; None half-closes the stream."""
-    while True:
-        frame = await outbox.get()
-        if frame is None:
-            return
-        yield frame

@@ -28,8 +28,16 @@ discarded.
 No task, future or timer per request: a client's request is forwarded from the read that brought it, the
 upstream's answer is matched by id in the read that brings it and handed straight back to the client
 connection (`UpstreamBackend.submit`), and one sweep per pool fails what is past `request_timeout_s`.
-The WebSocket links are relay.upstream.ws_client (websockets' sans-I/O client on an asyncio protocol of our own);
+The links are relay.upstream.ws (WebSocket) and relay.upstream.grpc (gRPC), both relay.upstream.link.UpstreamLink;
 frames are built by relay.wire.
+
+Lifetime: `serve()` is the pool's one long-lived task (anyio): it connects every link, reports itself started,
+then runs the deadline sweep and every link's `maintain` (reconnects, keepalive, gRPC's reader) in its own task
+group until it is cancelled, and closes the links, bounded, on the way out. A task of it that fails ends `serve`
+with the error named. `start()` / `close()` run `serve` in a task of its own for callers not yet structured.
+
+Public seam: `submit(req, done)`, `forward(req)`, `dry_run()`, `endpoint_discovery()`, `healthy`, `status()`,
+`serve()` (and `start()` / `close()`).
 """
 
 from __future__ import annotations
@@ -41,15 +49,26 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import anyio
+from anyio.abc import TaskStatus
 from google.protobuf.message import DecodeError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from relay.upstream.ws_client import HandshakeRefused, WsClient, open_ws
+from relay.backend import DEFAULT_ENDPOINTS
+from relay.common.link import LinkDown
+from relay.common.loop import task_group, watched
+from relay.upstream.link import (
+    CORRELATION_KEY,
+    Done,
+    UpstreamConfig,
+    UpstreamError,
+    UpstreamLink,
+    deliver,
+)
+from relay.upstream.ws import WsLink
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import bytes_codec
 from relay.wire.documents import struct_to_dict
@@ -59,201 +78,10 @@ from relay.wire.proto import jina_pb2
 
 log = logging.getLogger("flowrelay.upstream")
 
-# Distinct from the load engine's key, so that a load test through a relay keeps its own correlation.
-CORRELATION_KEY = "flowrelay_upstream_rid"
 UPSTREAM_ROUTE = "upstream"
-PING_INTERVAL_S = 20.0
 
-
-class UpstreamError(Exception):
-    """A request could not be answered by the upstream Flow; the message names the cause."""
-
-
-@dataclass
-class UpstreamConfig:
-    url: str
-    subprotocol: str = "bytes"
-    docarray: str = "v1"  # the upstream's document generation in bytes mode: v1 (< 0.30) or v2 (>= 0.30)
-    connections: int = 2
-    max_inflight: int = 1000
-    connect_timeout_s: float = 5.0
-    request_timeout_s: float = 60.0
-    max_message_size: int | None = None
-
-
-@dataclass
-class LinkStats:
-    forwarded: int = 0
-    answered: int = 0
-    failed: int = 0
-    reconnects: int = 0
-
-
-# What a link calls once per request: with the upstream's answer, or with None and the cause of failure.
-Done = Callable[[DataRequest | None, str | None], None]
-
-
-def _finish(done: Done, resp: DataRequest | None, error: str | None) -> None:
-    """Call `done`; a failure in one answer's handling must not break the link that carried it."""
-    try:
-        done(resp, error)
-    except Exception:
-        log.exception("handling an upstream answer failed")
-
-
-class _Recovering:
-    """What every upstream link (WebSocket or gRPC) does when its connection ends: fail the requests it had
-    in flight with the cause, and reconnect with backoff while the pool serves on its other links.
-
-    `pending` maps each request id in flight to its `Done` and its deadline (time.monotonic()); entries
-    are in the order they were sent, so the pool's deadline sweep stops at the first one still in time."""
-
-    pool: Any
-    cfg: UpstreamConfig
-    index: int
-    stats: LinkStats
-    pending: dict[str, tuple[Done, float]]
-    connected: bool
-    closing: bool
-
-    @property
-    def has_room(self) -> bool:
-        return self.connected and len(self.pending) < self.cfg.max_inflight
-
-    async def connect(self) -> None:
-        raise NotImplementedError
-
-    def expire(self, now: float) -> None:
-        """Fail the requests whose deadline has passed (the pool sweeps every link periodically)."""
-        pending = self.pending
-        expired = []
-        for rid, (_, deadline) in pending.items():
-            if deadline > now:
-                break
-            expired.append(rid)
-        if not expired:
-            return
-        reason = f"upstream {self.cfg.url} did not answer within {self.cfg.request_timeout_s:g} s"
-        for rid in expired:
-            done, _ = pending.pop(rid)
-            self.stats.failed += 1
-            _finish(done, None, reason)
-        self.pool.room_freed()
-
-    def _fail_all(self, reason: str) -> None:
-        pending, self.pending = self.pending, {}
-        for done, _ in pending.values():
-            self.stats.failed += 1
-            _finish(done, None, reason)
-        self.pool.room_freed()
-
-    async def _reconnect(self) -> None:
-        delay = 0.05
-        while not self.closing:
-            await asyncio.sleep(delay)
-            try:
-                await self.connect()
-                self.stats.reconnects += 1
-                log.info("upstream link %d reconnected to %s", self.index, self.cfg.url)
-                return
-            except UpstreamError as exc:
-                log.debug("upstream link %d: %s", self.index, exc)
-                delay = min(delay * 2, 2.0)
-
-
-class _Link(_Recovering):
-    """One persistent session to the upstream gateway, with its requests in flight.
-
-    Answers are matched to their requests by id as they are read (relay.upstream.ws_client calls `_answer` from
-    `data_received`) and handed straight to whoever is waiting for them: no task or future per request."""
-
-    def __init__(self, pool: UpstreamPool, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.cfg = pool.cfg
-        self.is_bytes = pool.cfg.subprotocol == "bytes"
-        self.client: WsClient | None = None
-        self.pending: dict[str, tuple[Done, float]] = {}
-        self.connected = False
-        self.stats = LinkStats()
-        self._reconnector: asyncio.Task[None] | None = None
-        self.closing = False
-
-    async def connect(self) -> None:
-        cfg = self.cfg
-        try:
-            self.client = await open_ws(cfg.url, cfg.subprotocol, cfg.max_message_size, cfg.connect_timeout_s,
-                                        self._answer, self._lost)
-        except HandshakeRefused as exc:
-            raise UpstreamError(f"upstream {cfg.url} refused the handshake: HTTP {exc.status}") from None
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"upstream {cfg.url} unreachable: {str(exc) or type(exc).__name__}") from None
-        self.connected = True
-        self.pool.link_up(self)
-
-    def send(self, rid: str, req: DataRequest, done: Done) -> None:
-        client = self.client
-        assert client is not None
-        frame = self.pool.codec.encode_request(req)
-        self.pending[rid] = (done, time.monotonic() + self.cfg.request_timeout_s)
-        self.stats.forwarded += 1
-        # On a link that is closing, `_lost` fails everything in flight, this one included.
-        client.send(frame, text=not self.is_bytes)  # type: ignore[arg-type]
-
-    def _answer(self, message: bytes | str) -> None:
-        try:
-            resp = self.pool.decode_answer(message)
-        except WireError as err:
-            log.warning("upstream link %d: unreadable answer: %s", self.index, err)
-            return
-        if self.is_bytes:
-            rid = resp.request_id
-        else:
-            params = resp.parameters or {}
-            rid = params.pop(CORRELATION_KEY, None)
-        entry = self.pending.pop(rid, None) if rid is not None else None  # type: ignore[arg-type]
-        if entry is not None:
-            self.stats.answered += 1
-            _finish(entry[0], resp, None)
-            self.pool.room_freed()
-
-    def _lost(self, why: str) -> None:
-        self.connected = False
-        reason = f"upstream {self.cfg.url} {why}"
-        self._fail_all(reason)
-        self.pool.link_down(self, reason)
-        if not self.closing:
-            self._reconnector = asyncio.create_task(self._reconnect())
-
-    def keepalive(self) -> None:
-        """A ping per interval; an upstream that did not answer the previous one is dropped (1011)."""
-        client = self.client
-        if client is None or not client.is_open:
-            return
-        if not client.pong_seen:
-            client.close(1011, "keepalive ping timeout")
-            return
-        client.ping()
-
-    async def close(self) -> None:
-        self.closing = True
-        if self._reconnector is not None:
-            self._reconnector.cancel()
-        client = self.client
-        if client is not None and client.transport is not None and not client.transport.is_closing():
-            lost = asyncio.get_running_loop().create_future()
-            on_lost = client.on_lost
-
-            def lost_then(why: str) -> None:
-                on_lost(why)
-                if not lost.done():
-                    lost.set_result(None)
-
-            client.on_lost = lost_then
-            client.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(lost, 2.0)
-            client.abort()
+__all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "read_answer",
+           "upstream_error_status"]
 
 
 _NS = 1_000_000_000
@@ -313,17 +141,19 @@ class UpstreamPool:
         self.codec = json_codec if cfg.subprotocol == "json" else bytes_codec(cfg.docarray)
         # Answers read with their documents left in protobuf form where the codec can (see UpstreamBackend.run).
         self.decode_answer = read_answer if self.codec is proto_codec else self.codec.decode_response
-        self.links: list[Any] = [_Link(self, i) for i in range(max(1, cfg.connections))]
+        self.links: list[UpstreamLink] = [self._new_link(i) for i in range(max(1, cfg.connections))]
         # Requests waiting for room on a link (every link full), in arrival order.
         self._waiting: collections.deque[tuple[DataRequest, Done]] = collections.deque()
         self._draining = False
-        self._sweeper: asyncio.Task[None] | None = None
         self._prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
         self._rr = 0
         self.last_error: str | None = None
         self.down_since: float | None = None
         self.recoveries: list[float] = []  # seconds from the first failure to service again
+
+    def _new_link(self, index: int) -> UpstreamLink:
+        return WsLink(self, index)
 
     # -- health --
 
@@ -335,7 +165,7 @@ class UpstreamPool:
     def healthy(self) -> bool:
         return self.connected_links > 0
 
-    def link_up(self, link: _Link) -> None:
+    def link_up(self, link: UpstreamLink) -> None:
         if self.down_since is not None and self.connected_links >= 1:
             recovered_s = time.monotonic() - self.down_since
             self.recoveries.append(recovered_s)
@@ -343,7 +173,7 @@ class UpstreamPool:
             self.down_since = None
         self.room_freed()
 
-    def link_down(self, link: _Link, reason: str) -> None:
+    def link_down(self, link: UpstreamLink, reason: str) -> None:
         self.last_error = reason
         if not link.closing:
             log.warning("upstream link %d lost: %s", link.index, reason)
@@ -363,7 +193,7 @@ class UpstreamPool:
                     if not self.healthy:
                         reason = self._unavailable()
                         while waiting:
-                            _finish(waiting.popleft()[1], None, reason)
+                            deliver(waiting.popleft()[1], None, reason)
                     return
                 req, done = waiting.popleft()
                 self._send_on(link, req, done)
@@ -385,45 +215,52 @@ class UpstreamPool:
 
     # -- lifecycle --
 
-    async def start(self) -> None:
-        """Connect every link; links that fail keep retrying in the background."""
-        results = await asyncio.gather(*(link.connect() for link in self.links), return_exceptions=True)
-        for link, result in zip(self.links, results, strict=True):
-            if isinstance(result, BaseException):
-                self.last_error = str(result)
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
-                log.warning("upstream link %d: %s (retrying)", link.index, result)
-                link._reconnector = asyncio.create_task(link._reconnect())
-        self._sweeper = asyncio.create_task(self._sweep())
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The pool's life: connect every link (those that fail keep retrying), report started, then sweep
+        deadlines and keep every link up until cancelled; the links are closed, bounded, on the way out."""
+        try:
+            async with task_group() as tg:
+                async with anyio.create_task_group() as first:
+                    for link in self.links:
+                        first.start_soon(self._first_connect, link)
+                task_status.started()
+                tg.start_soon(watched, f"the deadline sweep of upstream {self.cfg.url}", self._sweep)
+                for link in self.links:
+                    tg.start_soon(watched, str(link), link.maintain)
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as closing:
+                    for link in self.links:
+                        closing.start_soon(link.close)
 
-    async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        await asyncio.gather(*(link.close() for link in self.links))
+    async def _first_connect(self, link: UpstreamLink) -> None:
+        try:
+            await link.connect()
+        except LinkDown as exc:
+            self.last_error = str(exc)
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            log.warning("%s: %s (retrying)", link, exc)
 
     async def _sweep(self) -> None:
-        """One timer for the whole pool: fail requests past their deadline, ping each link per interval."""
-        interval = min(1.0, max(0.01, self.cfg.request_timeout_s / 4))
-        next_ping = time.monotonic() + PING_INTERVAL_S
+        """One timer for the whole pool: fail the requests past their deadline."""
+        timeout_s = self.cfg.request_timeout_s
+        interval = min(1.0, max(0.01, timeout_s / 4))
+        reason = f"upstream {self.cfg.url} did not answer within {timeout_s:g} s"
         while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
+            await anyio.sleep(interval)
+            older_than = time.monotonic() - timeout_s
             for link in self.links:
-                link.expire(now)
-            if now >= next_ping:
-                next_ping = now + PING_INTERVAL_S
-                for link in self.links:
-                    keepalive = getattr(link, "keepalive", None)
-                    if keepalive is not None:
-                        keepalive()
+                expired = link.expire(older_than)
+                if expired:
+                    link.fail(expired, reason)
 
     # -- forwarding --
 
     def next_id(self) -> str:
         return f"{self._prefix}{next(self._counter):020x}"
 
-    def _pick(self) -> _Link | None:
+    def _pick(self) -> UpstreamLink | None:
         links = self.links
         for k in range(len(links)):
             link = links[(self._rr + k) % len(links)]
@@ -447,7 +284,7 @@ class UpstreamPool:
             return
         self._send_on(link, req, done)
 
-    def _send_on(self, link: Any, req: DataRequest, done: Done) -> None:
+    def _send_on(self, link: UpstreamLink, req: DataRequest, done: Done) -> None:
         rid = self.next_id()
         params = dict(req.parameters) if req.parameters else {}
         if not link.is_bytes:
@@ -507,3 +344,8 @@ class UpstreamPool:
         if isinstance(frame, bytes):
             pb.ParseFromString(frame)
         return proto_codec.from_status_proto(pb)
+
+    async def endpoint_discovery(self) -> list[str]:
+        """The upstream gateway's endpoints. A WebSocket gateway has no call for it, so these are the endpoints
+        every Flow answers on (the gRPC pool asks its gateway, and raises UpstreamError when that fails)."""
+        return list(DEFAULT_ENDPOINTS)
