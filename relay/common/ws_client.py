@@ -9,8 +9,8 @@ Why not websockets' own asyncio layer: it costs a send lock and context, an asse
 message and a future per `recv`, a third of the relay's CPU on the upstream path. Here no task, queue or future
 exists per message: each complete message goes to `on_message` straight from `data_received` (as `bytes`, text
 frames too: both codecs read UTF-8 bytes), and everything sent in one turn of the event loop leaves in a single
-`transport.write` (a read that completes 40 answers, whose callbacks send 40 requests, costs one read and one
-write). A frame of `FLUSH_NOW_BYTES` or more is written at once rather than held to the end of the turn.
+`transport.write`, cut every 16 messages or 16 KiB (relay.common.writes: a read that completes 40 answers, whose
+callbacks send 40 requests, costs one read and three writes, and the peer starts on the first 16 at once).
 
 Data frames are framed here, not by websockets (unless an extension such as permessage-deflate was negotiated):
 websockets draws each frame's masking key with `secrets.token_bytes(4)`, a system call per message that cost
@@ -32,7 +32,7 @@ off (`abort`), and `close()` returns by then whatever the peer does. `on_end(rea
 when the TCP connection is gone, for a connection that opened (one that did not raised from `open_ws` instead);
 `reason` is `close 1006` (no close frame: dropped) or `close CODE` with the peer's reason after a colon.
 
-Imports: the standard library and websockets; nothing of the relay server or the load engine.
+Imports: the standard library, websockets and relay.common.writes; nothing of the relay server or the load engine.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from websockets.frames import Frame, Opcode, apply_mask
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-# Frames at least this large are written at once; smaller ones are coalesced within a turn of the loop.
-FLUSH_NOW_BYTES = 16 * 1024
+from relay.common.writes import CoalescedWrites
+
 MASK_KEYS_DRAWN = 4096  # bytes of os.urandom per draw: 1,024 frames' masking keys
 # After a close frame was sent or received, how long the server has to close TCP before we abort it.
 CLOSE_TIMEOUT_S = 2.0
@@ -123,7 +123,7 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-class WsClient(asyncio.Protocol):
+class WsClient(CoalescedWrites, asyncio.Protocol):
     """One open (or opening) client connection; see the module docstring for its life."""
 
     def __init__(self, protocol: ClientProtocol, on_message: MessageCallback, on_end: EndCallback) -> None:
@@ -146,7 +146,6 @@ class WsClient(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
         self._frames: list[bytes] = []  # data frames framed here, written before the protocol's own
-        self._flush_scheduled = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._frame_here = False  # data frames framed here: decided by the handshake (no extension negotiated)
 
@@ -161,7 +160,8 @@ class WsClient(asyncio.Protocol):
     # ---- sending -----------------------------------------------------------------------------------
 
     def send(self, payload: bytes, text: bool) -> bool:
-        """Queue one message for the end of this turn of the loop; False (nothing queued) when not open."""
+        """Queue one message (written at the end of this turn of the loop, or sooner: relay.common.writes); False
+        (nothing queued) when not open."""
         protocol = self.protocol
         if protocol.state is not State.OPEN:
             return False
@@ -171,16 +171,12 @@ class WsClient(asyncio.Protocol):
             protocol.send_text(payload)
         else:
             protocol.send_binary(payload)
-        if len(payload) >= FLUSH_NOW_BYTES:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
+        self.queued(len(payload))
         return True
 
     def flush(self) -> None:
         """Write everything queued, in one write."""
-        self._flush_scheduled = False
+        self._flushed()
         transport = self.transport
         protocol = self.protocol
         chunks = protocol.data_to_send()

@@ -6,9 +6,9 @@ handshake, pings answered), driven directly from `data_received`; any other requ
 /post, ...) goes to the server's HTTP handler (the HTTP door), with keep-alive, in a task the server
 starts and that is cancelled if the client leaves before its answer. Driving websockets' sans-I/O core from
 our own thin shell, rather than through its asyncio layer, costs about half as much CPU per message
-(an echo measured 6-7 us against 11.5-13 us), writes every answer produced in one turn of the event
-loop with a single `transport.write`, and lets plain HTTP requests of any method share the port (the
-asyncio layer answers only GET).
+(an echo measured 6-7 us against 11.5-13 us), writes the answers produced in one turn of the event
+loop together (a write per 16 answers at most: relay.common.writes says why), and lets plain HTTP
+requests of any method share the port (the asyncio layer answers only GET).
 
 The shell knows nothing of requests: complete messages go to a `MessageSink` (the WebSocket door's
 connection), which answers through `WebSocketSession`: send, close, and flow control (reading pauses
@@ -35,14 +35,13 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from relay.common.writes import CoalescedWrites
 from relay.net.http_types import HttpRequest, HttpResponse
 
 log = logging.getLogger("flowrelay.listener")
 
 CLOSE_TIMEOUT_S = 10.0
 _STATUSES = {s.value for s in HTTPStatus}
-# Answers at least this large are written immediately; smaller ones are coalesced within a loop turn.
-FLUSH_NOW_BYTES = 16 * 1024
 # Shared by every session rather than a list each: at 10,000 sessions every object a session holds is one more
 # for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
 _SUBPROTOCOLS = ("bytes", "json")
@@ -100,19 +99,16 @@ class WebSocketSession:
         return self._conn.writing_paused
 
     def send(self, payload: bytes, text: bool) -> None:
-        """Queue one message; it is written with whatever else is ready in this turn of the loop."""
+        """Queue one message; it is written with whatever else is ready in this turn of the loop, or sooner
+        (relay.common.writes). A large answer is written at once: if the client is not reading, the transport
+        says so (pause_writing) before the next request of the same read is admitted."""
         if self._ws.state is not State.OPEN:
             return  # the client left: the answer has nowhere to go, as on a Jina gateway
         if text:
             self._ws.send_text(payload)
         else:
             self._ws.send_binary(payload)
-        if len(payload) >= FLUSH_NOW_BYTES:
-            # A large answer is written at once: if the client is not reading, the transport says so
-            # (pause_writing) before the next request of the same read is admitted.
-            self._conn.flush()
-        else:
-            self._conn.schedule_flush()
+        self._conn.queued(len(payload))
 
     def close(self, code: int, reason: str = "") -> None:
         if self._ws.state is not State.OPEN:
@@ -132,7 +128,7 @@ class WebSocketSession:
             self._conn.schedule_flush()
 
 
-class RelayProtocol(asyncio.Protocol):
+class RelayProtocol(CoalescedWrites, asyncio.Protocol):
     """One TCP connection of the relay."""
 
     def __init__(self, host: ListenerHost) -> None:
@@ -155,7 +151,6 @@ class RelayProtocol(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._fragment_text = False
         self._held: collections.deque[tuple[bytes | str, bool, int]] | None = None
-        self._flush_scheduled = False
         self.writing_paused = False
         self._reading_paused = False
         self._timeouts: list[asyncio.TimerHandle] | None = []
@@ -497,13 +492,8 @@ class RelayProtocol(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
 
-    def schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
-
     def flush(self) -> None:
-        self._flush_scheduled = False
+        self._flushed()
         ws = self._ws
         transport = self.transport
         if ws is None or transport is None or transport.is_closing():
