@@ -1,7 +1,7 @@
 """How the load engine dispatches: the open model sends every request at or after its due time (never
 before: latency runs from the due time), in batches when many fall due at once; the closed model sends
 a user's next request when the last one settled, including across a lost connection; the waker that
-times the open model (a timerfd on Linux, else a thread) fires no earlier than asked, once per target.
+times the open model (a timerfd on Linux, else the loop's timer) fires no earlier than asked, once per target.
 
 The server is `load_helpers.FakeGateway`; the request log (`--log-requests`) shows each request's due
 and send times as the engine recorded them.
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process, read_request_log
 
-from loadtest.models.waker import Waker, make_waker
+from loadtest.models.waker import LoopWaker
+from relay.common.timers import PreciseTimers
 
 
 def test_open_model_sends_each_request_at_or_after_its_due_time(tmp_path: Path) -> None:
@@ -71,13 +72,13 @@ def test_closed_model_sends_exactly_the_requests_asked() -> None:
     assert summary["requests"]["sent"] == summary["requests"]["ok"] == 500
 
 
-@pytest.mark.parametrize("kind", ["best", "thread"])
-def test_waker_fires_no_earlier_than_its_target_and_once_per_target(kind: str) -> None:
+@pytest.mark.parametrize("timerfd", [True, False], ids=["timerfd", "loop-timer"])
+def test_waker_fires_no_earlier_than_its_target_and_once_per_target(timerfd: bool) -> None:
     async def main() -> tuple[list[float], float, float]:
         loop = asyncio.get_running_loop()
         fired: list[float] = []
-        make = make_waker if kind == "best" else Waker
-        waker = make(loop, lambda: fired.append(time.perf_counter()))
+        timers = PreciseTimers(loop, use_timerfd=timerfd)
+        waker = LoopWaker(lambda: fired.append(time.perf_counter()), timers)
         try:
             first = time.perf_counter() + 0.03
             waker.wake_at(first)
@@ -88,6 +89,7 @@ def test_waker_fires_no_earlier_than_its_target_and_once_per_target(kind: str) -
             await asyncio.sleep(0.05)
         finally:
             waker.close()
+            timers.close()
         return fired, first - 0.01, second
 
     fired, first, second = asyncio.run(main())

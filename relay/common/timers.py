@@ -9,8 +9,9 @@ engine must never send a request before it is due, so both use these timers inst
 `timers_for(loop)` gives the loop's one `PreciseTimers`: any number of deadlines in a heap behind one kernel timer
 (a Linux `timerfd` with nanosecond resolution, armed through ctypes, whose descriptor the loop watches like a
 socket: no thread, no GIL hand-over). A wake-up fires every deadline that `time.perf_counter()` has reached and
-re-arms the kernel timer for the next one; a deadline is therefore never fired early, and late only by the time
-the loop takes to get to the descriptor. Elsewhere (no timerfd) the loop's own `call_later` is used and every
+re-arms the kernel timer for the next one (which also clears the descriptor's readiness: no `read` is needed then,
+a system call less per wake-up); a deadline is therefore never fired early, and late only by the time the loop
+takes to get to the descriptor. Elsewhere (no timerfd) the loop's own `call_later` is used and every
 wake-up is checked against `perf_counter()`: one that comes early re-arms for the rest, so the guarantee holds,
 only with the loop's coarser precision.
 
@@ -115,6 +116,21 @@ class PreciseTimers:
             self._arm(when)
         return handle
 
+    def cancel(self, handle: TimerHandle) -> None:
+        """Cancel `handle`. When it was the next deadline, the kernel timer moves on to the one after it (or stops),
+        so that the process is not woken for nothing: a system call instead of a wake-up."""
+        handle.cancel()
+        heap = self._heap
+        if not heap or heap[0] is not handle:
+            return
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        if heap:
+            if heap[0].when != self._armed:
+                self._arm(heap[0].when)
+        elif self._armed is not None:
+            self._disarm()
+
     def sleep_until(self, when: float) -> asyncio.Future[None]:
         """A future that resolves once `time.perf_counter()` has reached `when`."""
         future: asyncio.Future[None] = self._loop.create_future()
@@ -151,12 +167,19 @@ class PreciseTimers:
             self._fallback.cancel()
         self._fallback = self._loop.call_later(max(0.0, when - time.perf_counter()), self._expired)
 
-    def _expired(self) -> None:
+    def _disarm(self) -> None:
+        self._armed = None
         if self._fd >= 0:
-            # BlockingIOError: re-armed for later after it became readable; what is due is still fired below.
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._fd, 8)
-        else:
+            value = self._spec.it_value
+            value.tv_sec, value.tv_nsec = 0, 0  # all zero: stopped
+            if self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
+                raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        elif self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
+
+    def _expired(self) -> None:
+        if self._fd < 0:
             self._fallback = None
         self._armed = None
         heap = self._heap
@@ -175,8 +198,14 @@ class PreciseTimers:
                 now = time.perf_counter()  # callbacks take time: what fell due meanwhile goes now too
         while heap and heap[0].cancelled:
             heapq.heappop(heap)
-        if heap:
+        armed = self._armed  # set again by a callback's call_at, for a deadline of its own
+        if heap and (armed is None or heap[0].when < armed):
             self._arm(heap[0].when)
+        elif armed is None and self._fd >= 0:
+            # Nothing re-armed the kernel timer (setting it clears its expiry, which keeps the descriptor from
+            # reading ready again): read the expiry, one system call that only an idle timer needs.
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._fd, 8)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
