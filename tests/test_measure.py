@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadtest.measure.accounting import MAX_REASONS, OTHER, Accounting, Ledger
-from loadtest.measure.histograms import SUMMARY_KEYS, LatencyHistogram
+from loadtest.measure.histograms import SUMMARY_KEYS, LatencyHistogram, us_to_ms
 from loadtest.measure.hops import MAX_HOPS, hop_spans
 from loadtest.measure.recorder import Recorder
 from loadtest.measure.series import Interval, IntervalStats
@@ -98,6 +98,17 @@ def test_record_fills_the_same_buckets_as_hdrh(values: list[float]) -> None:
     assert ours._hdr().get_max_value() == reference.get_max_value()
     assert ours._hdr().total_count == reference.total_count == ours.count
     assert ours.histoblob() == reference.encode()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(durations, min_size=1, max_size=300),
+       st.lists(st.floats(0.0, 100.0), min_size=1, max_size=12))
+def test_percentiles_are_the_values_hdrh_gives(values: list[float], percentiles: list[float]) -> None:
+    ours = _filled(values)
+    expected = ours._hdr().get_percentile_to_value_dict([*percentiles, 0.0, 50.0, 99.0, 100.0])
+    found = ours.percentiles_ms([*percentiles, 0.0, 50.0, 99.0, 100.0])
+    max_us = max(min(int(v * 1_000_000 + 0.5), 60_000_000) for v in values)
+    assert found == {p: us_to_ms(min(v, max_us)) for p, v in expected.items()}
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,9 @@ milliseconds under `*_ms` names. Imports: the standard library and hdrh only.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
+import itertools
 import sys
 import weakref
 from collections.abc import Iterable
@@ -38,6 +40,12 @@ _HALF_COUNT_MAGNITUDE: int = _LAYOUT.sub_bucket_half_count_magnitude
 _BUCKET_SHIFT: int = _HALF_COUNT_MAGNITUDE + 1
 _LAYOUT.encoder = None  # see _new_hdr: the throwaway layout must not leave a cycle either
 del _LAYOUT
+
+
+def _index_of(us: int) -> int:
+    """The counts index of a value in whole microseconds (hdrh's layout, as `LatencyHistogram.record` computes it)."""
+    bucket = (us | _SUB_BUCKET_MASK).bit_length() - _BUCKET_SHIFT
+    return (bucket << _HALF_COUNT_MAGNITUDE) + (us >> bucket)
 
 
 def _unlink(hdr: HdrHistogram) -> HdrHistogram:
@@ -151,12 +159,24 @@ class LatencyHistogram:
         return us_to_ms(min(self._hdr().get_value_at_percentile(percentile), self._max_us))
 
     def percentiles_ms(self, percentiles: Iterable[float]) -> dict[float, float | None]:
-        """Several percentiles (0..100) in one pass over the histogram, in ms."""
+        """Several percentiles (0..100) in ms: the values hdrh's `get_percentile_to_value_dict` gives, found by
+        scanning only the buckets between the smallest and the largest value recorded (a second's latencies fill
+        a few hundred of the ~30,000), in C: a row of the time series asks for a dozen of these every second."""
         wanted = list(percentiles)
-        if not self._count:
+        count = self._count
+        if not count:
             return dict.fromkeys(wanted)
-        found = self._hdr().get_percentile_to_value_dict(wanted)
-        return {p: us_to_ms(min(found[p], self._max_us)) for p in wanted}
+        h = self._hdr()
+        low = _index_of(self._min_us)
+        cumulative = list(itertools.accumulate(self._counts[low : _index_of(self._max_us) + 1]))
+        last = len(cumulative) - 1
+        found: dict[float, float | None] = {}
+        for p in wanted:
+            target = max(int(min(p, 100.0) * count / 100 + 0.5), 1)
+            value = h.get_value_from_index(low + min(bisect.bisect_left(cumulative, target), last))
+            value = h.get_highest_equivalent_value(value) if p else h.get_lowest_equivalent_value(value)
+            found[p] = us_to_ms(min(value, self._max_us))
+        return found
 
     def summary_ms(self) -> dict[str, float | int | None]:
         """``p50 p90 p99 p999 p9999 max mean`` in ms (3 decimals) and ``count``.
