@@ -210,6 +210,8 @@ def format_isoformat(ns: int | None) -> str | None:
 
 
 _seconds_cache: dict[str, int] = {}
+# Nanoseconds per unit of a fraction of n digits (n = 1..9).
+_FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(1, 10))
 
 
 def parse_timestamp(text: str) -> int:
@@ -225,6 +227,9 @@ def parse_timestamp(text: str) -> int:
             raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
         _seconds_cache[base] = seconds
     rest = text[19:]
+    # What gateways write (`.` digits `Z`: 3, 6 or 9 of them), read in one step; anything else below.
+    if rest[-1:] == "Z" and rest[:1] == "." and rest[1:-1].isdecimal() and len(rest) <= 11:
+        return seconds * 1_000_000_000 + int(rest[1:-1]) * _FRACTION_SCALE[len(rest) - 3]
     nanos = 0
     offset_s = 0
     if rest.startswith("."):
