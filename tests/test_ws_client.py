@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -181,3 +182,119 @@ def test_masking_keys_differ_from_frame_to_frame_and_in_a_forked_process() -> No
     os.close(read_end)
     os.close(write_end)
     assert child_key != keys.next(), "a forked process does not reuse its parent's keys"
+
+
+class _ScriptedServer(asyncio.Protocol):
+    """Completes the opening handshake, then writes `stream` (raw frames) in the pieces `cuts` makes of it, one write
+    per loop turn with a pause between, so that the client reads it in those pieces; keeps what the client sends."""
+
+    def __init__(self, stream: bytes, cuts: list[int], received: asyncio.Queue[Frame]) -> None:
+        self.protocol = ServerProtocol()
+        self.stream, self.cuts, self.received = stream, cuts, received
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(0)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if not self.open:
+                self.protocol.send_response(self.protocol.accept(event))  # type: ignore[arg-type]
+                assert self.transport is not None
+                self.transport.write(b"".join(self.protocol.data_to_send()))
+                self.open = True
+                asyncio.get_running_loop().create_task(self._write_in_pieces())
+            else:
+                self.received.put_nowait(event)  # type: ignore[arg-type]
+                assert self.transport is not None
+                self.transport.write(b"".join(self.protocol.data_to_send()))  # pongs, and the close answered
+
+    async def _write_in_pieces(self) -> None:
+        assert self.transport is not None
+        at = 0
+        for cut in [*self.cuts, len(self.stream)]:
+            await asyncio.sleep(0.005)  # the first after the handshake's answer too: each piece is a read of its own
+            self.transport.write(self.stream[at:cut])
+            at = cut
+
+
+def _server_frame(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=False)
+
+
+READ_SCRIPT = [
+    _server_frame(Opcode.TEXT, b"first"),
+    _server_frame(Opcode.BINARY, bytes(range(200))),
+    _server_frame(Opcode.PING, b"are you there"),
+    _server_frame(Opcode.TEXT, b"frag", fin=False),  # a fragmented message, a ping in the middle of it
+    _server_frame(Opcode.PING, b"mid"),
+    _server_frame(Opcode.CONT, b"men", fin=False),
+    _server_frame(Opcode.CONT, b"ted"),
+    _server_frame(Opcode.BINARY, b"\x00" * 70_000),  # a 64-bit length, longer than a read
+    _server_frame(Opcode.TEXT, b""),
+    _server_frame(Opcode.BINARY, b"\x01" * 126),  # a 16-bit length
+    _server_frame(Opcode.TEXT, b"last"),
+]
+READ_EXPECTED = [b"first", bytes(range(200)), b"fragmented", b"\x00" * 70_000, b"", b"\x01" * 126, b"last"]
+
+
+@pytest.mark.parametrize("cuts", [
+    "whole",  # everything in one write
+    "bytewise-head",  # the first frames a byte at a time: every header and payload cut
+    "inside-headers",  # cuts inside 2-, 4- and 10-byte headers and inside payloads
+])
+def test_data_frames_read_in_any_pieces_with_control_frames_between(cuts: str) -> None:
+    stream = b"".join(READ_SCRIPT)
+    starts = list(itertools.accumulate(len(f) for f in READ_SCRIPT))
+    pieces = {"whole": [],
+              "bytewise-head": list(range(1, 40)),
+              "inside-headers": sorted({1, starts[0] + 1, starts[1] + 3, starts[6] + 1, starts[6] + 5, starts[6] + 9,
+                                        starts[6] + 30_000, starts[8] + 3, len(stream) - 2})}[cuts]
+
+    async def go() -> tuple[list[bytes], list[Frame], list[str]]:
+        received: asyncio.Queue[Frame] = asyncio.Queue()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _ScriptedServer(stream, pieces, received), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ends: list[str] = []
+        messages: list[bytes] = []
+        client = await _opened(f"ws://127.0.0.1:{port}", ends, messages)
+        async with asyncio.timeout(SCENARIO_BOUND_S):
+            while len(messages) < len(READ_EXPECTED):
+                await asyncio.sleep(0.005)
+            pongs = [await received.get() for _ in range(2)]
+            await client.close()
+        server.close()
+        return messages, pongs, ends
+
+    messages, pongs, ends = asyncio.run(go())
+    assert messages == READ_EXPECTED
+    assert [(p.opcode, p.data) for p in pongs] == [(Opcode.PONG, b"are you there"), (Opcode.PONG, b"mid")]
+    assert ends == ["close 1000"], ends
+
+
+def test_a_frame_over_the_size_limit_closes_with_1009_after_the_frames_before_it() -> None:
+    stream = _server_frame(Opcode.TEXT, b"small") + _server_frame(Opcode.BINARY, b"\x00" * 5_000)
+
+    async def go() -> tuple[list[bytes], list[str], list[Frame]]:
+        received: asyncio.Queue[Frame] = asyncio.Queue()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _ScriptedServer(stream, [3], received), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ends: list[str] = []
+        messages: list[bytes] = []
+        await open_ws(f"ws://127.0.0.1:{port}", messages.append, ends.append, max_size=1_000, timeout_s=5.0)
+        async with asyncio.timeout(SCENARIO_BOUND_S):
+            close = await received.get()
+            while not ends:
+                await asyncio.sleep(0.01)
+        server.close()
+        return messages, ends, [close]
+
+    messages, ends, (close,) = asyncio.run(go())
+    assert messages == [b"small"]
+    assert close.opcode is Opcode.CLOSE and close.data[:2] == (1009).to_bytes(2, "big")
+    assert len(ends) == 1, ends  # reported once (websockets discards what follows its own 1009, the answer too)

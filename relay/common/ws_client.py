@@ -32,7 +32,8 @@ off (`abort`), and `close()` returns by then whatever the peer does. `on_end(rea
 when the TCP connection is gone, for a connection that opened (one that did not raised from `open_ws` instead);
 `reason` is `close 1006` (no close frame: dropped) or `close CODE` with the peer's reason after a colon.
 
-Imports: the standard library, websockets and relay.common.writes; nothing of the relay server or the load engine.
+Imports: the standard library, websockets, relay.common.frames and relay.common.writes; nothing of the relay
+server or the load engine.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from websockets.frames import Frame, Opcode, apply_mask
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from relay.common.frames import PARTIAL_MAX_BYTES, read_data_frames, websockets_idle
 from relay.common.writes import CoalescedWrites
 
 MASK_KEYS_DRAWN = 4096  # bytes of os.urandom per draw: 1,024 frames' masking keys
@@ -148,6 +150,10 @@ class WsClient(CoalescedWrites, asyncio.Protocol):
         self._frames: list[bytes] = []  # data frames framed here, written before the protocol's own
         self._close_timer: asyncio.TimerHandle | None = None
         self._frame_here = False  # data frames framed here: decided by the handshake (no extension negotiated)
+        # Reading data frames here (relay.common.frames) while websockets' parser stands idle between frames;
+        # `_partial` holds the start of a data frame the last read cut.
+        self._read_here = False
+        self._partial = b""
 
     @property
     def is_open(self) -> bool:
@@ -255,10 +261,18 @@ class WsClient(CoalescedWrites, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
-        protocol.receive_data(data)
-        events = protocol.events_received()
-        if events:
-            self._deliver(events)
+        if self._read_here:
+            if self._partial:
+                data = self._partial + data
+                self._partial = b""
+            at, handover = read_data_frames(data, False, protocol.max_message_size, self._on_data)
+            if handover or len(data) - at > PARTIAL_MAX_BYTES:
+                self._read_here = False
+                self._receive(data[at:])
+            elif at < len(data):
+                self._partial = data[at:]
+        else:
+            self._receive(data)
         hook = self.after_read
         if hook is not None:
             hook()
@@ -266,6 +280,10 @@ class WsClient(CoalescedWrites, asyncio.Protocol):
             self.flush()
 
     def eof_received(self) -> bool | None:
+        if self._partial:  # a frame cut short by the end of the stream: websockets reports it
+            self._read_here = False
+            self.protocol.receive_data(self._partial)
+            self._partial = b""
         self.protocol.receive_eof()
         events = self.protocol.events_received()
         if events:
@@ -297,6 +315,19 @@ class WsClient(CoalescedWrites, asyncio.Protocol):
             self._writable.set_result(None)
 
     # ---- internals ---------------------------------------------------------------------------------
+
+    def _on_data(self, payload: bytes, _text: bool) -> None:
+        self.on_message(payload)  # both codecs read UTF-8 bytes: text frames are delivered as bytes too
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes for websockets' parser; its events delivered. Reading frames here resumes once it is idle."""
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            self._deliver(events)
+        if self._frame_here and websockets_idle(protocol):
+            self._read_here = True
 
     def _deliver(self, events: list[object]) -> None:
         deliver = self.on_message
