@@ -182,6 +182,9 @@ class Worker:
         quarter = INTERVAL_S / 4
         next_publish = quarter
         while True:
+            # The loop's timers can fire up to a millisecond early: every decision below is taken on the run's own
+            # clock (a second closes only once the clock has passed it, a request times out only once it is really
+            # older than --timeout), so an early wake-up only means one more turn of this loop.
             await anyio.sleep(max(0.0, min(next_at, next_publish) - self.clock()))
             now = self.clock()
             if now >= next_publish:

@@ -337,6 +337,7 @@ class Delivery:
         return best
 
     def _due_retry(self) -> Batch | None:
+        # Judged on the clock, not on when the loop woke us: a backoff is never cut short.
         heap = self._retry_heap
         if heap and heap[0][0] <= self.clock():
             return heapq.heappop(heap)[2]
@@ -382,7 +383,10 @@ class Delivery:
             return
         now = self.clock()
         if self._next_send_s > now:
-            await anyio.sleep(self._next_send_s - now)
+            # Until the clock says so: the loop's timer can fire up to a millisecond early, and no batch may leave
+            # before its turn (--rate is a limit).
+            while (wait_s := self._next_send_s - self.clock()) > 0:
+                await anyio.sleep(wait_s)
             self._next_send_s += docs / rate
         else:
             self._next_send_s = now + docs / rate
