@@ -97,6 +97,8 @@ def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
         "warmup_s": cfg.warmup_s,
         "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
+        # An http:// run that sent GraphQL (--graphql): the query, as sent.
+        "graphql": cfg.graphql,
     }
     replay = cfg.replay
     if replay is not None:
@@ -148,6 +150,8 @@ def format_table(summary: dict[str, Any]) -> str:
     if transport == "websocket":
         lines.append(f"target      {summary['target']}  (offered {sp['offered'] or 'none'}, "
                      f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
+    elif summary.get("graphql"):
+        lines.append(f"target      {summary['target']}  (GraphQL over {transport})")
     else:
         lines.append(f"target      {summary['target']}  ({transport}, codec {sp['codec']})")
     if summary["model"] == "replay":
