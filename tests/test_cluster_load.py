@@ -5,11 +5,14 @@ same command, JOB_COMPLETION_INDEX 0..N-1, started in any order, against a relay
 * the merged histograms equal the union of the workers' own (as HdrHistogram's reader reads their logs),
   and `flowrelay report --merge` of the workers' folders gives the merged summary, to the last count;
 * a worker arriving after the start is refused (exit 1, with the reason);
-* a worker killed with -9 is named in the summary and on the live output, and the run exits 1.
+* a worker killed with -9 is named in the summary and on the live output, and the run exits 1; the others,
+  aborted, still hand over what they did;
+* worker 0's `--dashboard` shows the whole run; a replay is split over the workers by recorded connection.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -18,11 +21,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from capture_helpers import by_connection, json_frame, normalised, record_connections
 from cluster_helpers import WorkerProcess, free_port, hdrh_intervals, hdrh_totals, relay_requests, start_worker, stop
 from hdrh.histogram import HdrHistogram
+from load_helpers import fake_gateway
 from relay_process import LOOPBACK, RelayProcess, flowrelay_command, run_relay
+from sse_helpers import EventStream
 
 from loadtest.measure.histograms import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
+from loadtest.outputs.report.page import final_sections
 
 
 @pytest.fixture
@@ -140,7 +147,81 @@ def test_a_worker_killed_mid_run_is_named_and_the_run_exits_1(relay: RelayProces
     # What the lost worker had sent until its last row counts, and the accounting still adds up.
     assert merged["per_worker"][2]["lost_at_s"] == lost["at_s"]
     assert merged["per_worker"][2]["requests"]["sent"] > 0
+    # The aborted worker stopped, and handed over (and kept) what it did, to the last request.
+    own = summary_of(out / "worker-1")
+    assert merged["per_worker"][1]["requests"] == own["requests"] and 0 < own["requests"]["sent"] < 800
+    assert own["requests"]["sent"] == (own["requests"]["ok"] + own["requests"]["failed"]
+                                       + own["requests"]["transport_failed"] + own["requests"]["timeout"]
+                                       + own["requests"]["unanswered"])
     requests = merged["requests"]
     assert requests["sent"] == (requests["ok"] + requests["failed"] + requests["transport_failed"]
                                 + requests["timeout"] + requests["unanswered"])
     assert 0 < requests["sent"] < 2400
+
+
+def test_worker_0s_dashboard_shows_the_whole_run(relay: RelayProcess, tmp_path: Path) -> None:
+    """`--dashboard` on worker 0: the page is up while the workers gather, then shows the merged seconds (the rows
+    of the merged timeseries.jsonl), each worker's rate and health, and at the end the merged summary."""
+    out = tmp_path / "results"
+    port = free_port()
+    args = ["load", relay.url, "--rate", "200", "--duration", "3s", "--connections", "2", "--workers", "2",
+            "--coordinator", f"{LOOPBACK}:{port}", "--out", str(out), "--threshold", "latency.p99<5s"]
+    head = start_worker([*args, "--dashboard", f"{LOOPBACK}:0"], 0)
+    workers = [head]
+    try:
+        deadline = time.monotonic() + 60
+        found = None
+        while found is None:
+            line = head.proc.stderr.readline()  # type: ignore[union-attr]
+            assert line and time.monotonic() < deadline, "worker 0 printed no dashboard URL"
+            found = re.search(r"dashboard at (http://\S+/)", line)
+        url = found.group(1)
+        with EventStream(url + "events", timeout_s=60) as stream:
+            # Before worker 1 exists, the page already lists both workers.
+            assert stream.wait_for(lambda s: s.last("workers") is not None), stream.snapshot()
+            assert [w["health"] for w in stream.last("workers")] == ["starting", "starting"]
+            workers.append(start_worker(args, 1))
+            assert stream.wait_for(lambda s: s.last("summary") is not None, 90), stream.snapshot()
+            assert stream.wait_for(lambda s: s.ended.is_set(), 10), "the stream ends with the run"
+        codes = [w.wait() for w in workers]
+    finally:
+        stop(workers)
+    assert codes == [0, 0], head.stderr
+    merged = summary_of(out)
+    assert merged["requests"]["sent"] == 600
+    rows = stream.rows()
+    assert rows == [orjson.loads(line) for line in (out / "timeseries.jsonl").read_bytes().splitlines()]
+    assert sum(r["sent"] for r in rows) == 600  # the cluster's seconds, not worker 0's share
+    final = stream.last("workers")
+    assert [(w["worker"], w["health"], w["healthy"]) for w in final] == [(0, "done", True), (1, "done", True)]
+    assert all(w["sent_rps"] is not None for w in final)
+    assert stream.last("thresholds")[0]["expr"] == "latency.p99<5s"
+    assert stream.last("summary") == orjson.loads(orjson.dumps(final_sections(merged, "this run")))
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_a_replay_is_split_over_workers_by_recorded_connection(tmp_path: Path) -> None:
+    """Recorded connection r goes to worker r mod N, its requests in their recorded order; the merged result counts
+    each request once."""
+    rec = tmp_path / "rec"
+    streams = [[json_frame(f"c{c}-{i}") for i in range(5)] for c in range(3)]
+    record_connections(rec, streams)
+    port = free_port()
+    with fake_gateway(delay_s=0.0) as gw:
+        args = ["load", gw.url, "--replay", str(rec), "--workers", "2", "--coordinator", f"{LOOPBACK}:{port}",
+                "--json", "--quiet"]
+        workers = [start_worker(args, 1), start_worker(args, 0)]
+        try:
+            codes = [w.wait() for w in workers]
+        finally:
+            stop(workers)
+        arrivals = by_connection(gw.arrivals)
+    assert codes == [0, 0], workers[1].stderr
+    merged = orjson.loads(workers[1].stdout)
+    assert merged["requests"]["ok"] == merged["requests"]["sent"] == 15
+    assert [p["requests"]["sent"] for p in merged["per_worker"]] == [10, 5]  # connections 0 and 2; connection 1
+    got = sorted(orjson.dumps([normalised(a.frame, "json") for a in conn]) for conn in arrivals.values())
+    assert got == sorted(orjson.dumps([normalised(f, "json") for f in s]) for s in streams)
+
+    refused = start_worker([*args[:4], "--workers", "4", *args[6:]], 0)
+    assert refused.wait() == 2 and "splits by recorded connection" in refused.stderr

@@ -28,12 +28,11 @@ from loadtest import thresholds as thresholds_mod
 from loadtest.cluster.client import ClusterOptions
 from loadtest.config import HTTP, LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
-from loadtest.measure.replay_diff import format_diff
 from loadtest.models.replay import ReplayError, ReplaySpec, load_recording
 from loadtest.outputs.dashboard import DashboardServer, parse_address, run_feed, run_info
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.prometheus import PrometheusExporter
-from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_results
+from loadtest.outputs.summary import REQUESTS_FILE, build_summary, print_summary, write_results
 from loadtest.outputs.timeseries import SeriesFiles
 from loadtest.payloads import DocSpec
 from loadtest.procs import WorkerCrashed
@@ -511,20 +510,14 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
         if series is not None:
             series.close(complete=finished)
     summary = build_summary(result)
-    summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
+    summary["thresholds"] = thresholds_mod.evaluate(exprs, summary)
     if series is not None and out is not None:
         write_results(out, summary, result, series.log.start_wall)
     if dashboard is not None:
         dashboard.finish(summary)
-    if args.json:
-        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(format_table(summary))
-        if "replay_diff" in summary:
-            print()
-            print(format_diff(summary["replay_diff"]))
-        if out is not None:
-            print(f"\nresults in {out}/")
+    print_summary(summary, args.json)
+    if out is not None and not args.json:
+        print(f"\nresults in {out}/")
     result.recorder.accounting.check()
     lingering = [s for s in (exporter, dashboard) if s is not None and s.linger_s > 0]
     if lingering:

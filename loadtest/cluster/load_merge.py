@@ -35,12 +35,11 @@ from loadtest import thresholds as thresholds_mod
 from loadtest.cluster.coordinator import LostWorker, Outcome
 from loadtest.config import LoadConfig
 from loadtest.measure.recorder import Recorder
-from loadtest.measure.replay_diff import format_diff
 from loadtest.models.base import share
 from loadtest.outputs.dashboard import DashboardServer, run_feed
 from loadtest.outputs.live import LiveLine
 from loadtest.outputs.report import REPORT_FILE, ResultsError, write_report
-from loadtest.outputs.summary import build_summary, format_table, write_results
+from loadtest.outputs.summary import build_summary, print_summary, write_results
 from loadtest.outputs.timeseries import SeriesFiles
 from loadtest.result import WorkerResult, merge_results, merge_second
 
@@ -113,6 +112,9 @@ class LoadMerger:
         self.seen: dict[int, _WorkerSeen] = {}
         self.results: dict[int, WorkerResult] = {}
         self.lost_workers: dict[int, LostWorker] = {}
+        if dashboard is not None:  # served from the start: the page shows the workers as they come
+            dashboard.start()
+            self._show_workers()
 
     # ---- the coordinator's events ----------------------------------------------------------------
 
@@ -222,8 +224,7 @@ class LoadMerger:
             "coordinator_cpu_s": round(time.process_time(), 3),
         }
         summary["per_worker"] = [self._own_figures(i, each.get(i), outcome) for i in range(self.workers)]
-        summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in self.exprs],
-                                                        summary)
+        summary["thresholds"] = thresholds_mod.evaluate(self.exprs, summary)
         if self.out is not None:
             write_results(self.out, summary, merged, outcome.t0)
             try:
@@ -233,13 +234,8 @@ class LoadMerger:
         if self.dashboard is not None:
             self._show_workers()
             self.dashboard.finish(summary)
-        if self.json_output:
-            sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-        else:
-            print(format_table(summary))
-            if "replay_diff" in summary:
-                print()
-                print(format_diff(summary["replay_diff"]))
+        print_summary(summary, self.json_output)
+        if not self.json_output:
             lost = "; ".join(self.lost_workers[i].describe() for i in sorted(self.lost_workers)) or "none lost"
             offsets = ", ".join(f"{ms:+.1f}" for ms in outcome.clock_offsets_ms.values())
             print(f"workers     {self.workers} ({lost}); clock offsets {offsets} ms")

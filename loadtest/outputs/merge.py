@@ -121,7 +121,7 @@ def merge_folders(dirs: list[Path], out: Path) -> dict[str, Any]:
     summary.update(figures(recorder, measured_s, None if None in rates else sum(rates), dropped))
     summary["merged_from"] = [str(r.path) for r in runs]
     exprs = [t["expr"] for t in first.summary.get("thresholds") or []]
-    summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
+    summary["thresholds"] = thresholds_mod.evaluate(exprs, summary)
 
     out.mkdir(parents=True, exist_ok=True)
     series = SeriesFiles(out, start_wall)

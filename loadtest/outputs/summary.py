@@ -22,6 +22,7 @@ A replay (`model` `replay`) adds `replay` {`source`, `recorded_requests`, `recor
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ import orjson
 from loadtest.config import LoadConfig
 from loadtest.measure.histograms import LatencyHistogram
 from loadtest.measure.recorder import Recorder
+from loadtest.measure.replay_diff import format_diff
 from loadtest.outputs.hlog import TOTALS_FILE, write_totals
 from loadtest.result import RunResult
 
@@ -216,3 +218,15 @@ def format_table(summary: dict[str, Any]) -> str:
             mark = "ok  " if t["ok"] else "FAIL"
             lines.append(f"  {mark}  {t['expr']}  (value {_fmt(t.get('value'))})")
     return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """The summary on stdout at the end of a run: summary.json's text (`--json`), or the table and a replay's
+    diff."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    print(format_table(summary))
+    if "replay_diff" in summary:
+        print()
+        print(format_diff(summary["replay_diff"]))
