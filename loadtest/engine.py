@@ -68,17 +68,20 @@ class Worker:
     def __init__(self, cfg: LoadConfig, index: int = 0, n_workers: int = 1, run_id: str = "run",
                  sink: MetricsSink | None = None, series: RowSink | None = None,
                  on_interval: IntervalCallback | None = None, publish: Callable[[], None] | None = None,
-                 parent_pid: int | None = None, start_gate: Callable[[], Awaitable[float]] | None = None) -> None:
+                 parent_pid: int | None = None, start_gate: Callable[[], Awaitable[float]] | None = None,
+                 alone: bool | None = None) -> None:
         # `series` takes each second's row (a worker alone in its run); forked workers hand their intervals to
         # `on_interval` and `publish` their sink's state, and end when `parent_pid` is no longer their parent.
         # `start_gate`, awaited once the sessions are open, returns when the run's clock starts (a
-        # time.perf_counter() value): a cluster's workers start together at the coordinator's T0.
+        # time.perf_counter() value): a cluster's workers start together at the coordinator's T0. `alone`: nobody
+        # merges this worker's seconds with others' (default: it is the only worker), so its final sliver of a second
+        # may join the second before it.
         self.start_gate = start_gate
         self.cfg, self.index, self.n_workers = cfg, index, n_workers
         self.publish, self.parent_pid = publish, parent_pid
         self.recorder = Recorder(warmup_s=cfg.warmup_s)
         self.meter = Meter(self.recorder, cfg.timeout_s, sink, series=series, on_interval=on_interval,
-                           alone=n_workers == 1)
+                           alone=n_workers == 1 if alone is None else alone)
         self.new_rid = IdMaker(run_id, index).next  # what the model drives: bound once, called per request
         self._sent = self.meter.sent
         self.warmup_s = cfg.warmup_s

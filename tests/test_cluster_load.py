@@ -225,3 +225,19 @@ def test_a_replay_is_split_over_workers_by_recorded_connection(tmp_path: Path) -
 
     refused = start_worker([*args[:4], "--workers", "4", *args[6:]], 0)
     assert refused.wait() == 2 and "splits by recorded connection" in refused.stderr
+
+
+def test_one_worker_with_a_coordinator_loses_no_second(relay: RelayProcess, tmp_path: Path) -> None:
+    """`--workers 1`: the run's final sliver of a second (2.3 s: 0.3 s after the last whole second) stays a row
+    of its own, so the merged seconds add up to the merged total."""
+    out = tmp_path / "results"
+    worker = start_worker(["load", relay.url, "--rate", "200", "--duration", "2.3s", "--workers", "1",
+                           "--coordinator", f"{LOOPBACK}:{free_port()}", "--out", str(out), "--quiet"], 0)
+    try:
+        assert worker.wait() == 0, worker.stderr
+    finally:
+        stop([worker])
+    merged = summary_of(out)
+    assert merged["requests"]["sent"] == merged["requests"]["ok"] == 460
+    rows = [orjson.loads(line) for line in (out / "timeseries.jsonl").read_bytes().splitlines()]
+    assert sum(r["sent"] for r in rows) == sum(r["ok"] for r in rows) == 460

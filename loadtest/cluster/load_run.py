@@ -142,8 +142,9 @@ async def _work(client: WorkerClient, cfg: LoadConfig, workers: int, live: LiveL
             series.log.start_wall = client.t0
         return t0
 
+    # Not alone even with --workers 1: the coordinator merges its seconds, so its final sliver stays a row of its own.
     worker = Worker(cfg, index, workers, client.run_id, sink=sink, series=series, on_interval=on_interval,
-                    start_gate=at_t0)
+                    start_gate=at_t0, alone=False)
     async with client.attached(on_abort=lambda _reason: worker.stop()):
         try:
             result = await worker.run()
