@@ -7,11 +7,15 @@
     outputs   the RowSink, MetricsSink, RequestSink handed in (loadtest.outputs)
 
 A `Worker` is one process's share of a run. `run()` opens its sessions (every one must connect, else
-ConnectError), starts the clock, and runs in one task group: the ticker (timeouts, a row of the time series and
+ConnectError), passes its start gate when it has one (a cluster's barrier: the gate says when the clock starts),
+starts the clock, and runs in one task group: the ticker (timeouts, a row of the time series and
 the request log each second, metrics to the parent and a look at the parent's liveness four times a second), each
 session's `maintain` (reconnects; gRPC's reader; HTTP's exchanges), and the load model. When the model has sent
 all it will, every session finishes (end-of-stream, a bounded grace for the last answers, a bounded close) and the
-group is cancelled. A background task that fails ends the run at once, its error named (TaskFailed).
+group is cancelled. A background task that fails ends the run at once, its error named (TaskFailed). `stop()`
+ends a run from outside (a cluster's run was aborted): the group is cancelled, the sessions close, and `run`
+returns what was done, the requests then in flight counted as unanswered. `result()` is the worker's figures so far,
+at any moment (a cluster worker hands them over once a second, in case it is lost).
 
 Replay (`cfg.replay`, loadtest.models.replay): the schedule, the sessions (one per recorded connection, each in its
 own subprotocol) and the frames come from a recording; request s goes on the session its recorded connection maps
@@ -27,7 +31,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +68,20 @@ class Worker:
     def __init__(self, cfg: LoadConfig, index: int = 0, n_workers: int = 1, run_id: str = "run",
                  sink: MetricsSink | None = None, series: RowSink | None = None,
                  on_interval: IntervalCallback | None = None, publish: Callable[[], None] | None = None,
-                 parent_pid: int | None = None) -> None:
+                 parent_pid: int | None = None, start_gate: Callable[[], Awaitable[float]] | None = None,
+                 alone: bool | None = None) -> None:
         # `series` takes each second's row (a worker alone in its run); forked workers hand their intervals to
         # `on_interval` and `publish` their sink's state, and end when `parent_pid` is no longer their parent.
+        # `start_gate`, awaited once the sessions are open, returns when the run's clock starts (a
+        # time.perf_counter() value): a cluster's workers start together at the coordinator's T0. `alone`: nobody
+        # merges this worker's seconds with others' (default: it is the only worker), so its final sliver of a second
+        # may join the second before it.
+        self.start_gate = start_gate
         self.cfg, self.index, self.n_workers = cfg, index, n_workers
         self.publish, self.parent_pid = publish, parent_pid
         self.recorder = Recorder(warmup_s=cfg.warmup_s)
         self.meter = Meter(self.recorder, cfg.timeout_s, sink, series=series, on_interval=on_interval,
-                           alone=n_workers == 1)
+                           alone=n_workers == 1 if alone is None else alone)
         self.new_rid = IdMaker(run_id, index).next  # what the model drives: bound once, called per request
         self._sent = self.meter.sent
         self.warmup_s = cfg.warmup_s
@@ -93,47 +103,79 @@ class Worker:
         self.sessions: list[LoadSession] = []
         self.requests: RequestLog | None = None
         self.zero = time.perf_counter()
+        self.started_wall = time.time()
+        self.stopped = False  # `stop()` was called
+        self._scope: anyio.CancelScope | None = None  # the running task group's
 
     def clock(self) -> float:
         return time.perf_counter() - self.zero
 
     async def run(self) -> WorkerResult:
         cfg, meter, model = self.cfg, self.meter, self.model
-        started_wall = time.time()
+        self.started_wall = time.time()
         meter.settled = model.settled
         outcomes = Outcomes(self.clock, meter.on_answer, meter.failed)
         self.sessions = [open_session(self._session_config(i), i, outcomes) for i in range(self._connections())]
+        dispatch_end: float | None = None
+        left: list[Pending] = []
         try:
             await self._connect()
+            zero = await self.start_gate() if self.start_gate is not None else time.perf_counter()
             if cfg.log_requests:
                 path = cfg.log_requests if self.n_workers == 1 else Path(f"{cfg.log_requests}.w{self.index}")
                 self.requests = meter.requests = RequestLog(path)
-            self.zero = time.perf_counter()  # the clock starts when every session is open
+            self.zero = zero  # the clock starts when every session is open (and the gate, if any, opened)
+            self.started_wall = time.time() - (time.perf_counter() - zero)
             meter.start(cfg.warmup_s)
             async with event_loop.task_group() as tg:
+                self._scope = tg.cancel_scope
+                if self.stopped:
+                    tg.cancel_scope.cancel()
                 tg.start_soon(event_loop.watched, "the ticker", self._tick)
                 for s in self.sessions:
                     tg.start_soon(event_loop.watched, str(s), s.maintain)
                 await model.run(self)
                 dispatch_end = self.clock()
-                meter.unanswered(await self._finish())
+                await self._finish(left)
                 tg.cancel_scope.cancel()
         finally:
+            self._scope = None
             for s in self.sessions:
                 await s.close()
+        if dispatch_end is None:  # stopped from outside: what was in flight then stays unanswered
+            dispatch_end = self.clock()
+        for s in self.sessions:
+            left.extend(s.pending.values())
+            s.pending.clear()
+        meter.unanswered(left)
         elapsed = self.clock()
         meter.close_series(elapsed, self._inflight(), model.target_rate_at(elapsed))
         if self.requests is not None:
             self.requests.close()
+        return self.result(elapsed, dispatch_end)
+
+    def result(self, elapsed_s: float | None = None, dispatch_end_s: float | None = None) -> WorkerResult:
+        """This worker's figures: at the end of `run`, or so far (None: now; requests in flight have not ended)."""
+        now = self.clock()
+        meter = self.meter
         return WorkerResult(
             snapshot=self.recorder.snapshot(), intervals=meter.intervals,
             negotiated=self.sessions[0].negotiated if self.sessions else None, docs_sent=meter.docs_sent,
-            docs_received=meter.docs_received, started_wall=started_wall, elapsed_s=elapsed,
+            docs_received=meter.docs_received, started_wall=self.started_wall,
+            elapsed_s=now if elapsed_s is None else elapsed_s,
             reconnects=sum(s.reconnects for s in self.sessions),
             late_answers=sum(s.late_answers for s in self.sessions),
-            dropped_by_reason=meter.dropped_by_reason, dispatch_end_s=dispatch_end,
+            dropped_by_reason=dict(meter.dropped_by_reason),
+            dispatch_end_s=now if dispatch_end_s is None else dispatch_end_s,
             replay_diff=self.comparison.diff.to_plain() if self.comparison is not None else None,
         )
+
+    def stop(self) -> None:
+        """End the run now, from outside (see the module's docstring); before the run's task group starts, it
+        starts cancelled."""
+        self.stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _connections(self) -> int:
         if self.replay is not None:
@@ -162,9 +204,9 @@ class Worker:
         if errors:
             raise errors[0]
 
-    async def _finish(self) -> list[Pending]:
-        """End-of-stream on every session at once, a bounded grace for their last answers; what is left."""
-        left: list[Pending] = []
+    async def _finish(self, left: list[Pending]) -> None:
+        """End-of-stream on every session at once, a bounded grace for their last answers; what is left goes to
+        `left` (as each session finishes: a stop in the middle loses none)."""
 
         async def finish(session: LoadSession) -> None:
             left.extend(await session.finish(self.cfg.grace_s))
@@ -172,7 +214,6 @@ class Worker:
         async with event_loop.task_group() as tg:
             for s in self.sessions:
                 tg.start_soon(finish, s)
-        return left
 
     async def _tick(self) -> None:
         """Every second: time out old requests, close a row of the time series, write the request log. Four times
@@ -182,6 +223,9 @@ class Worker:
         quarter = INTERVAL_S / 4
         next_publish = quarter
         while True:
+            # The loop's timers can fire up to a millisecond early: every decision below is taken on the run's own
+            # clock (a second closes only once the clock has passed it, a request times out only once it is really
+            # older than --timeout), so an early wake-up only means one more turn of this loop.
             await anyio.sleep(max(0.0, min(next_at, next_publish) - self.clock()))
             now = self.clock()
             if now >= next_publish:

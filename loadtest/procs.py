@@ -161,9 +161,10 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
             pending_rows.setdefault(k, {})[worker] = payload
             while next_k in pending_rows and len(pending_rows[next_k]) == cfg.procs:
                 ready = pending_rows.pop(next_k)
-                row = merge_second([ready[w] for w in sorted(ready)])
+                interval = merge_second([ready[w] for w in sorted(ready)])
+                row = interval.to_row()
                 if series is not None:
-                    series.add(row)
+                    series.add(row, interval)
                 if on_row is not None:
                     on_row(row)
                 next_k += 1
@@ -186,5 +187,6 @@ def _collect(cfg: LoadConfig, procs: list[Any], out: Any, on_row: Callable[[dict
     for k in sorted(pending_rows):
         ready = pending_rows[k]
         if series is not None:
-            series.add(merge_second([ready[w] for w in sorted(ready)]))
+            interval = merge_second([ready[w] for w in sorted(ready)])
+            series.add(interval.to_row(), interval)
     return merge_results(cfg, [results[i] for i in sorted(results)], next_k + len(pending_rows))

@@ -3,7 +3,7 @@ workers (processes here; machines for a coordinator that shards the schedule acr
 
 A worker's result (`WorkerResult`) is plain data (its recorder as a msgpack-able snapshot), so that it crosses a
 process boundary; `merge_results` adds workers' results into the run's (`RunResult`: HdrHistograms and counts merge
-exactly); `merge_second` merges the workers' k-th second of the time series into one row.
+exactly); `merge_second` merges the workers' k-th second of the time series into one interval.
 
 Imports loadtest.config and loadtest.measure.
 """
@@ -98,9 +98,9 @@ def merge_results(cfg: LoadConfig, results: list[WorkerResult], intervals: int |
     )
 
 
-def merge_second(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row from the workers' intervals (`Interval.to_plain`) of the same second: their k-th."""
+def merge_second(parts: list[dict[str, Any]]) -> Interval:
+    """One interval from the workers' intervals (`Interval.to_plain`) of the same second: their k-th."""
     merged = Interval.from_plain(parts[0])
     for part in parts[1:]:
         merged.merge(Interval.from_plain(part))
-    return merged.to_row()
+    return merged

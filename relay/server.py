@@ -157,6 +157,7 @@ class RelayServer:
     async def _drain_websockets(self) -> None:
         door = self.websocket
         door.begin_shutdown()
+        # A drain bound of seconds that ends a millisecond early (the loop's timers) changes nothing a client reads.
         with anyio.move_on_after(self.config.drain_timeout_s):
             await door.wait_closed()
         door.give_up()
@@ -172,6 +173,7 @@ class RelayServer:
             protos = list(self._transports)
             batches = max(1, (len(protos) + PING_BATCH - 1) // PING_BATCH)
             for start in range(0, max(len(protos), 1), PING_BATCH):
+                # Early by a millisecond at most (the loop's timers): a ping interval needs no better.
                 await anyio.sleep(interval_s / batches)
                 for proto in protos[start : start + PING_BATCH]:
                     session = proto.session

@@ -71,10 +71,10 @@ class RowList(list[dict[str, Any]]):
     """A time-series sink that keeps every row in a list (fine for a test's few seconds; the engine itself
     keeps none)."""
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], interval: object = None) -> None:
         self.append(row)
 
-    def replace_last(self, row: dict[str, Any]) -> None:
+    def replace_last(self, row: dict[str, Any], interval: object = None) -> None:
         self[-1] = row
 
 

@@ -32,18 +32,26 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from load_helpers import Arrival, cli_summary, fake_gateway, read_request_log, run_load_cli
+from capture_helpers import (
+    CORRELATION_KEY,
+    by_connection,
+    bytes_frame,
+    json_frame,
+    normalised,
+    record_connections,
+    send_with_gaps,
+)
+from load_helpers import cli_summary, fake_gateway, read_request_log, run_load_cli
 from relay_process import LOOPBACK, flowrelay_command, run_relay
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from relay.capture.reader import Recording, read_recording
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import Document
 from relay.wire.messages import DataRequest
-from relay.wire.proto import jina_pb2, jina_pb2_grpc
+from relay.wire.proto import jina_pb2_grpc
 
-CORRELATION_KEY = "flowrelay_rid"
 # Milliseconds between a connection's requests: irregular, and each far from its neighbours.
 GAPS_MS = (7, 31, 12, 58, 3, 22, 90, 15, 41, 9, 66, 27, 5, 48, 18, 75, 11, 36, 4, 52, 25, 83, 14, 39)
 GAP_BOUND_MS = 3.0
@@ -52,70 +60,11 @@ GAP_BOUND_MS = 3.0
 # ---- clients -------------------------------------------------------------------------------------
 
 
-def json_frame(doc_id: str, endpoint: str = "/index", **extra: Any) -> str:
-    return orjson.dumps({"data": [{"id": doc_id, "text": f"text of {doc_id}", **extra}],
-                         "execEndpoint": endpoint}).decode()
-
-
-def bytes_frame(rid: str, doc_id: str, endpoint: str = "/search") -> bytes:
-    return proto_codec.encode(DataRequest(request_id=rid, exec_endpoint=endpoint,
-                                          docs=[Document(id=doc_id, text=f"bytes {doc_id}")]))
-
-
-async def _drain(ws: ClientConnection, answers: list[Any]) -> None:
-    try:
-        async for message in ws:
-            answers.append(message)
-    except ConnectionClosed:
-        pass
-
-
-async def send_with_gaps(url: str, subprotocol: str, frames: Sequence[str | bytes], gaps_ms: Sequence[int],
-                         start_delay_s: float = 0.0) -> list[Any]:
-    """One connection: `frames` sent `gaps_ms` apart (answers read meanwhile), then end of stream; the answers."""
-    await asyncio.sleep(start_delay_s)
-    answers: list[Any] = []
-    async with connect(url, subprotocols=[subprotocol], compression=None, max_size=None) as ws:
-        reader = asyncio.create_task(_drain(ws, answers))
-        start = time.perf_counter()
-        due = 0.0
-        for i, frame in enumerate(frames):
-            await asyncio.sleep(max(0.0, start + due - time.perf_counter()))
-            await ws.send(frame)
-            due += gaps_ms[i % len(gaps_ms)] / 1000
-        await ws.send(b"\x00" if subprotocol == "bytes" else "{}")
-        await asyncio.wait_for(reader, 20)
-    return answers
-
-
 def _gaps_ms(times_ns: Sequence[float]) -> list[float]:
     return [(b - a) / 1e6 for a, b in itertools.pairwise(times_ns)]
 
 
-def _normalised(frame: bytes | str, subprotocol: str | None) -> Any:
-    """A request frame without what a replay changes: its request id (bytes) or correlation parameter (json)."""
-    if subprotocol == "bytes":
-        pb = jina_pb2.DataRequestProto.FromString(frame if isinstance(frame, bytes) else frame.encode())
-        pb.header.request_id = ""
-        return pb.SerializeToString(deterministic=True)
-    obj = orjson.loads(frame)
-    params = obj.get("parameters") or {}
-    params.pop(CORRELATION_KEY, None)
-    if params:
-        obj["parameters"] = params
-    else:
-        obj.pop("parameters", None)
-    return obj
-
-
-def _by_connection(arrivals: Sequence[Arrival]) -> dict[int, list[Arrival]]:
-    out: dict[int, list[Arrival]] = {}
-    for a in arrivals:
-        out.setdefault(a.connection, []).append(a)
-    return out
-
-
-def _recorded_by_connection(recording: Recording) -> dict[int, list[Any]]:
+def _recordedby_connection(recording: Recording) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = {}
     for r in recording.requests:
         out.setdefault(r.conn, []).append(r)
@@ -142,7 +91,7 @@ def test_a_replay_sends_the_same_bodies_in_order_with_the_recorded_gaps(tmp_path
     json_frames, bytes_frames = _record_two_connections(tmp_path / "rec")
     recording = read_recording(tmp_path / "rec")
     assert len(recording.requests) == 2 * len(GAPS_MS) and recording.answered == len(recording.requests)
-    recorded = _recorded_by_connection(recording)
+    recorded = _recordedby_connection(recording)
     sent_by = {"json": json_frames, "bytes": bytes_frames}
 
     for speed in (1, 2):
@@ -150,7 +99,7 @@ def test_a_replay_sends_the_same_bodies_in_order_with_the_recorded_gaps(tmp_path
             done = run_load_cli(gw.url, "--replay", str(tmp_path / "rec"), "--speed", str(speed), "--json",
                                 "--quiet", "--log-requests", "--out", str(tmp_path / f"out{speed}"))
             assert done.returncode == 0, done.stderr
-            arrivals = _by_connection(gw.arrivals)
+            arrivals = by_connection(gw.arrivals)
         summary = cli_summary(done)
         assert summary["model"] == "replay" and summary["requests"]["sent"] == len(recording.requests)
         assert summary["requests"]["ok"] == len(recording.requests)
@@ -165,8 +114,8 @@ def test_a_replay_sends_the_same_bodies_in_order_with_the_recorded_gaps(tmp_path
             conn = next(c for c in recording.connections.values() if c.subprotocol == subprotocol)
             assert subprotocol is not None
             # Same bodies, same order: what the client sent, but for the id a replay stamps.
-            assert [_normalised(a.frame, subprotocol) for a in got] == [
-                _normalised(f, subprotocol) for f in sent_by[subprotocol]]
+            assert [normalised(a.frame, subprotocol) for a in got] == [
+                normalised(f, subprotocol) for f in sent_by[subprotocol]]
             want = [g / speed for g in _gaps_ms([r.mono_ns for r in recorded[conn.conn]])]
             have = _gaps_ms([a.mono_ns for a in got])
             errors = [abs(h - w) for h, w in zip(have, want, strict=True)]
@@ -259,19 +208,15 @@ def test_the_diff_names_requests_whose_status_changed(tmp_path: Path) -> None:
 def test_procs_split_a_replay_by_recorded_connection(tmp_path: Path) -> None:
     rec = tmp_path / "rec"
     streams = [[json_frame(f"c{c}-{i}") for i in range(5)] for c in range(3)]
-    with run_relay("-e", "upper", "--record", str(rec)) as relay:
-        async def three() -> None:
-            await asyncio.gather(*(send_with_gaps(relay.url, "json", s, (6,), start_delay_s=0.002 * c)
-                                   for c, s in enumerate(streams)))
-        asyncio.run(three())
+    record_connections(rec, streams)
     with fake_gateway(delay_s=0.0) as gw:
         done = run_load_cli(gw.url, "--replay", str(rec), "--procs", "2", "--json", "--quiet")
         assert done.returncode == 0, done.stderr
-        arrivals = _by_connection(gw.arrivals)
+        arrivals = by_connection(gw.arrivals)
     assert cli_summary(done)["requests"]["ok"] == 15
     assert len(arrivals) == 3
-    got = sorted(orjson.dumps([_normalised(a.frame, "json") for a in conn]) for conn in arrivals.values())
-    assert got == sorted(orjson.dumps([_normalised(f, "json") for f in s]) for s in streams)
+    got = sorted(orjson.dumps([normalised(a.frame, "json") for a in conn]) for conn in arrivals.values())
+    assert got == sorted(orjson.dumps([normalised(f, "json") for f in s]) for s in streams)
 
 
 def test_sampling_and_redaction_hold_through_the_relay(tmp_path: Path) -> None:

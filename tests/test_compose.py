@@ -113,7 +113,7 @@ def test_the_schema_check_catches_a_mistake(compose: dict[str, Any]) -> None:
 
 
 def test_services_are_the_expected_ones(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"relay", "load", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"relay", "load", "cluster-0", "cluster-worker", "prometheus", "grafana"}
 
 
 def _bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -180,7 +180,7 @@ def test_prometheus_scrapes_what_the_services_serve(compose: dict[str, Any]) -> 
     metrics_port = int(_flag(load_cmd, "--metrics-port"))
     assert _flag(load_cmd, "--metrics-host") == "0.0.0.0"  # scraped from the Prometheus container
     sd = jobs["load"]["dns_sd_configs"][0]
-    assert sd["names"] == ["load"] and sd["type"] == "A" and sd["port"] == metrics_port
+    assert sd["names"] == ["load", "cluster-0", "cluster-worker"] and sd["type"] == "A" and sd["port"] == metrics_port
     assert str(metrics_port) in [str(p) for p in services["load"].get("expose", [])]
     assert services["load"]["depends_on"]["relay"]["condition"] == "service_healthy"
     assert "load" in services["load"].get("profiles", [])
@@ -188,6 +188,35 @@ def test_prometheus_scrapes_what_the_services_serve(compose: dict[str, Any]) -> 
     mounts = dict(_bind_mounts(services["prometheus"]))
     assert mounts.get("./dashboards/prometheus.yml") == "/etc/prometheus/prometheus.yml"
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+
+
+def test_the_cluster_profile_is_one_run_over_worker_0_and_scaled_workers(compose: dict[str, Any]) -> None:
+    """cluster-0 and cluster-worker run the same command but for `--worker-index 0`; the workers reach the
+    coordinator by worker 0's service name; every worker is scraped on the load job's port."""
+    from flowrelay.cli.cluster_options import cluster_options
+    from flowrelay.cli.main import build_parser
+
+    services = compose["services"]
+    head = [str(x) for x in services["cluster-0"]["command"]]
+    worker = [str(x) for x in services["cluster-worker"]["command"]]
+    assert head[-2:] == ["--worker-index", "0"] and head[:-2] == worker
+    for name in ("cluster-0", "cluster-worker"):
+        assert services[name]["profiles"] == ["cluster"]
+    parser, _ = build_parser()
+    # Compose substitutes ${VAR:-default}; parse with the defaults.
+    expanded = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in worker]
+    opts = cluster_options(parser.parse_args(expanded))
+    assert opts is not None and opts.index is None  # the coordinator assigns it
+    assert opts.host == "cluster-0" and str(opts.port) in [str(p) for p in services["cluster-0"]["expose"]]
+    assert _flag(expanded, "--metrics-host") == "0.0.0.0"
+    metrics_port = _flag(expanded, "--metrics-port")
+    assert metrics_port in [str(p) for p in services["cluster-worker"]["expose"]]
+    prom = _yaml(PROMETHEUS_YML)
+    (load_job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "load"]
+    assert {"cluster-0", "cluster-worker"} <= set(load_job["dns_sd_configs"][0]["names"])
+    assert str(load_job["dns_sd_configs"][0]["port"]) == metrics_port
+    assert services["cluster-worker"]["depends_on"]["cluster-0"]["condition"] == "service_started"
+    assert services["cluster-0"]["depends_on"]["relay"]["condition"] == "service_healthy"
 
 
 def test_prometheus_config_passes_promtool() -> None:

@@ -48,15 +48,20 @@ def browser() -> Iterator[Any]:
         yield driver
 
 
-def tiles(driver: Any) -> list[dict[str, Any]]:
-    return driver.execute_script("""
+TILES_JS = """
         return Array.from(document.querySelectorAll('[data-slot="now-tiles"] .tile')).map(t => ({
           key: t.dataset.key, value: JSON.parse(t.querySelector('.n').dataset.value || 'null'),
-          t: t.querySelector('.n').dataset.t, text: t.querySelector('.n').textContent}))""")
+          t: t.querySelector('.n').dataset.t, text: t.querySelector('.n').textContent}))"""
 
 
 def page_rows(driver: Any) -> list[dict[str, Any]]:
     return driver.execute_script("return window.flowrelay.rows()[0]")
+
+
+def snapshot(driver: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The tiles and the rows as one script sees them, so no row can arrive between the two reads."""
+    both = driver.execute_script(f"return [(() => {{ {TILES_JS} }})(), window.flowrelay.rows()[0]]")
+    return both[0], both[1]
 
 
 def test_live_page_follows_the_run_and_ends_as_the_report(browser: Any, tmp_path: Path) -> None:
@@ -70,7 +75,14 @@ def test_live_page_follows_the_run_and_ends_as_the_report(browser: Any, tmp_path
         assert wait_until(lambda: len(page_rows(browser)) >= 3, TIMEOUT_S), list(run.output)
 
         # The numbers shown are the stream's: the tiles show the last row the page has, the page holds the rows.
-        shown, rows = tiles(browser), page_rows(browser)
+        # Redraws are coalesced, so a row can arrive a frame before the tiles show it: read both in one moment
+        # and wait for a moment when the page is settled.
+        def settled(shown: list[dict[str, Any]], rows: list[dict[str, Any]]) -> bool:
+            return bool(rows) and all(float(t["t"]) == rows[-1]["t"] for t in shown)
+
+        snaps: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        assert wait_until(lambda: snaps.append(snapshot(browser)) or settled(*snaps[-1]), TIMEOUT_S), snaps[-1]
+        shown, rows = snaps[-1]
         streamed = {r["t"]: r for r in stream.rows()}
         assert rows == [streamed[r["t"]] for r in rows]
         last = streamed[rows[-1]["t"]]

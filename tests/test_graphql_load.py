@@ -29,6 +29,7 @@ def test_a_graphql_run_at_200_per_second_with_thresholds() -> None:
     assert done.returncode == 0, done.stderr
     summary = cli_summary(done)
     assert_adds_up(summary)
+    assert summary["transport"] == "http" and "docs(data: $docs)" in summary["graphql"], "the run says it was GraphQL"
     measured, warmup = summary["requests"], summary["warmup"]["requests"]
     assert measured["sent"] + warmup["sent"] >= 395 and measured["ok"] == measured["sent"], summary["requests"]
     assert summary["docs"]["received"] == 2 * (measured["ok"] + warmup["ok"])

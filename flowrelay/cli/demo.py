@@ -19,8 +19,8 @@ from typing import Any
 from loadtest.config import LoadConfig
 from loadtest.engine import run_load
 from loadtest.outputs.live import LiveLine
-from loadtest.outputs.summary import build_summary, format_table, write_summary
-from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
+from loadtest.outputs.summary import build_summary, format_table, write_results
+from loadtest.outputs.timeseries import SeriesFiles
 from loadtest.payloads import DocSpec
 from loadtest.sessions.base import ConnectError
 from loadtest.thresholds import evaluate, parse_threshold
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = LoadConfig(target=target, subprotocol="bytes", connections=2, rate=args.rate, duration_s=duration_s,
                          warmup_s=min(1.0, duration_s / 5), endpoint="/index",
                          docs=_docs(), grace_s=5.0)
-        series = TimeSeriesFile(out / TIMESERIES_FILE)
+        series = SeriesFiles(out)
         try:
             result = run_load(cfg, on_row=LiveLine(), series=series)
         except ConnectError as exc:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     result.recorder.accounting.check()  # every request sent is answered, failed or timed out
     summary = build_summary(result)
     summary["thresholds"] = evaluate([parse_threshold(t) for t in DEMO_THRESHOLDS], summary)
-    write_summary(out, summary)
+    write_results(out, summary, result, series.log.start_wall)
     print()
     print(format_table(summary))
     report = _write_report(out)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from flowrelay.cli.cluster_options import ClusterUsageError, add_cluster_arguments, bind_address, cluster_options
 from flowrelay.cli.options import parse_params
 from loadtest.ingest.checkpoint import write_atomic
 from loadtest.ingest.delivery import DeliveryConfig
@@ -140,8 +141,16 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
+        cluster = cluster_options(args)
+        if cluster is not None:
+            if args.input == "-":
+                raise UsageError("stdin cannot be split over workers: give a file or a folder")
+            from loadtest.cluster.ingest_run import run_shard
+
+            return run_shard(cfg, cluster, bind_address(cluster, args.coordinator_bind), args.summary_json,
+                             bool(args.json))
         result = run_ingest(cfg)
-    except UsageError as exc:
+    except (UsageError, ClusterUsageError) as exc:
         print(f"flowrelay ingest: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # before the run started (once it runs, SIGINT stops it cleanly)
@@ -176,4 +185,5 @@ def register(sub: Any) -> dict[str, Any]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_ingest_arguments(p)
+    add_cluster_arguments(p)
     return {"ingest": run}

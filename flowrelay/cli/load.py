@@ -4,6 +4,9 @@ Exit codes (documented in the README): 0 the run finished and every threshold he
 not be carried out (target unreachable: "cannot connect: ..."; a worker or a background task failed: "worker N
 crashed: ...", "the run crashed: ..."); 2 a usage error, reported before any traffic; 99 a threshold failed
 (k6's code for the same).
+
+With `--workers N --coordinator HOST:PORT` (flowrelay.cli.cluster_options) the process is one worker of a run
+split over several machines (loadtest.cluster.load_run); worker 0's exit code is the run's, with the same codes.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ from urllib.parse import urlsplit
 import orjson
 import yaml
 
+from flowrelay.cli.cluster_options import ClusterUsageError, add_cluster_arguments, bind_address, cluster_options
 from flowrelay.cli.options import parse_params
 from loadtest import thresholds as thresholds_mod
+from loadtest.cluster.client import ClusterOptions
 from loadtest.config import HTTP, LoadConfig, codec_mode, transport_of, usage_problem
 from loadtest.engine import run_load
-from loadtest.measure.replay_diff import format_diff
 from loadtest.models.replay import ReplayError, ReplaySpec, load_recording
-from loadtest.outputs.dashboard import DashboardServer, RunFeed, parse_address, run_info
+from loadtest.outputs.dashboard import DashboardServer, parse_address, run_feed, run_info
 from loadtest.outputs.live import LiveLine
-from loadtest.outputs.live_thresholds import LiveThresholds
 from loadtest.outputs.prometheus import PrometheusExporter
-from loadtest.outputs.summary import REQUESTS_FILE, build_summary, format_table, write_summary
-from loadtest.outputs.timeseries import TIMESERIES_FILE, TimeSeriesFile
+from loadtest.outputs.summary import REQUESTS_FILE, build_summary, print_summary, write_results
+from loadtest.outputs.timeseries import SeriesFiles
 from loadtest.payloads import DocSpec
 from loadtest.procs import WorkerCrashed
 from loadtest.sessions.base import ConnectError
@@ -93,8 +96,9 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", help="at the end, how long to wait for answers in flight (default 10s)")
     p.add_argument("--threshold", action="append", metavar="EXPR",
                    help="e.g. 'latency.p99<50ms', 'errors.rate<0.001' (repeatable); a failure exits 99")
-    p.add_argument("--out", type=Path, help="results folder: summary.json at the end, and timeseries.jsonl "
-                   "a line as each second closes")
+    p.add_argument("--out", type=Path, help="results folder: summary.json and totals.hlog at the end, and "
+                   "timeseries.jsonl and latency.hlog (HdrHistogram interval log) as each second closes; with "
+                   "--workers, worker 0 writes the merged results there and each worker its own in worker-K/")
     p.add_argument("--log-requests", action="store_true", help="also write every request to requests.msgpack")
     p.add_argument("--procs", type=int, help="worker processes, the rate and connections split among them")
     p.add_argument("--compression", action="store_true", help="offer permessage-deflate")
@@ -407,12 +411,25 @@ def _replay_spec(args: argparse.Namespace, scenario: dict[str, Any], target: str
         raise UsageError(f"--replay {source}: {exc}") from None
 
 
+def _check_cluster(cfg: LoadConfig, cluster: ClusterOptions) -> None:
+    """What cannot be split over `cluster.workers` workers; raises UsageError."""
+    if cfg.procs > 1:
+        raise UsageError("--procs goes with one machine; with --workers run one worker per core (more pods, or a "
+                         "larger --workers)")
+    if cfg.replay is not None and cluster.workers > cfg.replay.connections:
+        raise UsageError(f"--workers {cluster.workers}: the recording has {cfg.replay.connections} connection(s), "
+                         "and a replay splits by recorded connection")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg, exprs, out, quiet = config_from_args(args)
+        cluster = cluster_options(args)
+        if cluster is not None:
+            _check_cluster(cfg, cluster)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-    except (UsageError, OSError) as exc:
+    except (UsageError, ClusterUsageError, OSError) as exc:
         print(f"flowrelay load: {exc}", file=sys.stderr)
         return EXIT_USAGE
     exporter: PrometheusExporter | None = None
@@ -425,7 +442,10 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(f"flowrelay load: metrics at {exporter.url}", file=sys.stderr, flush=True)
     dashboard: DashboardServer | None = None
-    if cfg.dashboard is not None:
+    if cfg.dashboard is not None and cluster is not None and cluster.index != 0:
+        print("flowrelay load: --dashboard is served by worker 0, for the whole run; not by this worker",
+              file=sys.stderr, flush=True)
+    elif cfg.dashboard is not None:
         try:
             dashboard = DashboardServer(*cfg.dashboard, run_info(cfg), cfg.dashboard_linger_s)
         except OSError as exc:
@@ -436,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(f"flowrelay load: dashboard at {dashboard.url}", file=sys.stderr, flush=True)
     try:
+        if cluster is not None:
+            return _run_cluster(args, cfg, cluster, exprs, out, quiet, exporter, dashboard)
         return _run(args, cfg, exprs, out, quiet, exporter, dashboard)
     finally:
         if exporter is not None:
@@ -444,15 +466,28 @@ def run(args: argparse.Namespace) -> int:
             dashboard.close()
 
 
+def _run_cluster(args: argparse.Namespace, cfg: LoadConfig, cluster: ClusterOptions, exprs: list[str],
+                 out: Path | None, quiet: bool, exporter: PrometheusExporter | None,
+                 dashboard: DashboardServer | None) -> int:
+    """This process as one worker of a run over several machines (worker 0: the run's outcome)."""
+    from loadtest.cluster.load_run import LoadWorkerRun, run_worker
+
+    code = run_worker(LoadWorkerRun(cfg, cluster, bind_address(cluster, args.coordinator_bind), exprs, out, quiet,
+                                    bool(args.json), exporter, dashboard))
+    if exporter is not None and exporter.linger_s > 0:
+        with contextlib.suppress(KeyboardInterrupt):
+            exporter.linger()
+    return code
+
+
 def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path | None, quiet: bool,
          exporter: PrometheusExporter | None, dashboard: DashboardServer | None = None) -> int:
     live = LiveLine(enabled=not quiet)
     # Rows go to disk as each second closes; without --out they go nowhere (the summary needs none).
-    series = TimeSeriesFile(out / TIMESERIES_FILE) if out is not None else None
+    series = SeriesFiles(out) if out is not None else None
     rows: Any = series
     if dashboard is not None:
-        schedule = cfg.schedule()
-        rows = RunFeed(dashboard, LiveThresholds(exprs, schedule.target_rate_at if schedule else None), series)
+        rows = run_feed(dashboard, cfg, exprs, series)
     finished = False
     try:
         result = run_load(cfg, on_row=live, metrics=exporter, series=rows)
@@ -475,20 +510,14 @@ def _run(args: argparse.Namespace, cfg: LoadConfig, exprs: list[str], out: Path 
         if series is not None:
             series.close(complete=finished)
     summary = build_summary(result)
-    summary["thresholds"] = thresholds_mod.evaluate([thresholds_mod.parse_threshold(e) for e in exprs], summary)
-    if out is not None:
-        write_summary(out, summary)
+    summary["thresholds"] = thresholds_mod.evaluate(exprs, summary)
+    if series is not None and out is not None:
+        write_results(out, summary, result, series.log.start_wall)
     if dashboard is not None:
         dashboard.finish(summary)
-    if args.json:
-        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(format_table(summary))
-        if "replay_diff" in summary:
-            print()
-            print(format_diff(summary["replay_diff"]))
-        if out is not None:
-            print(f"\nresults in {out}/")
+    print_summary(summary, args.json)
+    if out is not None and not args.json:
+        print(f"\nresults in {out}/")
     result.recorder.accounting.check()
     lingering = [s for s in (exporter, dashboard) if s is not None and s.linger_s > 0]
     if lingering:
@@ -515,4 +544,5 @@ def register(sub: Any) -> dict[str, Any]:
         "per-hop spans from routes, and an accounting that adds up.",
     )
     add_load_arguments(p)
+    add_cluster_arguments(p)
     return {"load": run}

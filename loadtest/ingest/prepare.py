@@ -189,7 +189,9 @@ def prepare_jsonl_bytes(inp: Input, blocks: Iterator[Block], batch: int, shape: 
                 # Nothing half-filled: the next `batch` records may go at once. An input whose batches are
                 # seldom plain (tags on every line, say) is tried now and then only: a miss parses twice.
                 if k == batch and (misses < WHOLE_MISSES or misses % WHOLE_RETRY_EVERY == 0):
-                    pb = _whole_batch(template, start + at, bodies[at : at + k])
+                    ids_from = inp.id_position(start + at)
+                    shards = inp.options.shard_count
+                    pb = _whole_batch(template, range(ids_from, ids_from + k * shards, shards), bodies[at : at + k])
                     if pb is not None:
                         misses = 0
                         end = start + at + k
@@ -219,10 +221,11 @@ _ID_LESS = frozenset((STRING_FIELDS | {"tags"}) - {"id"})
 _get_id = operator.methodcaller("get", "id")
 
 
-def _whole_batch(template: jina_pb2.DataRequestProto, start: int, bodies: list[bytes]) -> Any:
-    """The request for records `start`.. (texts `bodies`) when each is a plain Document (see
-    relay.wire.json_to_proto.docs_request) and either all have ids or none has (then all are derived,
-    as `derive_id` does); else None, and nothing has changed."""
+def _whole_batch(template: jina_pb2.DataRequestProto, id_positions: range, bodies: list[bytes]) -> Any:
+    """The request for the records of texts `bodies` (whose ids, when derived, come from `id_positions`:
+    their ordinals in the whole input) when each is a plain Document (see relay.wire.json_to_proto.docs_request)
+    and either all have ids or none has (then all are derived, as `derive_id` does); else None, and nothing
+    has changed."""
     try:
         dicts = list(map(orjson.loads, bodies))
     except orjson.JSONDecodeError:
@@ -231,7 +234,7 @@ def _whole_batch(template: jina_pb2.DataRequestProto, start: int, bodies: list[b
         return None
     if all(map(_ID_LESS.issuperset, dicts)):
         new_hash = ID_HASH.copy
-        for position, d, body in zip(range(start, start + len(dicts)), dicts, bodies, strict=True):
+        for position, d, body in zip(id_positions, dicts, bodies, strict=True):
             h = new_hash()
             h.update(b"%d\x00" % position + body)
             d["id"] = h.hexdigest()
@@ -265,7 +268,7 @@ class _RecordByRecord:
             doc_id = d.get("id")
             # As the readers do: an id the model would read as empty (none, null, "") is derived.
             if doc_id is None or doc_id == "":
-                d["id"] = derive_id(position, body)
+                d["id"] = derive_id(self.inp.id_position(position), body)
         try:
             add_json_doc(self.docs, d)
         except (WireError, ValueError) as exc:

@@ -11,8 +11,13 @@ streams. Nothing is read ahead of what is asked for but a buffer (JSON Lines are
 Every record gets a *position*: its ordinal among the input's records (blank lines do not count), so
 the same input numbers its records the same way on every run; the checkpoint is a set of positions.
 A Document without an id gets one derived from its position and its content (`derive_id`), so a re-run
-sends the same ids. A record that cannot be read (bad JSON, a row of the wrong width, invalid UTF-8, an
-unreadable file) is still numbered and yielded, with `error` saying why and where.
+sends the same ids. A *shard* (`ReaderOptions.shard_index` of `shard_count`, one worker's part of an
+ingestion split over several) holds the records whose ordinal i has i mod count == index (a folder's files
+in name order); its records are numbered 0, 1, 2... among themselves (i // count), so its checkpoint is
+as compact as a whole input's, while ids are derived from the ordinal in the whole input (`id_position`):
+the same Documents get the same ids however the input is split. A record that cannot be read (bad JSON,
+a row of the wrong width, invalid UTF-8, an unreadable file) is still numbered and yielded, with `error`
+saying why and where.
 
 Imports relay.wire and the standard library (zstandard only when a zstd input turns up).
 """
@@ -75,6 +80,8 @@ class ReaderOptions:
     id_column: str | None = None
     tags_columns: tuple[str, ...] = ()
     read_blobs: bool = False
+    shard_index: int = 0  # this reader's part of the input: records i with i % shard_count == shard_index
+    shard_count: int = 1
 
 
 @dataclass(slots=True)
@@ -222,6 +229,13 @@ class Input:
                 return self._buffered.tell()
         return self._raw.count if self._raw is not None else 0
 
+    def id_position(self, position: int) -> int:
+        """A record's ordinal in the whole input, from its position in this shard (what ids derive from)."""
+        return position * self.options.shard_count + self.options.shard_index
+
+    def _in_shard(self, ordinal: int) -> bool:
+        return ordinal % self.options.shard_count == self.options.shard_index
+
     # ---- identity -------------------------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
@@ -233,6 +247,8 @@ class Input:
                     "tags_columns": list(self.options.tags_columns)}
         elif self.format == "folder":
             opts = {"read_blobs": self.options.read_blobs}
+        if self.options.shard_count > 1:
+            opts["shard"] = [self.options.shard_index, self.options.shard_count]
         ident: dict[str, Any] = {"format": self.format, "options": opts}
         if self.pipe:
             head = hashlib.blake2b(self._pipe_head(), digest_size=16).hexdigest()
@@ -359,6 +375,8 @@ class Input:
         rest = b""  # a line not yet ended
         first = True
         strip = bytes.strip
+        shards = self.options.shard_count
+        ordinal = -1  # the last record's ordinal in the whole input (a shard's positions are every n-th)
         while True:
             chunk = read(BLOCK_BYTES)
             if chunk:
@@ -374,7 +392,7 @@ class Input:
                     raw[0] = raw[0][3:]
             bodies = list(map(strip, raw))
             n = len(bodies)
-            if position + 1 >= below and all(bodies):  # the usual block: no blank line, nothing settled
+            if shards == 1 and position + 1 >= below and all(bodies):  # the usual: no blank line, nothing settled
                 yield position + 1, range(lineno + 1, lineno + 1 + n), bodies
                 position += n
                 lineno += n
@@ -384,6 +402,9 @@ class Input:
             for body in bodies:
                 lineno += 1
                 if not body:
+                    continue
+                ordinal += 1
+                if shards > 1 and not self._in_shard(ordinal):
                     continue
                 position += 1
                 if position < below and skip(position):
@@ -417,7 +438,7 @@ class Input:
                 yield Record(position, source, lineno, None, f"not a Document: {exc}", _text(body))
                 continue
             if not doc.id:
-                doc.id = derive_id(position, body)
+                doc.id = derive_id(self.id_position(position), body)
             yield Record(position, source, lineno, doc)
 
     def _csv(self, skip: Skip, below: int) -> Iterator[Record]:
@@ -430,6 +451,7 @@ class Input:
         tags_at = [(c, header.index(c)) for c in opts.tags_columns] if header else []
         width = len(header)
         position = -1
+        ordinal = -1
         last_line = self._csv_lines
         while True:
             try:
@@ -442,6 +464,9 @@ class Input:
             start, last_line = last_line + 1, reader.line_num
             if not row and error is None:
                 continue  # a blank line
+            ordinal += 1
+            if not self._in_shard(ordinal):
+                continue
             position += 1
             self.count = position + 1
             if position < below and skip(position):
@@ -461,7 +486,7 @@ class Input:
             if id_at >= 0 and row[id_at]:
                 doc.id = row[id_at]
             else:
-                doc.id = derive_id(position, orjson.dumps(row))
+                doc.id = derive_id(self.id_position(position), orjson.dumps(row))
             if tags_at:
                 doc.tags = {name: row[i] for name, i in tags_at}
             yield Record(position, source, start, doc)
@@ -469,7 +494,8 @@ class Input:
     def _folder(self, root: Path, skip: Skip, below: int) -> Iterator[Record]:
         read_blobs = self.options.read_blobs
         base = root.resolve()
-        for position, (rel, _size) in enumerate(_walk_files(root)):
+        files = (f for ordinal, f in enumerate(_walk_files(root)) if self._in_shard(ordinal))
+        for position, (rel, _size) in enumerate(files):
             self.count = position + 1
             if position < below and skip(position):
                 continue
@@ -485,7 +511,7 @@ class Input:
                     yield Record(position, uri, None, None, f"cannot read the file: {exc.strerror or exc}")
                     continue
                 content += b"\x00" + doc.blob
-            doc.id = derive_id(position, content)
+            doc.id = derive_id(self.id_position(position), content)
             yield Record(position, uri, None, doc)
 
 
@@ -533,6 +559,8 @@ def open_input(name: str, options: ReaderOptions) -> Input:
     if not is_dir and not os.access(path, os.R_OK):
         raise InputError(f"{name}: not readable")
     pipe = not is_dir and not path.is_file()  # a named pipe, /dev/stdin: one pass only
+    if not 0 <= options.shard_index < options.shard_count:
+        raise InputError(f"shard {options.shard_index} of {options.shard_count} does not exist")
     if options.read_blobs and fmt != "folder":
         raise InputError("--read-blobs applies to a folder input")
     if fmt not in ("csv", "tsv") and (options.id_column or options.tags_columns or options.text_column != "text"):

@@ -19,12 +19,14 @@ Imports the ingest modules, loadtest.sessions and relay.common.loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from loadtest.ingest import checkpoint as ckpt
 from loadtest.ingest.deadletter import DeadLetterFile
@@ -58,6 +60,22 @@ class IngestConfig:
     dead_letter: Path | None = None
     progress: bool = True
     read_in: str = "auto"  # process: read and encode in a forked process; inline: in the sending loop
+
+
+class Alongside(Protocol):
+    """What runs beside an ingestion in its event loop: a cluster worker's hold on its coordinator."""
+
+    def hold(self, delivery: Delivery) -> AbstractAsyncContextManager[Any]:
+        """Entered before the delivery runs, left after it; may stop it (`delivery.stop`)."""
+        ...
+
+    async def start_gate(self) -> float:
+        """Awaited once the sessions are open: when sending starts (a time.perf_counter() value)."""
+        ...
+
+    def progress(self, delivery: Delivery) -> None:
+        """About once a second, with the progress line."""
+        ...
 
 
 @dataclass
@@ -163,8 +181,8 @@ def _source(cfg: IngestConfig, p: _Prepared) -> InlineSource | ProcessSource:
     return InlineSource(items())
 
 
-async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine,
-                   source: InlineSource | ProcessSource) -> tuple[Delivery, str | None]:
+async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine, source: InlineSource | ProcessSource,
+                   alongside: Alongside | None) -> tuple[Delivery, str | None]:
     loop = asyncio.get_running_loop()
     ledger = p.ledger
     ledger.start(loop)
@@ -172,12 +190,19 @@ async def _deliver(cfg: IngestConfig, p: _Prepared, progress: ProgressLine,
     def malformed(rec: Record) -> None:
         progress.warn(f"flowrelay ingest: {rec.where()}: {rec.error} (dead-lettered)")
 
-    delivery = Delivery(cfg.delivery, source, ledger, p.inp.display, on_progress=progress, on_malformed=malformed)
+    def on_progress(d: Delivery) -> None:
+        progress(d)
+        if alongside is not None:
+            alongside.progress(d)
+
+    delivery = Delivery(cfg.delivery, source, ledger, p.inp.display, on_progress=on_progress, on_malformed=malformed,
+                        start_gate=alongside.start_gate if alongside is not None else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, delivery.interrupt)
     connect_error = None
     try:
-        await delivery.run()
+        async with alongside.hold(delivery) if alongside is not None else contextlib.nullcontext():
+            await delivery.run()
     except ConnectError as exc:
         connect_error = str(exc)
     finally:
@@ -195,8 +220,9 @@ def _complete(delivery: Delivery, ledger: Ledger) -> bool:
 
 
 def run_ingest(cfg: IngestConfig, stream: TextIO | None = None,
-               warn: Callable[[str], None] | None = None) -> IngestResult:
-    """Run one ingestion. Raises UsageError (exit 2) before any traffic; otherwise returns the summary."""
+               warn: Callable[[str], None] | None = None, alongside: Alongside | None = None) -> IngestResult:
+    """Run one ingestion. Raises UsageError (exit 2) before any traffic; otherwise returns the summary.
+    `alongside` runs in the ingestion's event loop with it (a cluster worker's coordinator connection)."""
     stream = stream or sys.stderr
     say = warn or (lambda message: print(message, file=stream, flush=True))
     p = _prepare(cfg)
@@ -207,7 +233,7 @@ def run_ingest(cfg: IngestConfig, stream: TextIO | None = None,
             return _already_complete(cfg, p)
         progress = ProgressLine(p.inp, stream, enabled=cfg.progress)
         source = _source(cfg, p)
-        delivery, connect_error = event_loop.run(_deliver, cfg, p, progress, source)
+        delivery, connect_error = event_loop.run(_deliver, cfg, p, progress, source, alongside)
         if cfg.progress:
             progress(delivery)
         progress.done()

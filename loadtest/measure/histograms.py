@@ -243,21 +243,30 @@ class LatencyHistogram:
                 raise ValueError("not an encoded LatencyHistogram")
             if fields.get("v") != SNAPSHOT_VERSION:
                 raise ValueError(f"unsupported LatencyHistogram encoding version {fields.get('v')!r}")
-            # Unlinked at once: it is thrown away after the add, and must not wait for the collector.
-            decoded = _unlink(HdrHistogram.decode(fields["hdr"]))
-            histogram = cls()
-            if decoded.total_count:
-                histogram._h.add(decoded)
-                histogram._count = decoded.total_count
-                histogram._min_us = decoded.get_min_value()
-            histogram._sum_us = int(fields["sum_us"])
-            histogram._max_us = int(fields["max_us"])
-            histogram.over_range = int(fields["over"])
-            histogram.under_range = int(fields["under"])
+            histogram = cls.from_hdr(HdrHistogram.decode(fields["hdr"]), int(fields["sum_us"]), int(fields["max_us"]),
+                                     int(fields["over"]), int(fields["under"]))
         except ValueError:
             raise
         except Exception as exc:  # msgpack, base64, zlib and hdrh each raise their own types
             raise ValueError(f"not an encoded LatencyHistogram: {exc}") from exc
+        return histogram
+
+    @classmethod
+    def from_hdr(cls, hdr: HdrHistogram, sum_us: int, max_us: int, over_range: int = 0,
+                 under_range: int = 0) -> LatencyHistogram:
+        """A histogram with `hdr`'s counts (an hdrh histogram of this layout: decoded from `encode`'s bytes or from
+        an interval log) and the exact figures the counts cannot carry."""
+        # Unlinked at once: it is thrown away after the add, and must not wait for the collector.
+        hdr = _unlink(hdr)
+        histogram = cls()
+        if hdr.total_count:
+            histogram._h.add(hdr)
+            histogram._count = hdr.total_count
+            histogram._min_us = hdr.get_min_value()
+        histogram._sum_us = sum_us
+        histogram._max_us = max_us
+        histogram.over_range = over_range
+        histogram.under_range = under_range
         return histogram
 
     def __eq__(self, other: object) -> bool:

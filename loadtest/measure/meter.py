@@ -29,11 +29,12 @@ INTERVAL_S = 1.0
 
 
 class RowSink(Protocol):
-    """Where the time series goes: one row per second, in time order, as each second closes."""
+    """Where the time series goes: one row per second, in time order, as each second closes, with the interval it
+    was made from (its histograms, which a results folder's interval log keeps)."""
 
-    def add(self, row: dict[str, Any]) -> None: ...
+    def add(self, row: dict[str, Any], interval: Interval | None = None) -> None: ...
 
-    def replace_last(self, row: dict[str, Any]) -> None:
+    def replace_last(self, row: dict[str, Any], interval: Interval | None = None) -> None:
         """The last row again, amended: a run's final sliver of a second joins the second before it."""
         ...
 
@@ -193,7 +194,7 @@ class Meter:
             if self.alone and previous is not None and last.end_s - last.start_s < INTERVAL_S / 2:
                 previous.merge(last)
                 if self.series is not None:
-                    self.series.replace_last(previous.to_row())
+                    self.series.replace_last(previous.to_row(), previous)
             else:
                 self._emit(last, inflight, target_rate)
         if self.sink is not None:
@@ -205,7 +206,7 @@ class Meter:
         row = interval.to_row()
         self.intervals += 1
         if self.series is not None:
-            self.series.add(row)
+            self.series.add(row, interval)
         # Kept (histograms and all) only where the run's final sliver may join it.
         self._last_interval = interval if self.alone else None
         if self.sink is not None:

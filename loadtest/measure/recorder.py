@@ -175,14 +175,19 @@ class Recorder:
     def from_snapshot(cls, data: Mapping[str, Any]) -> Recorder:
         if data.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported recorder snapshot version {data.get('v')!r}")
-        recorder = cls(warmup_s=float(data["warmup_s"]))
-        recorder._replace_totals(RunTotals(
+        return cls.from_parts(float(data["warmup_s"]), RunTotals(
             latency=LatencyHistogram.decode(data["latency"]),
             service_time=LatencyHistogram.decode(data["service_time"]),
             scheduler_lag=LatencyHistogram.decode(data["scheduler_lag"]),
             hops={str(name): LatencyHistogram.decode(blob) for name, blob in data["hops"].items()},
-        ))
-        recorder.accounting = Accounting.from_plain(data["accounting"])
+        ), Accounting.from_plain(data["accounting"]))
+
+    @classmethod
+    def from_parts(cls, warmup_s: float, totals: RunTotals, accounting: Accounting) -> Recorder:
+        """A finished run's recorder from its figures (a snapshot's, or a results folder's)."""
+        recorder = cls(warmup_s=warmup_s)
+        recorder._replace_totals(totals)
+        recorder.accounting = accounting
         return recorder
 
     # -- figures --

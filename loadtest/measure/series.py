@@ -161,15 +161,32 @@ class Interval:
 
     @classmethod
     def from_plain(cls, data: Mapping[str, Any]) -> Interval:
-        interval = cls(float(data["start_s"]), bool(data["warmup"]))
-        interval.end_s = float(data["end_s"])
-        for name in ("sent", "answered", "ok", "errors", "dropped", "inflight"):
-            setattr(interval, name, int(data[name]))
-        interval.error_reasons = Counter({str(k): int(v) for k, v in data["error_reasons"].items()})
+        interval = cls._counts(data, float(data["start_s"]), float(data["end_s"]))
         interval.latency = LatencyHistogram.decode(data["latency"])
         interval.service_time = LatencyHistogram.decode(data["service_time"])
         interval.lag = LatencyHistogram.decode(data["lag"])
         interval.hops = {str(name): LatencyHistogram.decode(blob) for name, blob in data["hops"].items()}
+        return interval
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], latency: LatencyHistogram, service_time: LatencyHistogram,
+                 lag: LatencyHistogram, hops: Mapping[str, LatencyHistogram], shift_s: float = 0.0) -> Interval:
+        """The interval a time-series row (`to_row`) was made from, given its histograms (a results folder keeps
+        them in an interval log); `shift_s` moves it on the time axis (onto another run's second 0)."""
+        end_s = float(row["t"]) + shift_s
+        interval = cls._counts(row, end_s - float(row["interval_s"]), end_s)
+        interval.latency, interval.service_time, interval.lag = latency, service_time, lag
+        interval.hops = dict(hops)
+        return interval
+
+    @classmethod
+    def _counts(cls, data: Mapping[str, Any], start_s: float, end_s: float) -> Interval:
+        """An interval from `start_s` to `end_s` with the counts `data` has (a plain interval's or a row's)."""
+        interval = cls(start_s, bool(data["warmup"]))
+        interval.end_s = end_s
+        for name in ("sent", "answered", "ok", "errors", "dropped", "inflight"):
+            setattr(interval, name, int(data[name]))
+        interval.error_reasons = Counter({str(k): int(v) for k, v in data["error_reasons"].items()})
         return interval
 
 

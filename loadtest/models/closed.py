@@ -44,9 +44,11 @@ class ClosedModel(LoadModel):
         try:
             for u in range(self.users):
                 self._user_next(u)
-            if self.duration_s is not None and not self._done.is_set():
-                with anyio.move_on_after(max(0.0, self.duration_s - traffic.clock())):
-                    await self._done.wait()
+            if self.duration_s is not None:
+                # Until the run's own clock says the time is up: the loop's timer can fire up to a millisecond early.
+                while not self._done.is_set() and (left_s := self.duration_s - traffic.clock()) > 0:
+                    with anyio.move_on_after(left_s):
+                        await self._done.wait()
                 self._retire_parked()  # the time is up: users waiting for their connection retire now
             await self._done.wait()  # users with a request in flight retire as it settles
         finally:

@@ -21,20 +21,21 @@ no thread of ours is alive across a fork (a page opened earlier waits in the lis
 the CLI feeds it (`RunFeed`: rows from run_load's RowSink, thresholds judged by loadtest.outputs.live_thresholds);
 a cluster's worker 0 can feed merged rows and its workers' health through the same calls.
 
-Imports: the standard library, relay.common.web, loadtest.config, loadtest.outputs (report, live_thresholds,
-http_server).
+Imports: the standard library, relay.common.web, loadtest.config, loadtest.measure.series (a type),
+loadtest.outputs (report, live_thresholds, http_server).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from loadtest.config import LoadConfig
+from loadtest.measure.series import Interval
 from loadtest.outputs.http_server import BackgroundHTTPServer
 from loadtest.outputs.live_thresholds import LiveThresholds
 from loadtest.outputs.report.page import final_sections, load_page, run_context
@@ -215,22 +216,29 @@ class DashboardServer:
             self.log.unsubscribe(sub)
 
 
+def run_feed(dashboard: DashboardFeed, cfg: LoadConfig, exprs: Sequence[str], then: Any = None) -> RunFeed:
+    """The feed of `cfg`'s run to `dashboard`, its thresholds `exprs` judged against the schedule's target rate."""
+    schedule = cfg.schedule() if cfg.replay is None else None  # a replay's schedule comes from its recording
+    return RunFeed(dashboard, LiveThresholds(exprs, schedule.target_rate_at if schedule else None), then)
+
+
 class RunFeed:
-    """A run's rows (run_load's RowSink) to a results file and to a dashboard, with the thresholds judged live."""
+    """A run's rows (a RowSink: run_load's, or a cluster's merged seconds) to a results folder's series and to a
+    dashboard, with the thresholds judged live."""
 
     def __init__(self, dashboard: DashboardFeed, thresholds: LiveThresholds, then: Any = None) -> None:
         self.dashboard = dashboard
         self.thresholds = thresholds
-        self.then = then  # the results folder's timeseries.jsonl (a RowSink), written first
+        self.then = then  # the results folder's series (a RowSink), written first
         dashboard.set_thresholds(thresholds.states())
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], interval: Interval | None = None) -> None:
         if self.then is not None:
-            self.then.add(row)
+            self.then.add(row, interval)
         self.dashboard.add(row)
         self.dashboard.set_thresholds(self.thresholds.on_row(row))
 
-    def replace_last(self, row: dict[str, Any]) -> None:
+    def replace_last(self, row: dict[str, Any], interval: Interval | None = None) -> None:
         if self.then is not None:
-            self.then.replace_last(row)
+            self.then.replace_last(row, interval)
         self.dashboard.replace_last(row)

@@ -11,7 +11,10 @@ send), each {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`, `mean`, `count`}, `hop
 `thresholds` [{`expr`, `ok`, `value`}], and
 `latency_distribution` {`latency_ms`, `service_time_ms`}: each the full histogram as HdrHistogram's
 percentile-distribution points [[percentile (0..100), ms], ...], thickening toward the tail and ending at
-[100, max] (empty when nothing was answered), for the report's percentile plot.
+[100, max] (empty when nothing was answered), for the report's percentile plot; and `accounting`, the exact
+request counts by ending and reason (loadtest.measure.accounting's plain form), from which `flowrelay report
+--merge` adds runs up. Beside summary.json, `write_results` writes totals.hlog (the run's histograms,
+loadtest.outputs.hlog).
 
 A replay (`model` `replay`) adds `replay` {`source`, `recorded_requests`, `recorded_connections`, `speed`,
 `rate`, `loop`} and, when the recording has answers, `replay_diff` (loadtest.measure.replay_diff).
@@ -19,7 +22,9 @@ A replay (`model` `replay`) adds `replay` {`source`, `recorded_requests`, `recor
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,9 @@ import orjson
 
 from loadtest.config import LoadConfig
 from loadtest.measure.histograms import LatencyHistogram
+from loadtest.measure.recorder import Recorder
+from loadtest.measure.replay_diff import format_diff
+from loadtest.outputs.hlog import TOTALS_FILE, write_totals
 from loadtest.result import RunResult
 
 SUMMARY_FILE = "summary.json"
@@ -36,15 +44,31 @@ REQUESTS_FILE = "requests.msgpack"
 def build_summary(result: RunResult) -> dict[str, Any]:
     """The run's figures in the documented shape (thresholds are added by the caller)."""
     cfg = result.cfg
-    measured_s = result.measured_duration_s()
-    base = result.recorder.summary(measured_s, cfg.target_rps())
-    requests = base["requests"]
-    requests["dropped_by_reason"] = dict(result.dropped_by_reason)
-    rate = base["rate"]
     summary = {
         **run_fields(cfg, result.started_wall),
         "subprotocol": _subprotocol(cfg, result.negotiated),
         "duration_s": round(result.elapsed_s, 3),
+        **figures(result.recorder, result.measured_duration_s(), cfg.target_rps(), result.dropped_by_reason),
+        "docs": {"sent": result.docs_sent, "received": result.docs_received},
+        "reconnects": result.reconnects,
+        "late_answers": result.late_answers,
+        "thresholds": [],
+    }
+    diff = result.replay_diff
+    if diff is not None and (diff.compared or diff.no_recorded_answer):
+        summary["replay_diff"] = diff.summary()
+    return summary
+
+
+def figures(recorder: Recorder, measured_s: float, target_rps: float | None,
+            dropped_by_reason: Mapping[str, int]) -> dict[str, Any]:
+    """The summary's keys that come from the measurements alone (runs merged from their results folders get them
+    the same way: loadtest.outputs.merge)."""
+    base = recorder.summary(measured_s, target_rps)
+    requests = base["requests"]
+    requests["dropped_by_reason"] = dict(dropped_by_reason)
+    rate = base["rate"]
+    return {
         "measured_duration_s": round(measured_s, 3),
         "requests": requests,
         "rate": {
@@ -52,26 +76,19 @@ def build_summary(result: RunResult) -> dict[str, Any]:
             "achieved_rps": rate["sent_rps"],
             "ok_rps": rate["achieved_rps"],
         },
-        "docs": {"sent": result.docs_sent, "received": result.docs_received},
         "latency_ms": base["latency_ms"],
         "service_time_ms": base["service_time_ms"],
         "scheduler_lag_ms": base["scheduler_lag_ms"],
-        "hops": _route_order(base["hops_ms"], list(result.recorder.hops)),
+        "hops": _route_order(base["hops_ms"], list(recorder.hops)),
         "errors": base["errors"]["by_reason"],
         "error_rate": base["errors"]["rate"],
         "warmup": base["warmup"],
-        "reconnects": result.reconnects,
-        "late_answers": result.late_answers,
-        "thresholds": [],
         "latency_distribution": {
-            "latency_ms": _distribution(result.recorder.latency),
-            "service_time_ms": _distribution(result.recorder.service_time),
+            "latency_ms": _distribution(recorder.latency),
+            "service_time_ms": _distribution(recorder.service_time),
         },
+        "accounting": recorder.accounting.to_plain(),
     }
-    diff = result.replay_diff
-    if diff is not None and (diff.compared or diff.no_recorded_answer):
-        summary["replay_diff"] = diff.summary()
-    return summary
 
 
 def _subprotocol(cfg: Any, negotiated: str | None) -> dict[str, Any]:
@@ -97,6 +114,8 @@ def run_fields(cfg: LoadConfig, started_wall: float) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
         "warmup_s": cfg.warmup_s,
         "stages": [list(stage) for stage in cfg.stages] if cfg.stages else None,
+        # An http:// run that sent GraphQL (--graphql): the query, as sent.
+        "graphql": cfg.graphql,
     }
     replay = cfg.replay
     if replay is not None:
@@ -130,6 +149,13 @@ def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
 
 
+def write_results(out_dir: Path, summary: dict[str, Any], result: RunResult, start_wall: float | None) -> None:
+    """The end of a results folder: summary.json and totals.hlog. `start_wall`: the wall-clock time of the run's
+    second 0, as its latency.hlog has it (None: when the run began)."""
+    write_summary(out_dir, summary)
+    write_totals(out_dir / TOTALS_FILE, start_wall or result.started_wall, result.elapsed_s, result.recorder)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -148,6 +174,8 @@ def format_table(summary: dict[str, Any]) -> str:
     if transport == "websocket":
         lines.append(f"target      {summary['target']}  (offered {sp['offered'] or 'none'}, "
                      f"server echoed {sp['negotiated'] or 'nothing'}, codec {sp['codec']})")
+    elif summary.get("graphql"):
+        lines.append(f"target      {summary['target']}  (GraphQL over {transport})")
     else:
         lines.append(f"target      {summary['target']}  ({transport}, codec {sp['codec']})")
     if summary["model"] == "replay":
@@ -194,3 +222,15 @@ def format_table(summary: dict[str, Any]) -> str:
             mark = "ok  " if t["ok"] else "FAIL"
             lines.append(f"  {mark}  {t['expr']}  (value {_fmt(t.get('value'))})")
     return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """The summary on stdout at the end of a run: summary.json's text (`--json`), or the table and a replay's
+    diff."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    print(format_table(summary))
+    if "replay_diff" in summary:
+        print()
+        print(format_diff(summary["replay_diff"]))

@@ -1,4 +1,5 @@
-"""The per-second time series on disk: `timeseries.jsonl`, one JSON object per line, in time order.
+"""The per-second time series on disk: `timeseries.jsonl`, one JSON object per line, in time order, and beside it
+the same seconds' histograms in `latency.hlog` (loadtest.outputs.hlog): `SeriesFiles` writes both.
 
 Each row (keys: see `loadtest.measure.Interval.to_row`) is written as its second closes and then
 forgotten: the engine hands rows over (`loadtest.measure.meter.RowSink`) and keeps none, so a soak of hours
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from loadtest.measure.series import Interval
+from loadtest.outputs.hlog import INTERVALS_FILE, IntervalLogFile
 
 TIMESERIES_FILE = "timeseries.jsonl"
 
@@ -33,7 +37,7 @@ class TimeSeriesFile:
             self._fh = self.path.open("wb")
         return self._fh
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], interval: Interval | None = None) -> None:
         """Append a row (one second, closed)."""
         fh = self._open()
         self._last_at = fh.tell()
@@ -41,7 +45,7 @@ class TimeSeriesFile:
         fh.flush()
         self.rows += 1
 
-    def replace_last(self, row: dict[str, Any]) -> None:
+    def replace_last(self, row: dict[str, Any], interval: Interval | None = None) -> None:
         """Write the last row again, amended: a run's final sliver of a second joins the second before it."""
         if self._fh is None or not self.rows:
             self.add(row)
@@ -63,3 +67,26 @@ class TimeSeriesFile:
         if self._fh is not None:
             self._fh.close()
 
+
+class SeriesFiles:
+    """A results folder's time series as the run goes (a `RowSink`): timeseries.jsonl and latency.hlog, second by
+    second. `start_wall`: the wall-clock time of the run's second 0 when known (a cluster's T0); else the interval
+    log takes it from its first second."""
+
+    def __init__(self, out: Path, start_wall: float | None = None) -> None:
+        self.rows = TimeSeriesFile(out / TIMESERIES_FILE)
+        self.log = IntervalLogFile(out / INTERVALS_FILE, start_wall)
+
+    def add(self, row: dict[str, Any], interval: Interval | None = None) -> None:
+        self.rows.add(row)
+        if interval is not None:
+            self.log.add(row, interval)
+
+    def replace_last(self, row: dict[str, Any], interval: Interval | None = None) -> None:
+        self.rows.replace_last(row)
+        if interval is not None:
+            self.log.replace_last(row, interval)
+
+    def close(self, complete: bool = True) -> None:
+        self.rows.close(complete)
+        self.log.close(complete)

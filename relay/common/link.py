@@ -30,6 +30,7 @@ Imports: the standard library and anyio.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,8 +200,11 @@ class Link(ABC, Generic[E]):
         self._settled = anyio.Event()
         if self.connected:
             await self._end_of_stream()
-            if self.pending and self.connected:
-                with anyio.move_on_after(grace_s):
+            # Until the clock says the grace is over (the loop's timer can fire a millisecond early, and an answer
+            # that comes within the grace must count as answered, not unanswered).
+            deadline = time.monotonic() + grace_s
+            while self.pending and self.connected and (left_s := deadline - time.monotonic()) > 0:
+                with anyio.move_on_after(left_s):
                     await self._settled.wait()
         left = list(self.pending.values())
         self.pending.clear()

@@ -163,6 +163,8 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.host.connection_made(self)
+        # The loop's timer can fire up to a millisecond early; against a handshake timeout of seconds that changes
+        # nothing a client can tell, so this (and the close timeout below) stays on the loop's own timers.
         self._timeouts.append(self.loop.call_later(self.host.handshake_timeout_s, self._handshake_timeout))
 
     def data_received(self, data: bytes) -> None:

@@ -248,6 +248,8 @@ class UpstreamPool:
         interval = min(1.0, max(0.01, timeout_s / 4))
         reason = f"upstream {self.cfg.url} did not answer within {timeout_s:g} s"
         while True:
+            # Waking early (the loop's timers can be a millisecond early) changes nothing a client reads: what is
+            # failed is judged on the clock, only requests really past their deadline.
             await anyio.sleep(interval)
             older_than = time.monotonic() - timeout_s
             for link in self.links:
