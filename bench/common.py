@@ -316,8 +316,12 @@ class ChildRun:
     timed_out: bool
 
 
-def run_child(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> ChildRun:
-    """Run a command to its end (killed by PID past `timeout_s`), with its exact CPU time from wait4."""
+def run_child(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None,
+              cpu_samples: list[tuple[float, float]] | None = None) -> ChildRun:
+    """Run a command to its end (killed by PID past `timeout_s`), with its exact CPU time from wait4.
+
+    `cpu_samples`, when given, receives (seconds since the start, CPU seconds so far) of the child process every
+    0.1 s while it runs (from /proc, 10 ms resolution): what it used in a window of its run, start-up left out."""
     # Named per thread too: bench/proxy_overhead.py runs two load children at once.
     tag = f"{os.getpid()}-{threading.get_ident()}"
     out_path = RESULTS_DIR / f".child-{tag}.out"
@@ -338,6 +342,11 @@ def run_child(cmd: list[str], timeout_s: float, env: dict[str, str] | None = Non
                 if time.monotonic() > deadline and not timed_out:
                     timed_out = True
                     os.kill(proc.pid, signal.SIGKILL)
+                if cpu_samples is not None and (not cpu_samples or time.perf_counter() - started
+                                                >= cpu_samples[-1][0] + 0.1):
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        cpu_samples.append((time.perf_counter() - started,
+                                            _stat_cpu_s(Path(f"/proc/{proc.pid}/stat"))))
                 time.sleep(0.02)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
@@ -369,10 +378,11 @@ def run_pipelined(url: str, mode: str, window: int, duration_s: float, warmup_s:
     return result
 
 
-def flowrelay_load(args: list[str], timeout_s: float) -> tuple[dict[str, Any], ChildRun]:
+def flowrelay_load(args: list[str], timeout_s: float,
+                   cpu_samples: list[tuple[float, float]] | None = None) -> tuple[dict[str, Any], ChildRun]:
     """`flowrelay load ... --json --quiet` in a child process: its summary.json and its run (CPU time)."""
     cmd = [PYTHON, "-m", "flowrelay", "load", *args, "--json", "--quiet"]
-    run = run_child(cmd, timeout_s=timeout_s)
+    run = run_child(cmd, timeout_s=timeout_s, cpu_samples=cpu_samples)
     if run.returncode not in (0, 99) or not run.stdout.strip():
         raise RuntimeError(f"flowrelay load failed (exit {run.returncode}): {run.stderr[-2000:]}")
     return json.loads(run.stdout), run
