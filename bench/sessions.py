@@ -54,6 +54,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import math
 import os
@@ -77,6 +78,9 @@ OPEN_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 30.0
 FD_HEADROOM = 4096
 SLOW_S = 0.1
+# A client process's garbage collections longer than this are reported with the time they ran: a client that stops
+# for a collection reads every answer of that moment late, which would be charged to the relay.
+GC_PAUSE_REPORT_S = 0.01
 
 
 # ---- the client process ------------------------------------------------------------------------
@@ -93,13 +97,31 @@ def _pcts(values: list[float]) -> dict[str, float]:
             "max_ms": (values[-1] * 1e3) if values else float("nan"), "count": len(values)}
 
 
-async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
+def watch_gc_pauses() -> list[tuple[float, float, int]]:
+    """Record this process's garbage collections over GC_PAUSE_REPORT_S: (wall time at start, seconds, generation)."""
+    pauses: list[tuple[float, float, int]] = []
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - began[0]
+        if took > GC_PAUSE_REPORT_S:
+            pauses.append((time.time() - took, took, info["generation"]))
+
+    gc.callbacks.append(on_gc)
+    return pauses
+
+
+async def client_main(url: str, sessions: int, open_concurrency: int, gc_freeze: bool) -> None:
     from websockets.asyncio.client import ClientConnection, connect
     from websockets.exceptions import ConnectionClosed
     from websockets.protocol import State
 
     loop = asyncio.get_running_loop()
     perf = time.perf_counter
+    gc_pauses = watch_gc_pauses()
     prefix, suffix = c.request_template("bytes")
     sem = asyncio.Semaphore(open_concurrency)
     errors: collections.Counter[str] = collections.Counter()
@@ -119,6 +141,11 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
 
     t0 = perf()
     opened = [ws for ws in await asyncio.gather(*(open_one() for _ in range(sessions))) if ws is not None]
+    if gc_freeze:
+        # The sessions live as long as the process: out of the collector's sight, as the relay and `flowrelay
+        # load` keep theirs, so that no full collection over them stops this client in the active phase.
+        gc.collect()
+        gc.freeze()
     _emit({"phase": "open", "opened": len(opened), "failed": sessions - len(opened), "errors": dict(errors),
            "open_s": perf() - t0, "handshake": _pcts(open_times),
            "handshakes_over_1s": sum(1 for x in open_times if x > 1.0),
@@ -165,9 +192,11 @@ async def client_main(url: str, sessions: int, open_concurrency: int) -> None:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
 
         t1 = perf()
+        gc_pauses.clear()
         await asyncio.gather(*(one(k, ws) for k, ws in enumerate(opened) if ws.state is State.OPEN))
         return {"phase": "active", "seconds": perf() - t1, "sessions": len(opened), **dict(counts),
-                "latency": _pcts(latencies), "slow_by_second": {str(k): v for k, v in slow.items()}}
+                "latency": _pcts(latencies), "slow_by_second": {str(k): v for k, v in slow.items()},
+                "gc_pauses": [[t, took, gen] for t, took, gen in gc_pauses]}
 
     reader = loop.run_in_executor(None, sys.stdin.readline)
     while True:
@@ -250,9 +279,12 @@ def raise_nofile(want: int, pid: int = 0) -> tuple[int, int]:
 class ClientProc:
     """One client process and the JSON lines it prints."""
 
-    def __init__(self, url: str, sessions: int, open_concurrency: int, max_lifetime_s: float, err_path: Path) -> None:
+    def __init__(self, url: str, sessions: int, open_concurrency: int, max_lifetime_s: float, err_path: Path,
+                 gc_freeze: bool = True) -> None:
         cmd = [c.PYTHON, str(Path(__file__).resolve()), "client", url, "--sessions", str(sessions),
                "--open-concurrency", str(open_concurrency), "--max-lifetime", str(max_lifetime_s)]
+        if not gc_freeze:
+            cmd.append("--no-gc-freeze")
         self.err = err_path.open("wb")
         self.proc = subprocess.Popen(cmd, cwd=c.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
                                      text=True, start_new_session=True)
@@ -355,7 +387,8 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
         try:
             t0 = time.monotonic()
             cpu_open0 = c.proc_cpu_s([pid])
-            clients = [ClientProc(relay.url, k, open_concurrency, lifetime, work / f"client-{i}.err")
+            clients = [ClientProc(relay.url, k, open_concurrency, lifetime, work / f"client-{i}.err",
+                                  not args.client_no_gc_freeze)
                        for i, k in enumerate(shares)]
             opens = all_expect(clients, "open", 60 + OPEN_TIMEOUT_S + n / 50)
             out["open_wall_s"] = time.monotonic() - t0
@@ -435,6 +468,12 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     for sec, k in act.get("slow_by_second", {}).items():
                         slow[int(sec) - int(relay_t0)] += k
                 out["active"]["slow_by_relay_second"] = dict(sorted(slow.items()))
+                # The clients' own pauses, by the second of the relay's uptime they began in: answers read late
+                # because a client stopped are not the relay's.
+                pauses = sorted((round(t - relay_t0, 3), round(took * 1e3, 1), gen, i)
+                                for i, act in enumerate(acts) for t, took, gen in act.get("gc_pauses", []))
+                out["active"]["client_gc_pauses"] = [{"relay_s": t, "ms": ms, "generation": g, "client": i}
+                                                     for t, ms, g, i in pauses]
                 a = out["active"]
                 a["rps"] = sent / a["seconds"] if a["seconds"] else float("nan")
                 a["all_answered"] = sent > 0 and answered == sent == a["relay_requests"]
@@ -448,6 +487,10 @@ def run_size(n: int, args: argparse.Namespace, open_concurrency: int, active: bo
                     print(f"    {label} N={n:,}: answers over {SLOW_S * 1e3:.0f} ms by the second of the relay's "
                           "uptime they were sent in: " + ", ".join(f"{k} s: {v:,}" for k, v in sorted(slow.items())),
                           flush=True)
+                if pauses:
+                    print(f"    {label} N={n:,}: client garbage collections over {GC_PAUSE_REPORT_S * 1e3:.0f} ms "
+                          "(relay uptime s, ms, generation, client): "
+                          + ", ".join(f"{t:.1f} s {ms:.0f} ms gen {g} #{i}" for t, ms, g, i in pauses), flush=True)
             for cl in clients:
                 cl.send("close")
             all_expect(clients, "closed", 120)
@@ -474,12 +517,14 @@ def main() -> int:
         cp.add_argument("--sessions", type=int, required=True)
         cp.add_argument("--open-concurrency", type=int, default=50)
         cp.add_argument("--max-lifetime", type=float, default=600.0)
+        cp.add_argument("--no-gc-freeze", action="store_true")
         a = cp.parse_args()
         raise_nofile(a.sessions + FD_HEADROOM)
         import uvloop
 
         with contextlib.suppress(TimeoutError):
-            uvloop.run(asyncio.wait_for(client_main(a.url, a.sessions, a.open_concurrency), a.max_lifetime))
+            main_coro = client_main(a.url, a.sessions, a.open_concurrency, not a.no_gc_freeze)
+            uvloop.run(asyncio.wait_for(main_coro, a.max_lifetime))
         return 0
 
     p = c.base_args(__doc__ or "")
@@ -490,6 +535,8 @@ def main() -> int:
     p.add_argument("--open-concurrency", type=int, default=50,
                    help="handshakes in flight per client process (default 50)")
     p.add_argument("--no-burst", action="store_true", help="skip the burst test")
+    p.add_argument("--client-no-gc-freeze", action="store_true",
+                   help="leave the client processes' sessions in sight of the garbage collector (as before)")
     p.add_argument("--relay-arg", action="append", default=[],
                    help="one more `flowrelay serve` argument (repeatable), e.g. --relay-arg=--no-gc-freeze")
     args = p.parse_args()
