@@ -51,6 +51,7 @@ from loadtest.procs import MetricsExporter, run_in_procs
 from loadtest.result import RunResult, WorkerResult, merge_results
 from loadtest.sessions.base import ConnectError, Outcomes, Pending
 from loadtest.sessions.kinds import LoadSession, open_session
+from relay.common import gc_freeze
 from relay.common import loop as event_loop
 
 
@@ -120,6 +121,8 @@ class Worker:
         left: list[Pending] = []
         try:
             await self._connect()
+            # The sessions live as long as the run: out of the collector's sight (relay.common.gc_freeze).
+            gc_freeze.freeze()
             zero = await self.start_gate() if self.start_gate is not None else time.perf_counter()
             if cfg.log_requests:
                 path = cfg.log_requests if self.n_workers == 1 else Path(f"{cfg.log_requests}.w{self.index}")
@@ -142,6 +145,7 @@ class Worker:
             self._scope = None
             for s in self.sessions:
                 await s.close()
+            gc_freeze.thaw()
         if dispatch_end is None:  # stopped from outside: what was in flight then stays unanswered
             dispatch_end = self.clock()
         for s in self.sessions:

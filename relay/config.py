@@ -35,5 +35,5 @@ class RelayConfig:
     certfile: str | None = None
     keyfile: str | None = None
     cors: bool = False
-    # gc.freeze() long-lived objects (relay.gc_freeze); `flowrelay serve` turns it on (--no-gc-freeze: off).
+    # gc.freeze() long-lived objects (relay.common.gc_freeze); `flowrelay serve` turns it on (--no-gc-freeze: off).
     gc_freeze: bool = False

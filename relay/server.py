@@ -13,7 +13,7 @@ stops the relay the same way and raises out of `serve` as `TaskFailed`, naming t
 The server knows the doors; the doors know only the gateway (relay.gateway), never the server. The CLI wires
 the pieces (flowrelay.cli.serve).
 
-Imports: anyio, the standard library, relay.config, relay.doors, relay.gateway, relay.gc_freeze, relay.net,
+Imports: anyio, the standard library, relay.config, relay.doors, relay.gateway, relay.common.gc_freeze, relay.net,
 relay.observer and relay.wire.
 """
 
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from relay.common.gc_freeze import freeze_long_lived, safe_to_freeze
 from relay.common.loop import watched
 from relay.config import RelayConfig
 from relay.doors.http import HttpDoor, unauthorized
 from relay.doors.websocket import DRY_RUN_PATH, WebSocketDoor
 from relay.gateway import Gateway
-from relay.gc_freeze import freeze_long_lived, safe_to_freeze
 from relay.net.acceptor import Acceptor, open_listeners
 from relay.net.http_types import HttpRequest, HttpResponse
 from relay.net.listener import CLOSE_TIMEOUT_S, MessageSink, RelayProtocol, WebSocketSession

@@ -1,6 +1,6 @@
 """A closed session is freed by reference counting alone, and an open one keeps little for the collector.
 
-The relay freezes long-lived objects out of Python's full garbage collections (relay.gc_freeze); that is only
+The relay freezes long-lived objects out of Python's full garbage collections (relay.common.gc_freeze); that is only
 safe if nothing of a closed session waits for the collector: a frozen reference cycle is never freed. So these
 tests open and close many sessions against an in-process relay with the collector disabled, in every way a
 session ends (closed by the client, dropped with a TCP reset, closed by the relay after bad input, an answered
@@ -30,7 +30,7 @@ import pytest
 from relay_process import relay_in_process
 from upstream_helpers import bytes_request
 
-from relay.gc_freeze import freeze_long_lived, safe_to_freeze
+from relay.common.gc_freeze import freeze_long_lived, safe_to_freeze
 from relay.net.listener import RelayProtocol
 from relay.server import RelayServer
 

@@ -38,12 +38,12 @@ def ping(self, data):
 WebSocketSession.ping = ping
 """
 FREEZER_FAILS = """
-import relay.gc_freeze
+import relay.common.gc_freeze
 
 def freeze():
     raise RuntimeError("injected gc freezer failure")
 
-relay.gc_freeze.freeze = freeze
+relay.common.gc_freeze.freeze = freeze
 """
 # The sweeper fails each link's requests past their deadline: `expire(now)` on every link of the pool.
 SWEEPER_FAILS = """

@@ -1,4 +1,5 @@
-"""Keep long-lived sessions out of Python's full garbage collections.
+"""Keep long-lived sessions out of Python's full garbage collections: the relay's (`freeze_long_lived`) and a load
+run's (`freeze` once its sessions are open, `thaw` when it ends).
 
 A full (generation 2) collection scans every object the collector tracks, and holds the event loop meanwhile:
 with 10,000 sessions open that was a pause of 100 ms and more, and every answer of that moment waited for it.
@@ -60,3 +61,11 @@ async def freeze_long_lived(
             took = freeze()
             log.debug("gc.freeze after %d sessions: %d objects frozen in %.1f ms", opened, gc.get_freeze_count(),
                       took * 1e3)
+
+
+def thaw() -> None:
+    """Give what was frozen back to the collector. A load run freezes its sessions once they are open (a full
+    collection over thousands of them stopped the engine for 100-200 ms, and every request due meanwhile was sent
+    that late) and thaws them when it ends: what became garbage meanwhile (a connection replaced by a reconnect,
+    whose objects are reference cycles) is then collected, so nothing outlives the run."""
+    gc.unfreeze()
