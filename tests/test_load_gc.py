@@ -31,7 +31,7 @@ class FrozenPerRow(RowList):
 
 
 def test_sessions_are_frozen_during_a_run_and_thawed_after_it() -> None:
-    assert gc.get_freeze_count() == 0
+    gc.unfreeze()  # whatever an earlier test in this process froze
     with fake_gateway(delay_s=0.002) as gw:
         rows = FrozenPerRow()
         summary, _ = load_in_process(gw.url, connections=CONNECTIONS, rate=200.0, duration_s=2.0, series=rows)
