@@ -33,6 +33,8 @@ from typing import Any
 import common as c
 
 GOAL = 0.7
+# Against the relay (json or bytes) the engine must come within a tenth of the bare client.
+GOAL_RELAY = 0.9
 CONCURRENCY = 64
 STEP_START = 0.4
 STEP = 0.1
@@ -162,9 +164,13 @@ def main() -> int:
                 "open": (r["open_capacity"] or float("nan")) / r["baseline"]["rps"]} for r in reps]
     print("per repetition (closed, open)/bare: " + ", ".join(f"{x['closed']:.2f} {x['open']:.2f}" for x in per_rep)
           + "  (a repetition whose baseline had both cores to itself is the fairest)")
-    print(f"ratios: closed/bare {r_closed:.2f} (goal >= {GOAL:g} {'ok' if r_closed >= GOAL else 'MISSED'}); "
-          f"open/bare {r_open:.2f} (goal >= {GOAL:g} {'ok' if r_open >= GOAL else 'MISSED'})")
-    path = c.write_results("load_capacity", {
+    goal = GOAL_RELAY if args.target == "relay" else GOAL
+    print(f"ratios: closed/bare {r_closed:.2f} (goal >= {goal:g} {'ok' if r_closed >= goal else 'MISSED'}); "
+          f"open/bare {r_open:.2f} (goal >= {goal:g} {'ok' if r_open >= goal else 'MISSED'})")
+    # The echo target in bytes is the figure rate_accuracy.py reads; the others are kept beside it.
+    default = (args.target, args.mode) == ("echo", "bytes")
+    name = "load_capacity" if default else f"load_capacity_{args.target}_{args.mode}"
+    path = c.write_results(name, {
         "benchmark": "load_capacity",
         "command": "python bench/load_capacity.py" + (" --quick" if args.quick else "")
         + (f" --target {args.target}" if args.target != "echo" else "")
@@ -182,8 +188,8 @@ def main() -> int:
                            "dropped_max_fraction": 0.001},
         "medians": {"baseline_rps": m_base, "closed_rps": m_closed, "open_capacity_rps": m_open},
         "ratios": {"closed_over_baseline": r_closed, "open_over_baseline": r_open, "per_rep": per_rep},
-        "goal": GOAL,
-        "met": {"closed": r_closed >= GOAL, "open": r_open >= GOAL},
+        "goal": goal,
+        "met": {"closed": r_closed >= goal, "open": r_open >= goal},
         "reps": reps,
     })
     print(f"results: {path.relative_to(c.REPO)}")
