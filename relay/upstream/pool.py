@@ -45,15 +45,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from google.protobuf.message import DecodeError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -71,56 +72,18 @@ from relay.upstream.link import (
 from relay.upstream.ws import WsLink
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import bytes_codec
-from relay.wire.documents import struct_to_dict
-from relay.wire.errors import MalformedPayload, WireError
-from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status
+from relay.wire.errors import WireError
+from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Status
 from relay.wire.proto import jina_pb2
+from relay.wire.splice import read_json_answer, read_proto_answer
 
 log = logging.getLogger("flowrelay.upstream")
 
 UPSTREAM_ROUTE = "upstream"
 
-__all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "read_answer",
-           "upstream_error_status"]
+__all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "upstream_error_status"]
 
 
-_NS = 1_000_000_000
-
-
-def read_answer(payload: bytes) -> DataRequest:
-    """An upstream Flow's bytes answer (docarray < 0.30), read as far as the relay uses it: id, status,
-    parameters, routes; the documents stay in the parsed message (as `proto_codec.decode_lazy` leaves them)
-    for the answer to the client. Half decode_lazy's cost: the endpoint fields are not read (the client's
-    own are answered), and route times are read as seconds and nanos, not through Timestamp's methods.
-    Raises MalformedPayload if unparsable."""
-    pb = jina_pb2.DataRequestProto()
-    try:
-        pb.ParseFromString(payload)
-    except DecodeError as exc:
-        raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
-    h = pb.header
-    resp = DataRequest(h.request_id)
-    if h.HasField("status"):
-        resp.status = proto_codec.from_status_proto(h.status)
-    if pb.HasField("parameters"):
-        params = pb.parameters
-        resp.parameters = struct_to_dict(params) if params.fields else {}
-    routes = resp.routes
-    for r in pb.routes:
-        start, end = r.start_time, r.end_time
-        routes.append(Route(
-            r.executor,
-            start.seconds * _NS + start.nanos if r.HasField("start_time") else None,
-            end.seconds * _NS + end.nanos if r.HasField("end_time") else None,
-            proto_codec.from_status_proto(r.status) if r.HasField("status") else None,
-        ))
-    data = pb.data
-    which = data.WhichOneof("documents")
-    if which == "docs":
-        resp.raw, resp.raw_docs, resp.raw_parameters = pb, data.docs.docs, resp.parameters
-    elif which == "docs_bytes":
-        resp.docs_bytes = data.docs_bytes
-    return resp
 
 
 def upstream_error_status(description: str, name: str = "UpstreamError") -> Status:
@@ -139,8 +102,14 @@ class UpstreamPool:
         self.cfg = cfg
         # The codec of every link: json, or bytes with the upstream's docarray generation.
         self.codec = json_codec if cfg.subprotocol == "json" else bytes_codec(cfg.docarray)
-        # Answers read with their documents left in protobuf form where the codec can (see UpstreamBackend.run).
-        self.decode_answer = read_answer if self.codec is proto_codec else self.codec.decode_response
+        # Answers read as far as the relay needs, the rest kept as it came, to be spliced into the answer of a
+        # client of the same subprotocol (relay.wire.splice, UpstreamBackend); docarray >= 0.30 answers are decoded.
+        self.decode_answer: Callable[[bytes], DataRequest] = self.codec.decode_response
+        if self.codec is proto_codec:
+            self.decode_answer = functools.partial(read_proto_answer, gateway_renamed=UPSTREAM_ROUTE)
+        elif self.codec is json_codec:
+            self.decode_answer = functools.partial(read_json_answer, gateway_renamed=UPSTREAM_ROUTE,
+                                                   drop=CORRELATION_KEY)
         self.links: list[UpstreamLink] = [self._new_link(i) for i in range(max(1, cfg.connections))]
         # Requests waiting for room on a link (every link full), in arrival order.
         self._waiting: collections.deque[tuple[DataRequest, Done]] = collections.deque()
@@ -318,7 +287,7 @@ class UpstreamPool:
             if resp is None:
                 fut.set_exception(UpstreamError(error))
             else:
-                fut.set_result(resp)
+                fut.set_result(resp if resp.spliced is None else resp.spliced.decode())
 
         self.submit(req, done)
         return await fut

@@ -203,10 +203,13 @@ def encode(req: DataRequest) -> bytes:
 def encode_response(req: DataRequest) -> bytes:
     """`encode`, for an answer to a client: top-level arrays without a `cls_name` are marked "numpy" first (in
     Documents or in documents still in protobuf form), as Jina 3.15+ gateways do in bytes mode (jina's own client
-    reads an unmarked array as None)."""
+    reads an unmarked array as None). An upstream's bytes answer is spliced (`req.spliced`, relay.wire.splice)."""
+    spliced = req.spliced
+    if spliced is not None and spliced.subprotocol == SUBPROTOCOL:
+        return spliced.encode(req)  # type: ignore[no-any-return]
     raw = req.raw
     if raw is not None and req.docs is None and req.docs_bytes is None:
-        _mark_numpy_proto(req.raw_docs)
+        mark_numpy_proto(req.raw_docs)
         return _encode_raw(req, raw)
     if req.docs:
         _mark_numpy(req.docs)
@@ -244,16 +247,21 @@ def _mark_numpy(docs: list[Document]) -> None:
                 arr.cls_name = "numpy"
 
 
-def _mark_numpy_proto(docs: Any) -> None:
+def mark_numpy_proto(docs: Any) -> bool:
+    """Mark the unmarked arrays of `DocumentProto`s "numpy"; whether there was one."""
+    marked = False
     for d in docs:
         if d.HasField("embedding"):
             arr = d.embedding
             if not arr.cls_name:
                 arr.cls_name = "numpy"
+                marked = True
         if d.HasField("tensor"):
             arr = d.tensor
             if not arr.cls_name:
                 arr.cls_name = "numpy"
+                marked = True
+    return marked
 
 
 def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
