@@ -79,7 +79,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
 def _put_varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -114,14 +119,18 @@ def _fields(buf: bytes) -> list[tuple[int, int, int, int]] | None:
     return out
 
 
+_seconds_fields: dict[int, bytes] = {}
+
+
 def _timestamp(ns: int) -> bytes:
+    """A Timestamp's bytes (`ns` not negative); the seconds' part cached (the answers of one second share it)."""
     seconds, nanos = divmod(ns, _NS)
-    out = b""
-    if seconds:
-        out += b"\x08" + _put_varint(seconds)
-    if nanos:
-        out += b"\x10" + _put_varint(nanos)
-    return out
+    out = _seconds_fields.get(seconds)
+    if out is None:
+        if len(_seconds_fields) > 64:
+            _seconds_fields.clear()
+        out = _seconds_fields[seconds] = b"\x08" + _put_varint(seconds) if seconds else b""
+    return out + b"\x10" + _put_varint(nanos) if nanos else out
 
 
 def route_field(route: Route) -> bytes:
@@ -150,14 +159,15 @@ def _renamed_route(payload: bytes, pb: jina_pb2.RouteProto, name: str) -> bytes:
 
 
 class ProtoAnswer(SplicedAnswer):
-    """A bytes answer (docarray < 0.30) in parts: its header's status, its parameters, its routes (the gateway's
-    renamed) and its documents, each as the bytes it came in."""
+    """A bytes answer (docarray < 0.30), parsed (to read it) and in parts as it came: its header's status, its
+    parameters, its routes (the gateway's renamed) and its documents."""
 
     subprotocol = proto_codec.SUBPROTOCOL
-    __slots__ = ("_data", "_parameters", "_payload", "_routes", "_status")
+    __slots__ = ("_data", "_parameters", "_pb", "_routes", "_status")
 
-    def __init__(self, payload: bytes, status: bytes, parameters: bytes, routes: list[bytes], data: bytes) -> None:
-        self._payload = payload
+    def __init__(self, pb: jina_pb2.DataRequestProto, status: bytes, parameters: bytes, routes: list[bytes],
+                 data: bytes) -> None:
+        self._pb = pb
         self._status = status
         self._parameters = parameters
         self._routes = routes
@@ -172,48 +182,55 @@ class ProtoAnswer(SplicedAnswer):
             endpoint = req.exec_endpoint.encode()
             header += b"\x1a" + _put_varint(len(endpoint)) + endpoint
         header += _TARGET_EXECUTOR_EMPTY
+        data = self._data
+        content = self._pb.data
+        # Arrays of top-level documents marked as `encode_response` marks them: the bytes as they came unless an
+        # (older) gateway left one unmarked.
+        if content.WhichOneof("documents") == "docs" and proto_codec.mark_numpy_proto(content.docs.docs):
+            data = _len_field(_DATA_TAG, content.SerializeToString())
         return b"".join((b"\x0a", _put_varint(len(header)), header, self._parameters, route_field(req.routes[0]),
-                         *self._routes, _marked(self._data)))
+                         *self._routes, data))
 
     def decode(self) -> DataRequest:
-        return read_proto_answer_whole(self._payload)
+        return _whole(self._pb)
 
 
-def _marked(data: bytes) -> bytes:
-    """The `data` field(s), with the arrays of top-level documents marked as `encode_response` marks them. The
-    documents are parsed (in C) only to look; the bytes stay as they came unless something was marked."""
-    if not data:
-        return data
-    fields = _fields(data)
-    assert fields is not None  # checked when the answer was read
-    out = []
-    changed = False
-    for _, field_start, start, end in fields:
-        content = jina_pb2.DataRequestProto.DataContentProto.FromString(data[start:end])
-        if content.WhichOneof("documents") == "docs" and proto_codec.mark_numpy_proto(content.docs.docs):
-            out.append(_len_field(_DATA_TAG, content.SerializeToString()))
-            changed = True
-        else:
-            out.append(data[field_start:end])
-    return b"".join(out) if changed else data
-
-
-def read_proto_answer_whole(payload: bytes) -> DataRequest:
-    """A bytes answer read as far as the relay uses it: id, status, parameters, routes; the documents stay in
-    the parsed message (as `proto_codec.decode_lazy` leaves them) for a bytes client. Raises MalformedPayload."""
+def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
     pb = jina_pb2.DataRequestProto()
     try:
         pb.ParseFromString(payload)
     except DecodeError as exc:
         raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
+    return pb
+
+
+def _envelope(pb: jina_pb2.DataRequestProto) -> DataRequest:
+    """Request id, status and routes of an answer: what the relay reads of every answer."""
     h = pb.header
     resp = DataRequest(h.request_id)
     if h.HasField("status"):
         resp.status = proto_codec.from_status_proto(h.status)
+    routes = resp.routes
+    for r in pb.routes:
+        # An unset Timestamp reads as 0 s 0 ns (no real stamp is the epoch itself); seconds and nanos read
+        # directly, not through Timestamp's methods (a third of a route's cost).
+        start, end = r.start_time, r.end_time
+        routes.append(Route(
+            r.executor,
+            start.seconds * _NS + start.nanos or None,
+            end.seconds * _NS + end.nanos or None,
+            proto_codec.from_status_proto(r.status) if r.HasField("status") else None,
+        ))
+    return resp
+
+
+def _whole(pb: jina_pb2.DataRequestProto) -> DataRequest:
+    """An answer as the relay reads it for a client of another subprotocol: its envelope and parameters, the
+    documents left in the parsed message (as `proto_codec.decode_lazy` leaves them)."""
+    resp = _envelope(pb)
     if pb.HasField("parameters"):
         params = pb.parameters
         resp.parameters = struct_to_dict(params) if params.fields else {}
-    resp.routes = [_route(r) for r in pb.routes]
     data = pb.data
     which = data.WhichOneof("documents")
     if which == "docs":
@@ -223,55 +240,41 @@ def read_proto_answer_whole(payload: bytes) -> DataRequest:
     return resp
 
 
-def _route(r: jina_pb2.RouteProto) -> Route:
-    # Seconds and nanos read directly, not through Timestamp's methods (a third of a route's cost).
-    start, end = r.start_time, r.end_time
-    return Route(
-        r.executor,
-        start.seconds * _NS + start.nanos if r.HasField("start_time") else None,
-        end.seconds * _NS + end.nanos if r.HasField("end_time") else None,
-        proto_codec.from_status_proto(r.status) if r.HasField("status") else None,
-    )
+def read_proto_answer_whole(payload: bytes) -> DataRequest:
+    """A bytes answer (docarray < 0.30) read as far as the relay uses it: id, status, parameters, routes; the
+    documents stay in the parsed message. Raises MalformedPayload if unparsable."""
+    return _whole(_parse(payload))
 
 
 def read_proto_answer(payload: bytes, gateway_renamed: str) -> DataRequest:
     """An upstream's bytes answer (docarray < 0.30) with `spliced` set: request id, status and routes read, the
-    rest kept as bytes; the gateway's route entry is spliced back as `gateway_renamed`. An answer not laid out as
-    a gateway writes it (one header first, then parameters, routes and data, in that order) is read whole instead
-    (`read_proto_answer_whole`, no `spliced`). Raises MalformedPayload if unparsable."""
+    rest kept as it came; the gateway's route entry is spliced back as `gateway_renamed`. An answer not laid out
+    as a gateway writes it (one header first, then parameters, routes and data, in that order) is read as
+    `read_proto_answer_whole` reads it, without `spliced`. Raises MalformedPayload if unparsable."""
+    pb = _parse(payload)
     fields = _fields(payload)
     numbers = [f[0] for f in fields] if fields else []
     if (fields is None or numbers[:1] != [_HEADER] or numbers.count(_HEADER) > 1 or numbers != sorted(numbers)
             or numbers[-1] > _DATA):
-        return read_proto_answer_whole(payload)
-    try:
-        _, _, start, end = fields[0]
-        header = jina_pb2.HeaderProto.FromString(payload[start:end])
-        resp = DataRequest(header.request_id)
-        status = b""
-        if header.HasField("status"):
-            resp.status = proto_codec.from_status_proto(header.status)
-            status = _len_field(b"\x12", header.status.SerializeToString())
-        routes = resp.routes
-        spliced_routes = []
-        params_start = params_end = data_start = len(payload)
-        for number, field_start, start, end in fields[1:]:
-            if number == _PARAMETERS:
-                params_start, params_end = min(params_start, field_start), end
-            elif number == _ROUTES:
-                route_payload = payload[start:end]
-                pb = jina_pb2.RouteProto.FromString(route_payload)
-                routes.append(_route(pb))
-                if pb.executor == GATEWAY_EXECUTOR:
-                    spliced_routes.append(_renamed_route(route_payload, pb, gateway_renamed))
-                else:
-                    spliced_routes.append(payload[field_start:end])
-            elif data_start == len(payload):
-                data_start = field_start
-    except DecodeError as exc:
-        raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
-    resp.spliced = ProtoAnswer(payload, status, payload[params_start:params_end], spliced_routes,
-                               payload[data_start:])
+        return _whole(pb)
+    resp = _envelope(pb)
+    header = pb.header
+    status = _len_field(b"\x12", header.status.SerializeToString()) if header.HasField("status") else b""
+    spliced_routes = []
+    params_start = params_end = data_start = len(payload)
+    gateways = [r.executor == GATEWAY_EXECUTOR for r in resp.routes]
+    for number, field_start, start, end in fields[1:]:
+        if number == _PARAMETERS:
+            params_start, params_end = min(params_start, field_start), end
+        elif number == _ROUTES:
+            if gateways[len(spliced_routes)]:
+                spliced_routes.append(_renamed_route(payload[start:end], pb.routes[len(spliced_routes)],
+                                                     gateway_renamed))
+            else:
+                spliced_routes.append(payload[field_start:end])
+        elif data_start == len(payload):
+            data_start = field_start
+    resp.spliced = ProtoAnswer(pb, status, payload[params_start:params_end], spliced_routes, payload[data_start:])
     return resp
 
 
