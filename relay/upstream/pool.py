@@ -257,19 +257,19 @@ class UpstreamPool:
 
     def _send_on(self, link: UpstreamLink, req: DataRequest, done: Done) -> None:
         rid = self.next_id()
-        params = dict(req.parameters) if req.parameters else {}
+        params = req.parameters
         if not link.is_bytes:
-            params[CORRELATION_KEY] = rid
+            params = {**params, CORRELATION_KEY: rid} if params else {CORRELATION_KEY: rid}
         out = DataRequest(
             request_id=rid,
             exec_endpoint=req.exec_endpoint,
             target_executor=req.target_executor,
-            parameters=params if (params or req.parameters is not None) else None,
+            parameters=params,
             docs_bytes=req.docs_bytes,
         )
-        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf;
-        # otherwise they are converted here.
-        if not (self.codec is proto_codec and proto_codec.copy_proto_docs(req, out)):
+        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf, in the
+        # request's own message (the parameters too, while they are the request's); otherwise they are converted.
+        if not (self.codec is proto_codec and proto_codec.share_proto_docs(req, out)):
             try:
                 out.docs = req.load_docs()
             except WireError as exc:

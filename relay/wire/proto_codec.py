@@ -264,16 +264,17 @@ def mark_numpy_proto(docs: Any) -> bool:
     return marked
 
 
-def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
-    """Give `dst` (a request built from `src`, such as its copy for an upstream Flow) the documents of
-    `src` if they are still in protobuf form, without converting them: in a message of `dst`'s own, as
-    the encoders write into the message. False, and `dst` unchanged, when they are not in that form."""
+def share_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
+    """Give `dst` (a request built from `src`, such as its copy for an upstream Flow) the documents of `src` if
+    they are still in protobuf form, without converting or copying them: in the same message. The encoders write
+    the envelope (header, parameters unless unchanged, routes) over the message wholesale right before they
+    serialize it, and never the documents, so requests sharing a message each encode as their own; `dst` with
+    `src`'s very `parameters` dict keeps the message's own Struct. False, and `dst` unchanged, when the
+    documents are not in protobuf form."""
     if src.docs_proto is None:
         return False
-    pb = jina_pb2.DataRequestProto()
-    pb.data.docs.CopyFrom(src.raw.data.docs)
     dst.docs = None
-    dst.raw, dst.raw_docs, dst.raw_parameters = pb, pb.data.docs.docs, None
+    dst.raw, dst.raw_docs, dst.raw_parameters = src.raw, src.raw_docs, src.raw_parameters
     return True
 
 
