@@ -207,13 +207,7 @@ def encode_response(req: DataRequest) -> bytes:
     spliced = req.spliced
     if spliced is not None and spliced.subprotocol == SUBPROTOCOL:
         return spliced.encode(req)  # type: ignore[no-any-return]
-    raw = req.raw
-    if raw is not None and req.docs is None and req.docs_bytes is None:
-        mark_numpy_proto(req.raw_docs)
-        return _encode_raw(req, raw)
-    if req.docs:
-        _mark_numpy(req.docs)
-    return to_proto(req).SerializeToString(deterministic=True)
+    return _encode_marked(req)
 
 
 def _encode_raw(req: DataRequest, pb: jina_pb2.DataRequestProto) -> bytes:
@@ -288,7 +282,24 @@ def decode_request(payload: bytes, decode: Callable[[bytes], DataRequest] | None
     return decode_lazy(payload) if decode is None else decode(payload)
 
 
-encode_request = encode
+def encode_request(req: DataRequest) -> bytes:
+    """`encode`, for a request to a Flow: top-level arrays without a `cls_name` are marked "numpy" first, as jina's
+    own client sends them (a docarray < 0.30 Executor reads an unmarked array as None)."""
+    return _encode_marked(req)
+
+
+def _encode_marked(req: DataRequest) -> bytes:
+    """`encode`, top-level arrays without a `cls_name` marked "numpy" first (in Documents or in documents still in
+    protobuf form)."""
+    raw = req.raw
+    if raw is not None and req.docs is None and req.docs_bytes is None:
+        mark_numpy_proto(req.raw_docs)
+        return _encode_raw(req, raw)
+    if req.docs:
+        _mark_numpy(req.docs)
+    return to_proto(req).SerializeToString(deterministic=True)
+
+
 decode_response = decode
 
 
