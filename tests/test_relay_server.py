@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from typing import Any
 
@@ -61,6 +62,30 @@ def test_websocket_on_root_answers() -> None:
     ex = run(go())
     assert [r["data"][0]["text"] for r in ex.json()] == ["x"]
     assert ex.close_code == 1000
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest.mark.parametrize("mode", ["json", "bytes"])
+def test_answers_of_every_frame_length_reach_the_client(mode: str, compression: str | None) -> None:
+    # The relay frames answers itself (no extension is negotiated, permessage-deflate offered or not): 7-, 16- and
+    # 64-bit payload lengths, text and binary, read back by websockets' own client.
+    texts = ["x", "y" * 200, "z" * 70_000]
+
+    async def go() -> list[str]:
+        async with relay_in_process("echo") as server, connect(
+                ws_url(server, "/"), subprotocols=[mode], compression=compression, max_size=None) as ws:  # type: ignore[list-item]
+            assert not ws.protocol.extensions
+            for i, text in enumerate(texts):
+                await ws.send(bytes_request(f"r{i}", text) if mode == "bytes" else json.dumps(json_request(text)))
+            got = []
+            for _ in texts:
+                frame = await ws.recv()
+                assert isinstance(frame, bytes if mode == "bytes" else str)
+                resp = proto_codec.decode_response(frame) if mode == "bytes" else json_codec.decode_response(frame)
+                got.append((resp.docs or [])[0].text or "")
+            return got
+
+    assert sorted(run(go()), key=len) == texts
 
 
 def test_plain_http_on_the_same_port() -> None:

@@ -23,6 +23,7 @@ import contextlib
 import email.utils
 import itertools
 import logging
+import struct
 from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
@@ -46,6 +47,7 @@ _STATUSES = {s.value for s in HTTPStatus}
 # for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
 _SUBPROTOCOLS = ("bytes", "json")
 _NO_EXTENSIONS: tuple[()] = ()
+_pack = struct.pack
 # Numbers for the connections that carry plain HTTP requests (HttpRequest.connection), given at the first one.
 _http_connection_numbers = itertools.count(1)
 
@@ -78,10 +80,22 @@ class ListenerHost(TypingProtocol):
     compression: bool
 
 
+def server_data_frame(payload: bytes, text: bool) -> bytes:
+    """One whole (FIN) text or binary frame as a server sends it: unmasked, no extension (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        header = _pack("!BB", 0x81 if text else 0x82, n)
+    elif n < 0x10000:
+        header = _pack("!BBH", 0x81 if text else 0x82, 126, n)
+    else:
+        header = _pack("!BBQ", 0x81 if text else 0x82, 127, n)
+    return header + payload
+
+
 class WebSocketSession:
     """The gateway logic's handle on one open WebSocket connection."""
 
-    __slots__ = ("_conn", "_ws", "close_code_sent", "path", "subprotocol")
+    __slots__ = ("_conn", "_frame_here", "_ws", "close_code_sent", "path", "subprotocol")
 
     def __init__(self, conn: RelayProtocol, ws: ServerProtocol, path: str, subprotocol: str | None) -> None:
         self._conn = conn
@@ -89,6 +103,10 @@ class WebSocketSession:
         self.path = path
         self.subprotocol = subprotocol
         self.close_code_sent: int | None = None
+        # Data frames framed here (`server_data_frame`) when no extension was negotiated: websockets' own framing
+        # (a Frame, its checks, the extensions' hooks) costs a few microseconds an answer; permessage-deflate
+        # frames go through websockets.
+        self._frame_here = not ws.extensions
 
     @property
     def is_open(self) -> bool:
@@ -102,13 +120,20 @@ class WebSocketSession:
         """Queue one message; it is written with whatever else is ready in this turn of the loop, or sooner
         (relay.common.writes). A large answer is written at once: if the client is not reading, the transport
         says so (pause_writing) before the next request of the same read is admitted."""
-        if self._ws.state is not State.OPEN:
+        ws = self._ws
+        if ws.state is not State.OPEN:
             return  # the client left: the answer has nowhere to go, as on a Jina gateway
-        if text:
-            self._ws.send_text(payload)
+        conn = self._conn
+        if self._frame_here:
+            frames = conn.frames
+            if frames is None:
+                frames = conn.frames = []
+            frames.append(server_data_frame(payload, text))
+        elif text:
+            ws.send_text(payload)
         else:
-            self._ws.send_binary(payload)
-        self._conn.queued(len(payload))
+            ws.send_binary(payload)
+        conn.queued(len(payload))
 
     def close(self, code: int, reason: str = "") -> None:
         if self._ws.state is not State.OPEN:
@@ -145,6 +170,8 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         # The running answer to a plain HTTP request (or its streamed body): cancelled when the client leaves.
         self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
+        # Data frames the session framed itself (WebSocketSession.send), written before websockets' own output.
+        self.frames: list[bytes] | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
         # Made when first needed: an idle session holds neither (nor the timer list once the handshake is done).
@@ -501,6 +528,10 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         if ws is None or transport is None or transport.is_closing():
             return
         chunks = ws.data_to_send()
+        frames = self.frames
+        if frames:
+            chunks[:0] = frames
+            self.frames = None
         if not chunks:
             return
         eof = False

@@ -153,7 +153,8 @@ def _routes_to_proto(routes: list[Route], out: Any) -> None:
             status_to_proto(r.status, rp.status)
 
 
-def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
+def parse(payload: bytes) -> jina_pb2.DataRequestProto:
+    """A parsed DataRequestProto. Raises MalformedPayload if unparsable."""
     pb = jina_pb2.DataRequestProto()
     try:
         pb.ParseFromString(payload)
@@ -164,7 +165,7 @@ def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
 
 def decode(payload: bytes) -> DataRequest:
     """A DataRequest from one serialized DataRequestProto. Raises MalformedPayload if unparsable."""
-    return from_proto(_parse(payload))
+    return from_proto(parse(payload))
 
 
 def decode_lazy(payload: bytes) -> DataRequest:
@@ -174,7 +175,7 @@ def decode_lazy(payload: bytes) -> DataRequest:
     is read as `decode` reads it. Raises MalformedPayload if unparsable; what the Document model cannot
     hold (a sparse array) is found only when the documents are converted.
     """
-    pb = _parse(payload)
+    pb = parse(payload)
     req = envelope_from_proto(pb)
     which = pb.data.WhichOneof("documents")
     if which == "docs":
@@ -305,7 +306,7 @@ decode_response = decode
 
 def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
     """A response without building its Documents: the request with `docs` None, and the doc count."""
-    return envelope_and_count(_parse(payload))
+    return envelope_and_count(parse(payload))
 
 
 def envelope_and_count(pb: Any) -> tuple[DataRequest, int]:

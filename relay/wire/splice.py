@@ -25,11 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from google.protobuf.message import DecodeError
 
 from relay.wire import json_codec, proto_codec
 from relay.wire.documents import struct_to_dict
-from relay.wire.errors import MalformedPayload, WireError
+from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest, Route
 from relay.wire.proto import jina_pb2
 
@@ -195,15 +194,6 @@ class ProtoAnswer(SplicedAnswer):
         return _whole(self._pb)
 
 
-def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
-    pb = jina_pb2.DataRequestProto()
-    try:
-        pb.ParseFromString(payload)
-    except DecodeError as exc:
-        raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
-    return pb
-
-
 def _envelope(pb: jina_pb2.DataRequestProto) -> DataRequest:
     """Request id, status and routes of an answer: what the relay reads of every answer."""
     h = pb.header
@@ -243,7 +233,7 @@ def _whole(pb: jina_pb2.DataRequestProto) -> DataRequest:
 def read_proto_answer_whole(payload: bytes) -> DataRequest:
     """A bytes answer (docarray < 0.30) read as far as the relay uses it: id, status, parameters, routes; the
     documents stay in the parsed message. Raises MalformedPayload if unparsable."""
-    return _whole(_parse(payload))
+    return _whole(proto_codec.parse(payload))
 
 
 def read_proto_answer(payload: bytes, gateway_renamed: str) -> DataRequest:
@@ -251,7 +241,7 @@ def read_proto_answer(payload: bytes, gateway_renamed: str) -> DataRequest:
     rest kept as it came; the gateway's route entry is spliced back as `gateway_renamed`. An answer not laid out
     as a gateway writes it (one header first, then parameters, routes and data, in that order) is read as
     `read_proto_answer_whole` reads it, without `spliced`. Raises MalformedPayload if unparsable."""
-    pb = _parse(payload)
+    pb = proto_codec.parse(payload)
     fields = _fields(payload)
     numbers = [f[0] for f in fields] if fields else []
     if (fields is None or numbers[:1] != [_HEADER] or numbers.count(_HEADER) > 1 or numbers != sorted(numbers)
