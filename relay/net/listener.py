@@ -36,6 +36,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from relay.common.frames import PARTIAL_MAX_BYTES, read_data_frames, websockets_idle
 from relay.common.writes import CoalescedWrites
 from relay.net.http_types import HttpRequest, HttpResponse
 
@@ -170,6 +171,10 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         # The running answer to a plain HTTP request (or its streamed body): cancelled when the client leaves.
         self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
+        # Reading whole plain data frames here while websockets stands idle between frames (`_ws_data`); `_partial`
+        # holds the start of a frame the last read cut.
+        self._read_here = False
+        self._partial = b""
         # Data frames the session framed itself (WebSocketSession.send), written before websockets' own output.
         self.frames: list[bytes] | None = None
         self.session: WebSocketSession | None = None
@@ -202,6 +207,10 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._ws is not None:
+            if self._partial:  # a frame cut short by the end of the stream: websockets reports it
+                self._read_here = False
+                self._ws.receive_data(self._partial)
+                self._partial = b""
             self._ws.receive_eof()
             self._ws_events()
             self.flush()
@@ -446,8 +455,24 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
     def _ws_data(self, data: bytes) -> None:
         ws = self._ws
         assert ws is not None
-        ws.receive_data(data)
-        self._ws_events()
+        if self._read_here:
+            # Whole plain data frames are read here (relay.common.frames); anything else goes to websockets, which
+            # reads until it stands idle between frames again (`_ws_events`).
+            if self._partial:
+                data = self._partial + data
+                self._partial = b""
+            at, handover = read_data_frames(data, True, ws.max_message_size, self._ws_message)
+            if handover or len(data) - at > PARTIAL_MAX_BYTES:
+                self._read_here = False
+                ws.receive_data(data[at:])
+                self._ws_events()
+            else:
+                if at < len(data):
+                    self._partial = data[at:]
+                self._update_reading()
+        else:
+            ws.receive_data(data)
+            self._ws_events()
         self.flush()
 
     def _ws_events(self, events: list[object] | None = None) -> None:
@@ -455,8 +480,6 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         assert ws is not None
         if events is None:
             events = ws.events_received()
-        sink = self.sink
-        held = self._held
         for event in events:
             if not isinstance(event, Frame):
                 continue
@@ -480,27 +503,37 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
                 if opcode is Opcode.PONG:
                     self.last_pong_seen = True
                 continue
-            if sink is None:
-                continue
-            payload, is_text = message
-            size = len(payload)
-            if is_text:
-                try:
-                    payload = payload.decode("utf-8")  # type: ignore[assignment]
-                except UnicodeDecodeError:
-                    # RFC 6455: a text message must be UTF-8; websockets' asyncio layer fails it the same way.
-                    ws.fail(1007, "invalid UTF-8 in a text frame")
-                    break
-            item = (payload, is_text, size)
-            if held or not sink.has_room():
-                if held is None:
-                    held = self._held = collections.deque()
-                held.append(item)
-            else:
-                sink.on_message(*item)
+            self._ws_message(*message)
+            if ws.state is not State.OPEN:
+                break
         self._update_reading()
         if ws.close_expected():
             self.arm_close_timeout()
+        elif self.session is not None and not ws.extensions and websockets_idle(ws):
+            self._read_here = True
+
+    def _ws_message(self, payload: bytes, is_text: bool) -> None:
+        """One whole message, to the sink now or held until it has room."""
+        ws = self._ws
+        sink = self.sink
+        if sink is None or ws is None or ws.state is not State.OPEN:
+            return  # after a failure (bad UTF-8) the rest of the read is not delivered
+        size = len(payload)
+        if is_text:
+            try:
+                payload = payload.decode("utf-8")  # type: ignore[assignment]
+            except UnicodeDecodeError:
+                # RFC 6455: a text message must be UTF-8; websockets' asyncio layer fails it the same way.
+                self._read_here = False
+                ws.fail(1007, "invalid UTF-8 in a text frame")
+                return
+        held = self._held
+        if held or not sink.has_room():
+            if held is None:
+                held = self._held = collections.deque()
+            held.append((payload, is_text, size))
+        else:
+            sink.on_message(payload, is_text, size)
 
     def deliver_held(self) -> None:
         sink = self.sink
