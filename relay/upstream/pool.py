@@ -14,8 +14,9 @@ Documents: in bytes mode the pool speaks the upstream's docarray generation (`--
 docarray < 0.30 `DocumentProto`s (v1, the default) or docarray >= 0.30 `DocProto` maps (v2,
 relay.wire.proto_v2_codec). Clients are unaffected: they keep speaking v1 bytes or json to the relay.
 When a bytes client's request goes to a v1 bytes (or gRPC) upstream, its documents are never converted to
-`Document`s: they travel in protobuf form both ways (relay.wire.proto_codec's fast path), and the answer
-goes back to the client from the upstream's own message. Anything else converts them where needed.
+`Document`s: they go on in the message they came in (relay.wire.proto_codec's fast path). An answer goes back to
+a client of the upstream's own subprotocol as the bytes the upstream wrote, the relay's parts spliced in
+(relay.wire.splice); anything else converts the documents where needed.
 
 Backpressure: each upstream session carries at most `max_inflight` requests; when every session is full,
 forwarding waits, the client connections' prefetch windows fill, and the relay stops reading clients.
@@ -82,8 +83,6 @@ log = logging.getLogger("flowrelay.upstream")
 UPSTREAM_ROUTE = "upstream"
 
 __all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "upstream_error_status"]
-
-
 
 
 def upstream_error_status(description: str, name: str = "UpstreamError") -> Status:
