@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from typing import Any
 
 import orjson
 import pytest
-from relay_process import exchange, http_get, read_until_closed, relay_in_process, ws_url
+from relay_process import LOOPBACK, exchange, http_get, read_until_closed, relay_in_process, ws_url
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from relay.wire import DataRequest, Document, json_codec, proto_codec
 from relay.wire.proto import jina_pb2
@@ -61,6 +66,123 @@ def test_websocket_on_root_answers() -> None:
     ex = run(go())
     assert [r["data"][0]["text"] for r in ex.json()] == ["x"]
     assert ex.close_code == 1000
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest.mark.parametrize("mode", ["json", "bytes"])
+def test_answers_of_every_frame_length_reach_the_client(mode: str, compression: str | None) -> None:
+    # The relay frames answers itself (no extension is negotiated, permessage-deflate offered or not): 7-, 16- and
+    # 64-bit payload lengths, text and binary, read back by websockets' own client.
+    texts = ["x", "y" * 200, "z" * 70_000]
+
+    async def go() -> list[str]:
+        async with relay_in_process("echo") as server, connect(
+                ws_url(server, "/"), subprotocols=[mode], compression=compression, max_size=None) as ws:  # type: ignore[list-item]
+            assert not ws.protocol.extensions
+            for i, text in enumerate(texts):
+                await ws.send(bytes_request(f"r{i}", text) if mode == "bytes" else json.dumps(json_request(text)))
+            got = []
+            for _ in texts:
+                frame = await ws.recv()
+                assert isinstance(frame, bytes if mode == "bytes" else str)
+                resp = proto_codec.decode_response(frame) if mode == "bytes" else json_codec.decode_response(frame)
+                got.append((resp.docs or [])[0].text or "")
+            return got
+
+    assert sorted(run(go()), key=len) == texts
+
+
+def _client_frame(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=True)
+
+
+def _request_text(text: str) -> bytes:
+    return json.dumps(json_request(text)).encode()
+
+
+_FRAGMENTED = _request_text("fragmented")
+READ_SCRIPT = [
+    _client_frame(Opcode.TEXT, _request_text("first")),
+    _client_frame(Opcode.PING, b"are you there"),
+    _client_frame(Opcode.TEXT, _FRAGMENTED[:10], fin=False),  # a fragmented message, a ping in the middle of it
+    _client_frame(Opcode.PING, b"mid"),
+    _client_frame(Opcode.CONT, _FRAGMENTED[10:20], fin=False),
+    _client_frame(Opcode.CONT, _FRAGMENTED[20:]),
+    _client_frame(Opcode.TEXT, _request_text("z" * 70_000)),  # a 64-bit length, longer than a read
+    _client_frame(Opcode.TEXT, _request_text("y" * 100)),  # a 16-bit length
+    _client_frame(Opcode.TEXT, _request_text("last")),
+]
+READ_EXPECTED = ["first", "fragmented", "z" * 70_000, "y" * 100, "last"]
+
+
+async def raw_session(stream: bytes, pieces: list[int], until: int, **config: Any) -> tuple[list[Frame], int | None]:
+    """A json client that writes `stream` (raw frames) to a relay (`echo`) in the pieces `pieces` cuts it into, one
+    write each; the frames it reads back until `until` data and pong frames came or the relay closed, and the
+    relay's close code."""
+    async with relay_in_process("echo", **config) as server:
+        protocol = ClientProtocol(parse_uri(ws_url(server, "/")), subprotocols=["json"])  # type: ignore[list-item]
+        reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        while protocol.state is not State.OPEN:
+            protocol.receive_data(await reader.read(65536))
+        protocol.events_received()
+        frames: list[Frame] = []
+
+        async def read() -> None:
+            while len(frames) < until and protocol.state is State.OPEN:
+                data = await reader.read(65536)
+                if not data:
+                    protocol.receive_eof()
+                else:
+                    protocol.receive_data(data)
+                frames.extend(e for e in protocol.events_received()
+                              if isinstance(e, Frame) and e.opcode in (Opcode.TEXT, Opcode.PONG))
+
+        reading = asyncio.create_task(read())
+        at = 0
+        for cut in [*pieces, len(stream)]:
+            writer.write(stream[at:cut])
+            await writer.drain()
+            await asyncio.sleep(0.001)  # one read per piece, as far as the loop can tell
+            at = cut
+        await reading
+        writer.close()
+        return frames, protocol.close_rcvd.code if protocol.close_rcvd else None
+
+
+def test_invalid_utf8_read_among_plain_frames_closes_1007_after_the_answers_before_it() -> None:
+    stream = b"".join([_client_frame(Opcode.TEXT, _request_text("a")), _client_frame(Opcode.TEXT, _request_text("b")),
+                       _client_frame(Opcode.TEXT, b"\xff\xfe"), _client_frame(Opcode.TEXT, _request_text("c"))])
+    frames, code = run(raw_session(stream, [len(_client_frame(Opcode.TEXT, _request_text("a")))], 3))
+    assert [orjson.loads(f.data)["data"][0]["text"] for f in frames] == ["a", "b"]
+    assert code == 1007
+
+
+def test_a_message_far_over_the_limit_read_among_plain_frames_closes_1009() -> None:
+    small = _client_frame(Opcode.TEXT, _request_text("a"))
+    stream = small + small + _client_frame(Opcode.TEXT, _request_text("x" * 5_000))
+    frames, code = run(raw_session(stream, [len(small)], 3, max_message_size=1_000))
+    assert [orjson.loads(f.data)["data"][0]["text"] for f in frames] == ["a", "a"]
+    assert code == 1009
+
+
+@pytest.mark.parametrize("cuts", ["whole", "bytewise-head", "inside-headers"])
+def test_requests_read_in_any_pieces_with_control_frames_between(cuts: str) -> None:
+    # The relay reads whole plain data frames itself while websockets stands idle, and hands everything else
+    # (pings, fragments, a frame cut by a read) to websockets: every way of cutting the stream reads the same.
+    stream = b"".join(READ_SCRIPT)
+    starts = list(itertools.accumulate(len(f) for f in READ_SCRIPT))
+    pieces = {"whole": [],
+              "bytewise-head": list(range(1, 60)),
+              "inside-headers": sorted({1, starts[0] + 1, starts[1] + 3, starts[5] + 1, starts[5] + 5, starts[5] + 9,
+                                        starts[5] + 30_000, starts[6] + 3, len(stream) - 2})}[cuts]
+
+    frames, _ = run(raw_session(stream, pieces, len(READ_EXPECTED) + 2))
+    texts = [orjson.loads(f.data)["data"][0]["text"] for f in frames if f.opcode is Opcode.TEXT]
+    pongs = [f.data for f in frames if f.opcode is Opcode.PONG]
+    assert texts == READ_EXPECTED
+    assert pongs == [b"are you there", b"mid"]
 
 
 def test_plain_http_on_the_same_port() -> None:

@@ -571,3 +571,41 @@ def test_mirror_copies_each_request_to_a_shadow_and_answers_only_from_the_primar
         m = wait_until(lambda: (s := mirror(primary))["failed"] >= 5 and s, 15, "the mirror's failures")
         assert m["sent"] == total + 5 and m["ok"] == total
         assert m["healthy"] is False
+
+
+# ---- arrays reach a docarray < 0.30 Flow's Executors ------------------------------------------------
+
+
+def _post(port: int, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /post on the relay (no proxy); the parsed answer."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/post", data=orjson.dumps(body),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with opener.open(req, timeout=TIMEOUT_S) as resp:
+        return orjson.loads(resp.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("door", ["websocket", "http"])
+def test_arrays_sent_as_json_reach_a_legacy_flows_executors(relay_bytes_up: RelayProcess, door: str) -> None:
+    # docarray < 0.30 reads an array without `cls_name` as None: the Executor would hold none, and its answer
+    # (the documents it held, serialized again) would have none. The relay marks them "numpy", as a Jina
+    # client does. `/vectors` goes to UpperExec's default handler, which writes a tag on each document.
+    docs = [{"id": "a1", "text": "vec", "embedding": [1.0, 2.0, 3.0]}, {"id": "a2", "tensor": [[0.5, 1.5]]}]
+    body = {"data": docs, "execEndpoint": "/vectors"}
+    if door == "websocket":
+        async def go() -> DataRequest:
+            async with connect(relay_bytes_up.url, subprotocols=["json"], open_timeout=10) as ws:  # type: ignore[list-item]
+                await ws.send(orjson.dumps(body).decode())
+                (resp,) = await read_answers(ws, 1, "json")
+                return resp
+
+        resp = run(go())
+        assert_ok(resp)
+        got = [d.to_json_dict() for d in resp.docs or []]
+    else:
+        got = _post(relay_bytes_up.port, body)["data"]
+    assert [d["tags"].get("default_endpoint") for d in got] == [True, True], "the Executor held these documents"
+    assert got[0]["embedding"] == [1.0, 2.0, 3.0]
+    assert got[1]["tensor"] == [[0.5, 1.5]]

@@ -278,8 +278,10 @@ class _RecordByRecord:
         return None
 
     def take(self) -> Prepared:
-        """The batch as it is; a new one begins."""
+        """The batch as it is; a new one begins. Arrays are marked as `proto_codec.encode_request` marks them (a
+        whole plain batch has none)."""
         positions = self.positions
+        proto_codec.mark_numpy_proto(self.docs)
         item = _prepared_proto(self.pb, positions, self.linenos, positions[-1] + 1, self.inp)
         self._new()
         return item

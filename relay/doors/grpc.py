@@ -147,6 +147,7 @@ class GrpcDoor:
         gateway = self.gateway
         # `--record`: a single call is a connection of its own (relay.capture.tap).
         capture = gateway.capture_connection(DOOR_GRPC, "bytes", proto_codec.encode_response)
+        req.answer_subprotocol = proto_codec.SUBPROTOCOL  # answered as a DataRequestProto
         gateway.admit(req, len(request), True, capture, request)
         try:
             payload = await gateway.call(req, proto_codec.encode_response, DOOR_GRPC, capture)
@@ -255,6 +256,7 @@ class _Stream:
                     except WireError as err:
                         self.abort = (grpc.StatusCode.INVALID_ARGUMENT, err.reason)
                         break
+                    req.answer_subprotocol = proto_codec.SUBPROTOCOL  # answered as a DataRequestProto
                     gateway.admit(req, len(frame), True, self.capture, frame)
                     gateway.run(req, self._answer_to(out.clone()))
             except Exception as exc:  # the client went away mid-stream: nothing left to answer to

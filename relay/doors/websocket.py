@@ -193,6 +193,7 @@ class ClientConnection:
             self._finish(CLOSE_NORMAL, "")
             return
         gateway = self.gateway
+        req.answer_subprotocol = self.mode
         # A bytes client matches answers by its own request ids; a json client cannot choose (Jina makes one).
         gateway.admit(req, size, self.is_bytes, self._capture, data)
         self.in_flight += 1

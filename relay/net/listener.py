@@ -23,6 +23,7 @@ import contextlib
 import email.utils
 import itertools
 import logging
+import struct
 from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
@@ -35,6 +36,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from relay.common.frames import PARTIAL_MAX_BYTES, read_data_frames, websockets_idle
 from relay.common.writes import CoalescedWrites
 from relay.net.http_types import HttpRequest, HttpResponse
 
@@ -46,6 +48,7 @@ _STATUSES = {s.value for s in HTTPStatus}
 # for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
 _SUBPROTOCOLS = ("bytes", "json")
 _NO_EXTENSIONS: tuple[()] = ()
+_pack = struct.pack
 # Numbers for the connections that carry plain HTTP requests (HttpRequest.connection), given at the first one.
 _http_connection_numbers = itertools.count(1)
 
@@ -78,10 +81,22 @@ class ListenerHost(TypingProtocol):
     compression: bool
 
 
+def server_data_frame(payload: bytes, text: bool) -> bytes:
+    """One whole (FIN) text or binary frame as a server sends it: unmasked, no extension (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        header = _pack("!BB", 0x81 if text else 0x82, n)
+    elif n < 0x10000:
+        header = _pack("!BBH", 0x81 if text else 0x82, 126, n)
+    else:
+        header = _pack("!BBQ", 0x81 if text else 0x82, 127, n)
+    return header + payload
+
+
 class WebSocketSession:
     """The gateway logic's handle on one open WebSocket connection."""
 
-    __slots__ = ("_conn", "_ws", "close_code_sent", "path", "subprotocol")
+    __slots__ = ("_conn", "_frame_here", "_ws", "close_code_sent", "path", "subprotocol")
 
     def __init__(self, conn: RelayProtocol, ws: ServerProtocol, path: str, subprotocol: str | None) -> None:
         self._conn = conn
@@ -89,6 +104,10 @@ class WebSocketSession:
         self.path = path
         self.subprotocol = subprotocol
         self.close_code_sent: int | None = None
+        # Data frames framed here (`server_data_frame`) when no extension was negotiated: websockets' own framing
+        # (a Frame, its checks, the extensions' hooks) costs a few microseconds an answer; permessage-deflate
+        # frames go through websockets.
+        self._frame_here = not ws.extensions
 
     @property
     def is_open(self) -> bool:
@@ -102,13 +121,20 @@ class WebSocketSession:
         """Queue one message; it is written with whatever else is ready in this turn of the loop, or sooner
         (relay.common.writes). A large answer is written at once: if the client is not reading, the transport
         says so (pause_writing) before the next request of the same read is admitted."""
-        if self._ws.state is not State.OPEN:
+        ws = self._ws
+        if ws.state is not State.OPEN:
             return  # the client left: the answer has nowhere to go, as on a Jina gateway
-        if text:
-            self._ws.send_text(payload)
+        conn = self._conn
+        if self._frame_here:
+            frames = conn.frames
+            if frames is None:
+                frames = conn.frames = []
+            frames.append(server_data_frame(payload, text))
+        elif text:
+            ws.send_text(payload)
         else:
-            self._ws.send_binary(payload)
-        self._conn.queued(len(payload))
+            ws.send_binary(payload)
+        conn.queued(len(payload))
 
     def close(self, code: int, reason: str = "") -> None:
         if self._ws.state is not State.OPEN:
@@ -145,6 +171,12 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         # The running answer to a plain HTTP request (or its streamed body): cancelled when the client leaves.
         self._http_call: anyio.CancelScope | None = None
         self._ws: ServerProtocol | None = None
+        # Reading whole plain data frames here while websockets stands idle between frames (`_ws_data`); `_partial`
+        # holds the start of a frame the last read cut.
+        self._read_here = False
+        self._partial = b""
+        # Data frames the session framed itself (WebSocketSession.send), written before websockets' own output.
+        self.frames: list[bytes] | None = None
         self.session: WebSocketSession | None = None
         self.sink: MessageSink | None = None
         # Made when first needed: an idle session holds neither (nor the timer list once the handshake is done).
@@ -175,6 +207,10 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._ws is not None:
+            if self._partial:  # a frame cut short by the end of the stream: websockets reports it
+                self._read_here = False
+                self._ws.receive_data(self._partial)
+                self._partial = b""
             self._ws.receive_eof()
             self._ws_events()
             self.flush()
@@ -419,8 +455,24 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
     def _ws_data(self, data: bytes) -> None:
         ws = self._ws
         assert ws is not None
-        ws.receive_data(data)
-        self._ws_events()
+        if self._read_here:
+            # Whole plain data frames are read here (relay.common.frames); anything else goes to websockets, which
+            # reads until it stands idle between frames again (`_ws_events`).
+            if self._partial:
+                data = self._partial + data
+                self._partial = b""
+            at, handover = read_data_frames(data, True, ws.max_message_size, self._ws_message)
+            if handover or len(data) - at > PARTIAL_MAX_BYTES:
+                self._read_here = False
+                ws.receive_data(data[at:])
+                self._ws_events()
+            else:
+                if at < len(data):
+                    self._partial = data[at:]
+                self._update_reading()
+        else:
+            ws.receive_data(data)
+            self._ws_events()
         self.flush()
 
     def _ws_events(self, events: list[object] | None = None) -> None:
@@ -428,8 +480,6 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         assert ws is not None
         if events is None:
             events = ws.events_received()
-        sink = self.sink
-        held = self._held
         for event in events:
             if not isinstance(event, Frame):
                 continue
@@ -453,27 +503,37 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
                 if opcode is Opcode.PONG:
                     self.last_pong_seen = True
                 continue
-            if sink is None:
-                continue
-            payload, is_text = message
-            size = len(payload)
-            if is_text:
-                try:
-                    payload = payload.decode("utf-8")  # type: ignore[assignment]
-                except UnicodeDecodeError:
-                    # RFC 6455: a text message must be UTF-8; websockets' asyncio layer fails it the same way.
-                    ws.fail(1007, "invalid UTF-8 in a text frame")
-                    break
-            item = (payload, is_text, size)
-            if held or not sink.has_room():
-                if held is None:
-                    held = self._held = collections.deque()
-                held.append(item)
-            else:
-                sink.on_message(*item)
+            self._ws_message(*message)
+            if ws.state is not State.OPEN:
+                break
         self._update_reading()
         if ws.close_expected():
             self.arm_close_timeout()
+        elif self.session is not None and not ws.extensions and websockets_idle(ws):
+            self._read_here = True
+
+    def _ws_message(self, payload: bytes, is_text: bool) -> None:
+        """One whole message, to the sink now or held until it has room."""
+        ws = self._ws
+        sink = self.sink
+        if sink is None or ws is None or ws.state is not State.OPEN:
+            return  # after a failure (bad UTF-8) the rest of the read is not delivered
+        size = len(payload)
+        if is_text:
+            try:
+                payload = payload.decode("utf-8")  # type: ignore[assignment]
+            except UnicodeDecodeError:
+                # RFC 6455: a text message must be UTF-8; websockets' asyncio layer fails it the same way.
+                self._read_here = False
+                ws.fail(1007, "invalid UTF-8 in a text frame")
+                return
+        held = self._held
+        if held or not sink.has_room():
+            if held is None:
+                held = self._held = collections.deque()
+            held.append((payload, is_text, size))
+        else:
+            sink.on_message(payload, is_text, size)
 
     def deliver_held(self) -> None:
         sink = self.sink
@@ -501,6 +561,10 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         if ws is None or transport is None or transport.is_closing():
             return
         chunks = ws.data_to_send()
+        frames = self.frames
+        if frames:
+            chunks[:0] = frames
+            self.frames = None
         if not chunks:
             return
         eof = False

@@ -25,6 +25,7 @@ from relay.observer import Observer
 from relay.upstream.pool import UPSTREAM_ROUTE, UpstreamError, UpstreamPool, upstream_error_status
 from relay.wire.errors import WireError
 from relay.wire.messages import DataRequest, Route, Status
+from relay.wire.splice import GATEWAY_EXECUTOR
 
 # Mirror durations kept for /status, at most (the histogram in /metrics has them all).
 MIRROR_DURATIONS_KEPT = 100_000
@@ -104,6 +105,7 @@ class UpstreamBackend:
             try:
                 self._fill(req, resp, error, answer_in_proto)
             except Exception as exc:  # the client gets an error status, and the link that read the answer lives on
+                req.spliced = None
                 req.status = relay_error_status(exc, "reading the upstream's answer")
             respond(req)
 
@@ -115,6 +117,17 @@ class UpstreamBackend:
         if resp is None:
             req.status = upstream_error_status(error or "upstream failed", "UpstreamError")
             return
+        spliced = resp.spliced
+        if spliced is not None:
+            if spliced.subprotocol == req.answer_subprotocol:
+                # Answered as the upstream's bytes, the relay's parts spliced in (relay.wire.splice): the request's
+                # documents are not part of the answer.
+                req.docs = req.docs_bytes = req.raw = req.raw_docs = req.raw_parameters = None
+                req.status = resp.status
+                req.routes = self._routes(req, resp)
+                req.spliced = spliced
+                return
+            resp = spliced.decode()
         if resp.raw is not None and not answer_in_proto:
             try:
                 resp.load_docs()
@@ -125,10 +138,15 @@ class UpstreamBackend:
         req.status = resp.status
         if resp.parameters is not None:
             req.parameters = resp.parameters
+        req.routes = self._routes(req, resp)
+
+    @staticmethod
+    def _routes(req: DataRequest, resp: DataRequest) -> list[Route]:
+        """The relay's own entry, then the upstream's, its gateway's own renamed."""
         own = req.routes[:1]
         for r in resp.routes:
-            own.append(Route(UPSTREAM_ROUTE, r.start_ns, r.end_ns, r.status) if r.executor == "gateway" else r)
-        req.routes = own
+            own.append(Route(UPSTREAM_ROUTE, r.start_ns, r.end_ns, r.status) if r.executor == GATEWAY_EXECUTOR else r)
+        return own
 
     # ---- the mirror ----------------------------------------------------------------------------
 

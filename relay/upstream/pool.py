@@ -14,8 +14,9 @@ Documents: in bytes mode the pool speaks the upstream's docarray generation (`--
 docarray < 0.30 `DocumentProto`s (v1, the default) or docarray >= 0.30 `DocProto` maps (v2,
 relay.wire.proto_v2_codec). Clients are unaffected: they keep speaking v1 bytes or json to the relay.
 When a bytes client's request goes to a v1 bytes (or gRPC) upstream, its documents are never converted to
-`Document`s: they travel in protobuf form both ways (relay.wire.proto_codec's fast path), and the answer
-goes back to the client from the upstream's own message. Anything else converts them where needed.
+`Document`s: they go on in the message they came in (relay.wire.proto_codec's fast path). An answer goes back to
+a client of the upstream's own subprotocol as the bytes the upstream wrote, the relay's parts spliced in
+(relay.wire.splice); anything else converts the documents where needed.
 
 Backpressure: each upstream session carries at most `max_inflight` requests; when every session is full,
 forwarding waits, the client connections' prefetch windows fill, and the relay stops reading clients.
@@ -45,15 +46,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from google.protobuf.message import DecodeError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -71,56 +73,16 @@ from relay.upstream.link import (
 from relay.upstream.ws import WsLink
 from relay.wire import json_codec, proto_codec
 from relay.wire.codecs import bytes_codec
-from relay.wire.documents import struct_to_dict
-from relay.wire.errors import MalformedPayload, WireError
-from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Route, Status
+from relay.wire.errors import WireError
+from relay.wire.messages import STATUS_ERROR, DataRequest, ExceptionInfo, Status
 from relay.wire.proto import jina_pb2
+from relay.wire.splice import read_json_answer, read_proto_answer
 
 log = logging.getLogger("flowrelay.upstream")
 
 UPSTREAM_ROUTE = "upstream"
 
-__all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "read_answer",
-           "upstream_error_status"]
-
-
-_NS = 1_000_000_000
-
-
-def read_answer(payload: bytes) -> DataRequest:
-    """An upstream Flow's bytes answer (docarray < 0.30), read as far as the relay uses it: id, status,
-    parameters, routes; the documents stay in the parsed message (as `proto_codec.decode_lazy` leaves them)
-    for the answer to the client. Half decode_lazy's cost: the endpoint fields are not read (the client's
-    own are answered), and route times are read as seconds and nanos, not through Timestamp's methods.
-    Raises MalformedPayload if unparsable."""
-    pb = jina_pb2.DataRequestProto()
-    try:
-        pb.ParseFromString(payload)
-    except DecodeError as exc:
-        raise MalformedPayload(f"not a DataRequestProto: {exc}") from None
-    h = pb.header
-    resp = DataRequest(h.request_id)
-    if h.HasField("status"):
-        resp.status = proto_codec.from_status_proto(h.status)
-    if pb.HasField("parameters"):
-        params = pb.parameters
-        resp.parameters = struct_to_dict(params) if params.fields else {}
-    routes = resp.routes
-    for r in pb.routes:
-        start, end = r.start_time, r.end_time
-        routes.append(Route(
-            r.executor,
-            start.seconds * _NS + start.nanos if r.HasField("start_time") else None,
-            end.seconds * _NS + end.nanos if r.HasField("end_time") else None,
-            proto_codec.from_status_proto(r.status) if r.HasField("status") else None,
-        ))
-    data = pb.data
-    which = data.WhichOneof("documents")
-    if which == "docs":
-        resp.raw, resp.raw_docs, resp.raw_parameters = pb, data.docs.docs, resp.parameters
-    elif which == "docs_bytes":
-        resp.docs_bytes = data.docs_bytes
-    return resp
+__all__ = ["UPSTREAM_ROUTE", "Done", "UpstreamConfig", "UpstreamError", "UpstreamPool", "upstream_error_status"]
 
 
 def upstream_error_status(description: str, name: str = "UpstreamError") -> Status:
@@ -139,8 +101,14 @@ class UpstreamPool:
         self.cfg = cfg
         # The codec of every link: json, or bytes with the upstream's docarray generation.
         self.codec = json_codec if cfg.subprotocol == "json" else bytes_codec(cfg.docarray)
-        # Answers read with their documents left in protobuf form where the codec can (see UpstreamBackend.run).
-        self.decode_answer = read_answer if self.codec is proto_codec else self.codec.decode_response
+        # Answers read as far as the relay needs, the rest kept as it came, to be spliced into the answer of a
+        # client of the same subprotocol (relay.wire.splice, UpstreamBackend); docarray >= 0.30 answers are decoded.
+        self.decode_answer: Callable[[bytes], DataRequest] = self.codec.decode_response
+        if self.codec is proto_codec:
+            self.decode_answer = functools.partial(read_proto_answer, gateway_renamed=UPSTREAM_ROUTE)
+        elif self.codec is json_codec:
+            self.decode_answer = functools.partial(read_json_answer, gateway_renamed=UPSTREAM_ROUTE,
+                                                   drop=CORRELATION_KEY)
         self.links: list[UpstreamLink] = [self._new_link(i) for i in range(max(1, cfg.connections))]
         # Requests waiting for room on a link (every link full), in arrival order.
         self._waiting: collections.deque[tuple[DataRequest, Done]] = collections.deque()
@@ -288,19 +256,19 @@ class UpstreamPool:
 
     def _send_on(self, link: UpstreamLink, req: DataRequest, done: Done) -> None:
         rid = self.next_id()
-        params = dict(req.parameters) if req.parameters else {}
+        params = req.parameters
         if not link.is_bytes:
-            params[CORRELATION_KEY] = rid
+            params = {**params, CORRELATION_KEY: rid} if params else {CORRELATION_KEY: rid}
         out = DataRequest(
             request_id=rid,
             exec_endpoint=req.exec_endpoint,
             target_executor=req.target_executor,
-            parameters=params if (params or req.parameters is not None) else None,
+            parameters=params,
             docs_bytes=req.docs_bytes,
         )
-        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf;
-        # otherwise they are converted here.
-        if not (self.codec is proto_codec and proto_codec.copy_proto_docs(req, out)):
+        # Documents still in protobuf form go on in that form when the upstream reads the same protobuf, in the
+        # request's own message (the parameters too, while they are the request's); otherwise they are converted.
+        if not (self.codec is proto_codec and proto_codec.share_proto_docs(req, out)):
             try:
                 out.docs = req.load_docs()
             except WireError as exc:
@@ -318,7 +286,7 @@ class UpstreamPool:
             if resp is None:
                 fut.set_exception(UpstreamError(error))
             else:
-                fut.set_result(resp)
+                fut.set_result(resp if resp.spliced is None else resp.spliced.decode())
 
         self.submit(req, done)
         return await fut

@@ -151,7 +151,11 @@ def response_dict(resp: DataRequest) -> dict[str, Any]:
 
 
 def encode_response(resp: DataRequest) -> bytes:
-    """UTF-8 JSON for one response TEXT frame."""
+    """UTF-8 JSON for one response TEXT frame. An upstream's json answer is spliced (`resp.spliced`,
+    relay.wire.splice)."""
+    spliced = resp.spliced
+    if spliced is not None and spliced.subprotocol == SUBPROTOCOL:
+        return spliced.encode(resp)  # type: ignore[no-any-return]
     return orjson.dumps(response_dict(resp))
 
 

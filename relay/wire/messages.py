@@ -92,6 +92,11 @@ class DataRequest:
     raw: Any = field(default=None, compare=False, repr=False)
     raw_docs: Any = field(default=None, compare=False, repr=False)
     raw_parameters: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The subprotocol the answer goes back in, where a door knows it (a WebSocket client's): an upstream's answer
+    # in the same subprotocol is then carried as it came, the relay's parts spliced in (relay.wire.splice).
+    answer_subprotocol: str | None = field(default=None, compare=False, repr=False)
+    # Such an answer (a relay.wire.splice.SplicedAnswer): the codec of its subprotocol encodes it by splicing.
+    spliced: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_error(self) -> bool:

@@ -153,7 +153,8 @@ def _routes_to_proto(routes: list[Route], out: Any) -> None:
             status_to_proto(r.status, rp.status)
 
 
-def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
+def parse(payload: bytes) -> jina_pb2.DataRequestProto:
+    """A parsed DataRequestProto. Raises MalformedPayload if unparsable."""
     pb = jina_pb2.DataRequestProto()
     try:
         pb.ParseFromString(payload)
@@ -164,7 +165,7 @@ def _parse(payload: bytes) -> jina_pb2.DataRequestProto:
 
 def decode(payload: bytes) -> DataRequest:
     """A DataRequest from one serialized DataRequestProto. Raises MalformedPayload if unparsable."""
-    return from_proto(_parse(payload))
+    return from_proto(parse(payload))
 
 
 def decode_lazy(payload: bytes) -> DataRequest:
@@ -174,7 +175,7 @@ def decode_lazy(payload: bytes) -> DataRequest:
     is read as `decode` reads it. Raises MalformedPayload if unparsable; what the Document model cannot
     hold (a sparse array) is found only when the documents are converted.
     """
-    pb = _parse(payload)
+    pb = parse(payload)
     req = envelope_from_proto(pb)
     which = pb.data.WhichOneof("documents")
     if which == "docs":
@@ -203,14 +204,11 @@ def encode(req: DataRequest) -> bytes:
 def encode_response(req: DataRequest) -> bytes:
     """`encode`, for an answer to a client: top-level arrays without a `cls_name` are marked "numpy" first (in
     Documents or in documents still in protobuf form), as Jina 3.15+ gateways do in bytes mode (jina's own client
-    reads an unmarked array as None)."""
-    raw = req.raw
-    if raw is not None and req.docs is None and req.docs_bytes is None:
-        _mark_numpy_proto(req.raw_docs)
-        return _encode_raw(req, raw)
-    if req.docs:
-        _mark_numpy(req.docs)
-    return to_proto(req).SerializeToString(deterministic=True)
+    reads an unmarked array as None). An upstream's bytes answer is spliced (`req.spliced`, relay.wire.splice)."""
+    spliced = req.spliced
+    if spliced is not None and spliced.subprotocol == SUBPROTOCOL:
+        return spliced.encode(req)  # type: ignore[no-any-return]
+    return _encode_marked(req)
 
 
 def _encode_raw(req: DataRequest, pb: jina_pb2.DataRequestProto) -> bytes:
@@ -244,28 +242,34 @@ def _mark_numpy(docs: list[Document]) -> None:
                 arr.cls_name = "numpy"
 
 
-def _mark_numpy_proto(docs: Any) -> None:
+def mark_numpy_proto(docs: Any) -> bool:
+    """Mark the unmarked arrays of `DocumentProto`s "numpy"; whether there was one."""
+    marked = False
     for d in docs:
         if d.HasField("embedding"):
             arr = d.embedding
             if not arr.cls_name:
                 arr.cls_name = "numpy"
+                marked = True
         if d.HasField("tensor"):
             arr = d.tensor
             if not arr.cls_name:
                 arr.cls_name = "numpy"
+                marked = True
+    return marked
 
 
-def copy_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
-    """Give `dst` (a request built from `src`, such as its copy for an upstream Flow) the documents of
-    `src` if they are still in protobuf form, without converting them: in a message of `dst`'s own, as
-    the encoders write into the message. False, and `dst` unchanged, when they are not in that form."""
+def share_proto_docs(src: DataRequest, dst: DataRequest) -> bool:
+    """Give `dst` (a request built from `src`, such as its copy for an upstream Flow) the documents of `src` if
+    they are still in protobuf form, without converting or copying them: in the same message. The encoders write
+    the envelope (header, parameters unless unchanged, routes) over the message wholesale right before they
+    serialize it, and never the documents, so requests sharing a message each encode as their own; `dst` with
+    `src`'s very `parameters` dict keeps the message's own Struct. False, and `dst` unchanged, when the
+    documents are not in protobuf form."""
     if src.docs_proto is None:
         return False
-    pb = jina_pb2.DataRequestProto()
-    pb.data.docs.CopyFrom(src.raw.data.docs)
     dst.docs = None
-    dst.raw, dst.raw_docs, dst.raw_parameters = pb, pb.data.docs.docs, None
+    dst.raw, dst.raw_docs, dst.raw_parameters = src.raw, src.raw_docs, src.raw_parameters
     return True
 
 
@@ -279,13 +283,30 @@ def decode_request(payload: bytes, decode: Callable[[bytes], DataRequest] | None
     return decode_lazy(payload) if decode is None else decode(payload)
 
 
-encode_request = encode
+def encode_request(req: DataRequest) -> bytes:
+    """`encode`, for a request to a Flow: top-level arrays without a `cls_name` are marked "numpy" first, as jina's
+    own client sends them (a docarray < 0.30 Executor reads an unmarked array as None)."""
+    return _encode_marked(req)
+
+
+def _encode_marked(req: DataRequest) -> bytes:
+    """`encode`, top-level arrays without a `cls_name` marked "numpy" first (in Documents or in documents still in
+    protobuf form)."""
+    raw = req.raw
+    if raw is not None and req.docs is None and req.docs_bytes is None:
+        mark_numpy_proto(req.raw_docs)
+        return _encode_raw(req, raw)
+    if req.docs:
+        _mark_numpy(req.docs)
+    return to_proto(req).SerializeToString(deterministic=True)
+
+
 decode_response = decode
 
 
 def decode_response_envelope(payload: bytes) -> tuple[DataRequest, int]:
     """A response without building its Documents: the request with `docs` None, and the doc count."""
-    return envelope_and_count(_parse(payload))
+    return envelope_and_count(parse(payload))
 
 
 def envelope_and_count(pb: Any) -> tuple[DataRequest, int]:
