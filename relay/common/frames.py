@@ -69,3 +69,16 @@ def websockets_idle(protocol: Protocol) -> bool:
     on an open connection: then the next bytes may be read by `read_data_frames` again."""
     return (protocol.state is State.OPEN and not protocol.reader.buffer and protocol.current_size is None
             and not protocol.extensions)
+
+
+def read_plain(partial: bytes, data: bytes, masked: bool, max_size: int | None,
+               deliver: MessageSink) -> tuple[bytes, bytes | None]:
+    """One read of a shell that reads data frames here: `partial` (the start of a frame the last read cut) and
+    `data` read as far as `read_data_frames` can; returns what to keep for the next read, and the bytes websockets
+    must read from here on (None while reading stays here)."""
+    if partial:
+        data = partial + data
+    at, handover = read_data_frames(data, masked, max_size, deliver)
+    if handover or len(data) - at > PARTIAL_MAX_BYTES:
+        return b"", data[at:]
+    return data[at:], None

@@ -52,7 +52,7 @@ from websockets.frames import Frame, Opcode, apply_mask
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from relay.common.frames import PARTIAL_MAX_BYTES, read_data_frames, websockets_idle
+from relay.common.frames import read_plain, websockets_idle
 from relay.common.writes import CoalescedWrites
 
 MASK_KEYS_DRAWN = 4096  # bytes of os.urandom per draw: 1,024 frames' masking keys
@@ -262,15 +262,10 @@ class WsClient(CoalescedWrites, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         if self._read_here:
-            if self._partial:
-                data = self._partial + data
-                self._partial = b""
-            at, handover = read_data_frames(data, False, protocol.max_message_size, self._on_data)
-            if handover or len(data) - at > PARTIAL_MAX_BYTES:
+            self._partial, rest = read_plain(self._partial, data, False, protocol.max_message_size, self._on_data)
+            if rest is not None:
                 self._read_here = False
-                self._receive(data[at:])
-            elif at < len(data):
-                self._partial = data[at:]
+                self._receive(rest)
         else:
             self._receive(data)
         hook = self.after_read

@@ -36,7 +36,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from relay.common.frames import PARTIAL_MAX_BYTES, read_data_frames, websockets_idle
+from relay.common.frames import read_plain, websockets_idle
 from relay.common.writes import CoalescedWrites
 from relay.net.http_types import HttpRequest, HttpResponse
 
@@ -458,17 +458,12 @@ class RelayProtocol(CoalescedWrites, asyncio.Protocol):
         if self._read_here:
             # Whole plain data frames are read here (relay.common.frames); anything else goes to websockets, which
             # reads until it stands idle between frames again (`_ws_events`).
-            if self._partial:
-                data = self._partial + data
-                self._partial = b""
-            at, handover = read_data_frames(data, True, ws.max_message_size, self._ws_message)
-            if handover or len(data) - at > PARTIAL_MAX_BYTES:
+            self._partial, rest = read_plain(self._partial, data, True, ws.max_message_size, self._ws_message)
+            if rest is not None:
                 self._read_here = False
-                ws.receive_data(data[at:])
+                ws.receive_data(rest)
                 self._ws_events()
             else:
-                if at < len(data):
-                    self._partial = data[at:]
                 self._update_reading()
         else:
             ws.receive_data(data)
