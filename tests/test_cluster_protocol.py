@@ -205,10 +205,13 @@ async def refused_reason(port: int, index: int | None, workers: int = 3, options
     return str(err.value)
 
 
-async def waiting_worker(port: int, workers: int, index: int, errors: list[str]) -> None:
-    """Join and wait at the barrier; the ClusterError that ends it goes to `errors`."""
+async def waiting_worker(port: int, workers: int, index: int, errors: list[str],
+                         joined: anyio.Event | None = None) -> None:
+    """Join (then set `joined`) and wait at the barrier; the ClusterError that ends it goes to `errors`."""
     client = WorkerClient(opts(port, workers, index), "load", OPTIONS)
     await anyio.to_thread.run_sync(client.join)
+    if joined is not None:
+        joined.set()
     try:
         async with client.attached():
             await client.barrier()
@@ -393,8 +396,9 @@ def test_a_worker_that_cannot_run_aborts_the_run() -> None:
 
     async def workers(run: Run) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiting_worker, run.port, 2, 0, errors)
-            await anyio.sleep(0.2)
+            joined = anyio.Event()
+            tg.start_soon(waiting_worker, run.port, 2, 0, errors, joined)
+            await joined.wait()  # worker 0 is in the run (a worker joining after the abort is refused instead)
             tg.start_soon(failing, run.port)
 
     run = run_cluster(config(2), workers)
