@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from frame_cuts import CUT_STYLES, cut_points
 from relay_process import LOOPBACK, exchange, http_get, read_until_closed, relay_in_process, ws_url
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
@@ -167,16 +168,12 @@ def test_a_message_far_over_the_limit_read_among_plain_frames_closes_1009() -> N
     assert code == 1009
 
 
-@pytest.mark.parametrize("cuts", ["whole", "bytewise-head", "inside-headers"])
+@pytest.mark.parametrize("cuts", CUT_STYLES)
 def test_requests_read_in_any_pieces_with_control_frames_between(cuts: str) -> None:
     # The relay reads whole plain data frames itself while websockets stands idle, and hands everything else
     # (pings, fragments, a frame cut by a read) to websockets: every way of cutting the stream reads the same.
     stream = b"".join(READ_SCRIPT)
-    starts = list(itertools.accumulate(len(f) for f in READ_SCRIPT))
-    pieces = {"whole": [],
-              "bytewise-head": list(range(1, 60)),
-              "inside-headers": sorted({1, starts[0] + 1, starts[1] + 3, starts[5] + 1, starts[5] + 5, starts[5] + 9,
-                                        starts[5] + 30_000, starts[6] + 3, len(stream) - 2})}[cuts]
+    pieces = cut_points(READ_SCRIPT, cuts)
 
     frames, _ = run(raw_session(stream, pieces, len(READ_EXPECTED) + 2))
     texts = [orjson.loads(f.data)["data"][0]["text"] for f in frames if f.opcode is Opcode.TEXT]

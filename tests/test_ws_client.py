@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
 import pytest
+from frame_cuts import CUT_STYLES, cut_points
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
@@ -241,18 +241,10 @@ READ_SCRIPT = [
 READ_EXPECTED = [b"first", bytes(range(200)), b"fragmented", b"\x00" * 70_000, b"", b"\x01" * 126, b"last"]
 
 
-@pytest.mark.parametrize("cuts", [
-    "whole",  # everything in one write
-    "bytewise-head",  # the first frames a byte at a time: every header and payload cut
-    "inside-headers",  # cuts inside 2-, 4- and 10-byte headers and inside payloads
-])
+@pytest.mark.parametrize("cuts", CUT_STYLES)
 def test_data_frames_read_in_any_pieces_with_control_frames_between(cuts: str) -> None:
     stream = b"".join(READ_SCRIPT)
-    starts = list(itertools.accumulate(len(f) for f in READ_SCRIPT))
-    pieces = {"whole": [],
-              "bytewise-head": list(range(1, 40)),
-              "inside-headers": sorted({1, starts[0] + 1, starts[1] + 3, starts[6] + 1, starts[6] + 5, starts[6] + 9,
-                                        starts[6] + 30_000, starts[8] + 3, len(stream) - 2})}[cuts]
+    pieces = cut_points(READ_SCRIPT, cuts)
 
     async def go() -> tuple[list[bytes], list[Frame], list[str]]:
         received: asyncio.Queue[Frame] = asyncio.Queue()
