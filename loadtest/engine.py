@@ -115,7 +115,7 @@ class Worker:
         cfg, meter, model = self.cfg, self.meter, self.model
         self.started_wall = time.time()
         meter.settled = model.settled
-        outcomes = Outcomes(self.clock, meter.on_answer, meter.failed)
+        outcomes = Outcomes(self.clock, meter.answered, meter.failed)
         self.sessions = [open_session(self._session_config(i), i, outcomes) for i in range(self._connections())]
         dispatch_end: float | None = None
         left: list[Pending] = []

@@ -95,3 +95,41 @@ def test_waker_fires_no_earlier_than_its_target_and_once_per_target(timerfd: boo
     fired, first, second = asyncio.run(main())
     assert len(fired) == 2, fired
     assert fired[0] >= first and fired[1] >= second
+
+
+def test_waker_keeps_a_deadline_that_falls_within_the_next_due_times_window() -> None:
+    """Reads move the next due time on often; a deadline that serves it already stays (no kernel timer call)."""
+
+    class CountingTimers(PreciseTimers):
+        arms = 0
+
+        def _arm(self, when: float) -> None:
+            self.arms += 1
+            super()._arm(when)
+
+    async def main() -> tuple[list[float], int, float, float]:
+        loop = asyncio.get_running_loop()
+        fired: list[float] = []
+        timers = CountingTimers(loop)
+        waker = LoopWaker(lambda: fired.append(time.perf_counter()), timers, slack_s=0.02)
+        try:
+            due = time.perf_counter() + 0.03
+            waker.wake_at(due)
+            for k in range(1, 10):  # due times within the first one's slack: the first deadline serves them
+                waker.wake_at(due + k * 0.002)
+            arms_within = timers.arms
+            await asyncio.sleep(0.1)
+            later = time.perf_counter() + 0.01
+            waker.wake_at(later - 0.005)
+            waker.wake_at(later)  # within that deadline's window (slack 0.02): kept
+            waker.wake_at(later + 0.03)  # the deadline set would find nothing due: moved on
+            await asyncio.sleep(0.1)
+        finally:
+            waker.close()
+            timers.close()
+        return fired, arms_within, due + 9 * 0.002, later + 0.03
+
+    fired, arms_within, last_within, moved_on = asyncio.run(main())
+    assert arms_within == 1
+    assert len(fired) == 2, fired
+    assert fired[0] >= last_within and fired[1] >= moved_on

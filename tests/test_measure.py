@@ -18,6 +18,7 @@ from loadtest.measure.histograms import SUMMARY_KEYS, LatencyHistogram, us_to_ms
 from loadtest.measure.hops import MAX_HOPS, hop_spans
 from loadtest.measure.recorder import Recorder
 from loadtest.measure.series import Interval, IntervalStats
+from relay.wire.messages import route_spans
 
 
 @dataclass
@@ -168,7 +169,7 @@ def test_hop_spans_from_routes() -> None:
         Route("upper", EPOCH_NS + 1_000_000, EPOCH_NS + 2_000_000),
         Route("sleeper", EPOCH_NS + 2_000_000, EPOCH_NS + 3_500_000),
     ]
-    spans = hop_spans(routes, round_trip_s=0.010)
+    spans = hop_spans(route_spans(routes), round_trip_s=0.010)
     assert spans == pytest.approx(
         {"gateway": 0.004, "upper": 0.001, "sleeper": 0.0015, "outside_gateway": 0.006}
     )
@@ -181,8 +182,8 @@ def test_hop_spans_do_not_depend_on_the_servers_clock_offset() -> None:
             Route("upper", EPOCH_NS + offset_ns + 1_000_000, EPOCH_NS + offset_ns + 2_000_000),
         ]
 
-    assert hop_spans(routes(0), 0.005) == hop_spans(routes(3600 * S), 0.005)
-    assert hop_spans(routes(-3600 * S), 0.005) == pytest.approx(hop_spans(routes(0), 0.005))
+    assert hop_spans(route_spans(routes(0)), 0.005) == hop_spans(route_spans(routes(3600 * S)), 0.005)
+    assert hop_spans(route_spans(routes(-3600 * S)), 0.005) == pytest.approx(hop_spans(route_spans(routes(0)), 0.005))
 
 
 def test_an_executor_visited_twice_gets_the_sum_of_its_spans() -> None:
@@ -191,7 +192,7 @@ def test_an_executor_visited_twice_gets_the_sum_of_its_spans() -> None:
         Route("upper", 1_000_000, 2_000_000),
         Route("upper", 5_000_000, 8_000_000),
     ]
-    assert hop_spans(routes, 0.02)["upper"] == pytest.approx(0.004)
+    assert hop_spans(route_spans(routes), 0.02)["upper"] == pytest.approx(0.004)
 
 
 def test_entries_without_both_stamps_or_with_negative_spans_are_skipped() -> None:
@@ -201,13 +202,13 @@ def test_entries_without_both_stamps_or_with_negative_spans_are_skipped() -> Non
         Route("sleeper", None, 2_000_000),
         Route("backwards", 5_000_000, 1_000_000),
     ]
-    assert hop_spans(routes, 0.01) == pytest.approx({"upper": 0.001})
+    assert hop_spans(route_spans(routes), 0.01) == pytest.approx({"upper": 0.001})
 
 
 def test_outside_gateway_needs_a_gateway_and_a_sane_round_trip() -> None:
-    assert "outside_gateway" not in hop_spans([Route("upper", 0, 1_000)], 0.01)
-    assert "outside_gateway" not in hop_spans([Route("gateway", 0, 50_000_000)], 0.01)  # would be < 0
-    assert "outside_gateway" not in hop_spans([Route("gateway", 0, 1_000_000)], math.nan)
+    assert "outside_gateway" not in hop_spans([("upper", 1_000)], 0.01)
+    assert "outside_gateway" not in hop_spans([("gateway", 50_000_000)], 0.01)  # would be < 0
+    assert "outside_gateway" not in hop_spans([("gateway", 1_000_000)], math.nan)
 
 
 odd_values = st.one_of(
@@ -237,9 +238,12 @@ odd_values = st.one_of(
     round_trip=st.one_of(st.floats(), st.none(), st.text(max_size=2)),
 )
 def test_hop_spans_never_raise_and_never_return_negative_spans(routes: object, round_trip: object) -> None:
-    spans = hop_spans(routes, round_trip)  # type: ignore[arg-type]
-    assert all(isinstance(name, str) and name for name in spans)
-    assert all(span >= 0 for span in spans.values())
+    pairs = route_spans(routes)  # type: ignore[arg-type]
+    assert all(isinstance(name, str) and name and span >= 0 for name, span in pairs)
+    for given_pairs in (pairs, routes):  # the pairs, and anything else handed in their place
+        spans = hop_spans(given_pairs, round_trip)  # type: ignore[arg-type]
+        assert all(isinstance(name, str) and name for name in spans)
+        assert all(span >= 0 for span in spans.values())
 
 
 # -- Accounting --
@@ -484,7 +488,7 @@ def test_hops_get_one_histogram_each() -> None:
         Route("upper", EPOCH_NS, EPOCH_NS + 3_000_000),
     ]
     recorder.on_sent(0.0, 0.0)
-    recorder.on_answer(0.0, 0.0, 0.010, routes=routes)
+    recorder.on_answer(0.0, 0.0, 0.010, hops=hop_spans(route_spans(routes), 0.010))
     hops = recorder.summary()["hops_ms"]
     assert set(hops) == {"gateway", "upper", "outside_gateway"}
     assert hops["gateway"]["p50"] == 8.0
@@ -496,7 +500,7 @@ def test_hop_names_are_capped() -> None:
     recorder = Recorder()
     for n in range(MAX_HOPS + 10):
         recorder.on_sent(0.0, 0.0)
-        recorder.on_answer(0.0, 0.0, 0.01, routes=[Route(f"executor{n}", 0, 1_000_000)])
+        recorder.on_answer(0.0, 0.0, 0.01, hops={f"executor{n}": 0.001})
     assert len(recorder.hops) == MAX_HOPS + 1
     assert recorder.hops[OTHER].count == 10
 
@@ -514,7 +518,8 @@ def _feed(recorder: Recorder, script: list[tuple[str, float, float, bool]]) -> N
         elif in_flight:
             due, sent = in_flight.pop(0)
             if kind == "ok":
-                recorder.on_answer(due, sent, sent + delay_s, routes=routes if flag else None)
+                recorder.on_answer(due, sent, sent + delay_s,
+                                   hops=hop_spans(route_spans(routes), delay_s) if flag else None)
             elif kind == "failed":
                 recorder.on_answer(due, sent, sent + delay_s, error="RuntimeError")
             elif kind == "transport":

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from loadtest.measure.replay_diff import ReplayComparison, ReplayDiff, format_diff
 from relay.capture.format import LATENCY_ROUND_TRIP, RecordedAnswer, RecordedRequest
-from relay.wire.messages import Route
+from relay.wire.messages import Route, route_spans
 
 T = 1_700_000_000_000_000_000
 
 
 def _routes(gateway_us: int, upper_us: int) -> list[Route]:
     return [Route("gateway", T, T + gateway_us * 1000), Route("upper", T + 1000, T + 1000 + upper_us * 1000)]
+
+
+def _spans(gateway_us: int, upper_us: int) -> list[tuple[str, int]]:
+    return route_spans(_routes(gateway_us, upper_us))
 
 
 def _recorded(index: int, endpoint: str = "/index", error: str | None = None, ids: list[str] | None = None,
@@ -24,10 +28,10 @@ def _recorded(index: int, endpoint: str = "/index", error: str | None = None, id
 
 def test_status_changes_both_ways_with_examples() -> None:
     diff = ReplayDiff()
-    diff.on_answer(_recorded(0), True, None, 1, ["d0"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(1), True, "ValueError", 1, ["d1"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(2, error="ValueError"), True, None, 1, ["d2"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(3, error="ValueError"), True, "KeyError", 1, ["d3"], _routes(600, 100), 0.001)
+    diff.on_answer(_recorded(0), True, None, 1, ["d0"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(1), True, "ValueError", 1, ["d1"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(2, error="ValueError"), True, None, 1, ["d2"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(3, error="ValueError"), True, "KeyError", 1, ["d3"], _spans(600, 100), 0.001)
     diff.on_failure(_recorded(4), "timeout")
     diff.on_answer(RecordedRequest(5, 0, 0, 0, "r5", "/", b""), True, None, 1, None, [], 0.001)
     s = diff.summary()
@@ -40,13 +44,13 @@ def test_status_changes_both_ways_with_examples() -> None:
 
 def test_document_counts_and_ids_that_changed() -> None:
     diff = ReplayDiff()
-    diff.on_answer(_recorded(0, ids=["a", "b"]), True, None, 2, ["a", "b"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(1, ids=["a", "b"]), True, None, 1, ["a"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(2, ids=["a", "b"]), True, None, 2, ["a", "c"], _routes(600, 100), 0.001)
+    diff.on_answer(_recorded(0, ids=["a", "b"]), True, None, 2, ["a", "b"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(1, ids=["a", "b"]), True, None, 1, ["a"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(2, ids=["a", "b"]), True, None, 2, ["a", "c"], _spans(600, 100), 0.001)
     # The request chose no ids: the gateway's new ones are no change.
-    diff.on_answer(_recorded(3, ids=["x"]), False, None, 1, ["y"], _routes(600, 100), 0.001)
+    diff.on_answer(_recorded(3, ids=["x"]), False, None, 1, ["y"], _spans(600, 100), 0.001)
     # A session that cannot read ids (gRPC, HTTP): only the count is compared.
-    diff.on_answer(_recorded(4, ids=["a"]), True, None, 1, None, _routes(600, 100), 0.001)
+    diff.on_answer(_recorded(4, ids=["a"]), True, None, 1, None, _spans(600, 100), 0.001)
     s = diff.summary()
     assert s["docs"] == {"count_changed": 1, "ids_compared": 3, "ids_changed": 2}
     assert s["docs_examples"] == [
@@ -59,8 +63,8 @@ def test_document_counts_and_ids_that_changed() -> None:
 def test_latency_per_endpoint_and_hop_on_the_recordings_footing() -> None:
     diff = ReplayDiff()
     for i in range(10):
-        diff.on_answer(_recorded(i, "/index", latency_us=500), True, None, 1, [f"d{i}"], _routes(2000, 1500), 0.004)
-        diff.on_answer(_recorded(i, "/search", latency_us=800), True, None, 1, [f"d{i}"], _routes(1900, 1500), 0.003)
+        diff.on_answer(_recorded(i, "/index", latency_us=500), True, None, 1, [f"d{i}"], _spans(2000, 1500), 0.004)
+        diff.on_answer(_recorded(i, "/search", latency_us=800), True, None, 1, [f"d{i}"], _spans(1900, 1500), 0.003)
     s = diff.summary()
     assert s["latency_basis"] == {"recorded": "gateway", "now": "gateway"}
     index = s["endpoints"]["/index"]
@@ -70,8 +74,9 @@ def test_latency_per_endpoint_and_hop_on_the_recordings_footing() -> None:
     assert s["hops"]["upper"]["recorded_ms"]["p50"] == 0.1 and s["hops"]["upper"]["now_ms"]["p50"] == 1.5
     assert "outside_gateway" not in s["hops"]
     assert s["hops_added"] == [] and s["hops_removed"] == []
-    diff.on_answer(_recorded(0), True, None, 1, ["d0"], [*_routes(900, 100), Route("embed", T, T + 5)], 0.003)
-    diff.on_answer(_recorded(1), True, None, 1, ["d1"], [Route("gateway", T, T + 9)], 0.003)
+    diff.on_answer(_recorded(0), True, None, 1, ["d0"], route_spans([*_routes(900, 100), Route("embed", T, T + 5)]),
+                   0.003)
+    diff.on_answer(_recorded(1), True, None, 1, ["d1"], route_spans([Route("gateway", T, T + 9)]), 0.003)
     assert diff.summary()["hops_added"] == ["embed"] and diff.summary()["hops_removed"] == ["upper"]
     assert "hops now, not recorded: embed" in format_diff(diff.summary())
     har = ReplayDiff(LATENCY_ROUND_TRIP)
@@ -95,8 +100,8 @@ def test_workers_diffs_merge_exactly() -> None:
 
 def test_the_table_names_what_changed() -> None:
     diff = ReplayDiff()
-    diff.on_answer(_recorded(0), True, "ValueError", 1, ["d0"], _routes(600, 100), 0.001)
-    diff.on_answer(_recorded(1, ids=["a", "b"]), True, None, 1, ["a"], _routes(600, 100), 0.001)
+    diff.on_answer(_recorded(0), True, "ValueError", 1, ["d0"], _spans(600, 100), 0.001)
+    diff.on_answer(_recorded(1, ids=["a", "b"]), True, None, 1, ["a"], _spans(600, 100), 0.001)
     text = format_diff(diff.summary())
     assert "ok->error 1" in text
     assert "request 0 /index: ok -> ValueError" in text
@@ -111,6 +116,9 @@ def test_the_engines_comparison_follows_each_request_once() -> None:
         def __init__(self) -> None:
             self.routes = _routes(600, 100)
             self.doc_ids = ["d0"]
+
+        def route_spans(self) -> list[tuple[str, int]]:
+            return route_spans(self.routes)
 
     comparison = ReplayComparison(recorded, [True, True, True])
     comparison.sent("a", 0)

@@ -2,8 +2,9 @@
 
 Every answer a real Jina 3.34 Flow sent in the captures (shared/protocol/captures: bytes mode with
 docarray < 0.30 and >= 0.30, json mode) is read both ways: `read_*_answer` must give the same request
-id, doc count, routes (executor and stamps), status and parameters as `decode_response_envelope`, and
-name the exception of an error answer.
+id, doc count, routes (executor and stamps), the routes' spans, status and parameters as
+`decode_response_envelope`, and name the exception of an error answer. The spans' shortcut for json stamps (two
+of one second subtracted as their fractions) agrees with reading both stamps, for any pair of stamps.
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.wire import json_codec, proto_codec, proto_v2_codec
 from relay.wire.answers import answer_reader, read_json_answer, read_proto_answer, read_proto_v2_answer
 from relay.wire.errors import MalformedPayload, WireError
-from relay.wire.messages import DataRequest, ExceptionInfo, Route, Status
+from relay.wire.messages import (
+    DataRequest,
+    ExceptionInfo,
+    Route,
+    Status,
+    format_isoformat,
+    format_timestamp,
+    parse_timestamp,
+    route_spans,
+    timestamp_span_ns,
+)
 from relay.wire.proto import jina_v2_pb2
 
 
@@ -41,6 +54,7 @@ def _assert_same(answer: Any, full: DataRequest, docs: int) -> None:
     assert answer.request_id == full.request_id
     assert answer.docs == docs
     assert _stamps(answer.routes) == _stamps(full.routes)
+    assert answer.route_spans() == route_spans(full.routes)
     assert answer.status == full.status
     assert answer.parameters == full.parameters
     expected_error = None
@@ -127,3 +141,36 @@ def test_answer_reader_picks_by_mode_and_docarray() -> None:
     assert answer_reader("json") is read_json_answer
     with pytest.raises(ValueError, match="docarray"):
         answer_reader("bytes", "v3")
+
+
+_EPOCH_NS = 1_764_000_000 * 1_000_000_000
+
+
+@given(
+    start_ns=st.integers(0, 3 * 1_000_000_000),
+    span_ns=st.integers(-2 * 1_000_000_000, 2 * 1_000_000_000),
+    digits=st.sampled_from([3, 6, 9]),
+    layout=st.sampled_from(["Z", "+00:00", ""]),
+)
+def test_a_span_of_two_stamps_is_their_difference_as_read(start_ns: int, span_ns: int, digits: int, layout: str
+                                                          ) -> None:
+    def text(ns: int) -> str:
+        # Stamps as gateways write them: a fraction of 3, 6 or 9 digits, `Z`, `+00:00` or no zone.
+        whole = format_timestamp(ns - ns % 10 ** (9 - digits))[:19]
+        return f"{whole}.{ns % 1_000_000_000 // 10 ** (9 - digits):0{digits}d}{layout}"
+
+    start = text(_EPOCH_NS + start_ns)
+    end = text(_EPOCH_NS + max(0, start_ns + span_ns))
+    assert timestamp_span_ns(start, end) == parse_timestamp(end) - parse_timestamp(start)
+
+
+def test_route_spans_of_a_json_answer_skip_entries_without_both_stamps() -> None:
+    start = format_timestamp(_EPOCH_NS)
+    end = format_isoformat(_EPOCH_NS + 2_500_000)
+    answer = read_json_answer(json.dumps({"header": {"request_id": "r"}, "routes": [
+        {"executor": "gateway", "start_time": start, "end_time": end},  # two layouts, one entry
+        {"executor": "upper", "startTime": start},
+        {"executor": "", "startTime": start, "endTime": end},
+        "not an entry",
+    ]}))
+    assert answer.route_spans() == [("gateway", 2_500_000)]

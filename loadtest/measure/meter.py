@@ -16,9 +16,10 @@ relay.wire.answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from loadtest.measure.hops import hop_spans
 from loadtest.measure.recorder import Recorder
 from loadtest.measure.replay_diff import ReplayComparison
 from loadtest.measure.series import Interval
@@ -43,7 +44,8 @@ class MetricsSink(Protocol):
     """One worker's live metrics; called as events happen (times in seconds)."""
 
     def on_sent(self, docs: int, lag_s: float) -> None: ...
-    def on_answer(self, latency_s: float, service_s: float, routes: Any, docs: int, error: str | None) -> None: ...
+    def on_answer(self, latency_s: float, service_s: float, hops: Mapping[str, float] | None, docs: int,
+                  error: str | None) -> None: ...
     def on_failure(self, reason: str) -> None: ...
     def on_dropped(self) -> None: ...
     def on_tick(self, target_rate: float | None, achieved_rate: float) -> None: ...
@@ -96,11 +98,6 @@ class Meter:
         self.intervals = 0  # rows closed (handed on, not kept)
         self._last_interval: Interval | None = None
 
-    @property
-    def on_answer(self) -> Callable[[Any, Any, int, float], None]:
-        """The sessions' answer callback: `answered`, or `answered_metered` when there is a metrics sink."""
-        return self.answered if self.sink is None else self.answered_metered
-
     def start(self, warmup_s: float) -> None:
         """The run's clock starts (every session is open): the time series starts at 0."""
         self.recorder.intervals = type(self.recorder.intervals)(0.0, warmup_s)
@@ -113,7 +110,13 @@ class Meter:
             self.timed_out(entry, now)
             return
         error = error_of(resp)
-        self.recorder.on_answer(entry.due_s, entry.sent_s, now, resp.routes, error)
+        service_s = now - entry.sent_s
+        # An ok answer's hops, read once for the histograms and the live metrics alike.
+        hops = hop_spans(resp.route_spans(), service_s) if error is None else None
+        sink = self.sink
+        if sink is not None:
+            sink.on_answer(now - entry.due_s, service_s, hops, docs, error)
+        self.recorder.on_answer(entry.due_s, entry.sent_s, now, hops, error)
         self.docs_received += docs
         if self.requests is not None:
             self.requests.add((entry.rid, entry.due_s, entry.sent_s, now, "ok" if error is None else error, docs))
@@ -122,13 +125,6 @@ class Meter:
         settled = self.settled
         if settled is not None:
             settled(entry.rid)
-
-    def answered_metered(self, entry: Any, resp: Any, docs: int, now: float) -> None:
-        """The metrics sink, then `answered`."""
-        if now - entry.sent_s <= self.timeout_s:  # else counted as a timeout, sink included
-            self.sink.on_answer(now - entry.due_s, now - entry.sent_s, resp.routes, docs,  # type: ignore[union-attr]
-                                error_of(resp))
-        self.answered(entry, resp, docs, now)
 
     def timed_out(self, entry: Any, now: float) -> None:
         if self.sink is not None:

@@ -18,7 +18,6 @@ from typing import Any
 
 from loadtest.measure.accounting import Accounting
 from loadtest.measure.histograms import SNAPSHOT_VERSION, LatencyHistogram
-from loadtest.measure.hops import hop_spans
 from loadtest.measure.series import IntervalStats, RunTotals, hop_histogram
 
 
@@ -33,7 +32,7 @@ class Recorder:
 
     Histograms hold ok answers only: latency (answer minus due time),
     service_time (answer minus actual send), one per hop (see
-    :func:`hop_spans`), and scheduler_lag (send minus due, for every send).
+    :func:`loadtest.measure.hops.hop_spans`), and scheduler_lag (send minus due, for every send).
     Failed answers, transport failures and timeouts are counted, not timed.
 
     ``latency``, ``service_time``, ``scheduler_lag`` and ``hops`` are filled
@@ -104,18 +103,18 @@ class Recorder:
         due_s: float,
         sent_s: float,
         answered_s: float,
-        routes: Iterable[Any] | None = None,
+        hops: Mapping[str, float] | None = None,
         error: str | None = None,
     ) -> None:
         """An answer arrived. ``error`` is the executor's exception name when the
-        answer reports a failure; ``routes`` feeds the per-hop histograms."""
+        answer reports a failure; ``hops`` (loadtest.measure.hops.hop_spans of its
+        routes) feeds the per-hop histograms."""
         latency_s = answered_s - due_s
         service_s = answered_s - sent_s
         if error is not None:
             self._intervals.on_answer(answered_s, latency_s, service_s, False, f"executor: {error}")
             self.accounting.ledger(due_s < self.warmup_s).add_failed(error)
             return
-        hops = hop_spans(routes, service_s) if routes else None
         if due_s < self.warmup_s:
             self._intervals.on_answer(answered_s, latency_s, service_s, True, hops=hops)
             self.accounting.warmup.ok += 1

@@ -29,6 +29,7 @@ from typing import Any
 from loadtest.measure.histograms import LatencyHistogram
 from loadtest.measure.hops import GATEWAY, OUTSIDE_GATEWAY, hop_spans
 from relay.capture.format import LATENCY_GATEWAY, RecordedRequest
+from relay.wire.messages import route_spans
 
 OK = "ok"
 MAX_ENDPOINTS = 32
@@ -104,8 +105,9 @@ class ReplayDiff:
     # ---- events ----------------------------------------------------------------------------------
 
     def on_answer(self, recorded: RecordedRequest, ids_comparable: bool, error: str | None, docs: int,
-                  doc_ids: list[str] | None, routes: Iterable[Any] | None, round_trip_s: float) -> None:
-        """A replayed request's answer (`error`: the exception name of an error answer, else None)."""
+                  doc_ids: list[str] | None, spans_ns: Iterable[tuple[str, int]] | None, round_trip_s: float) -> None:
+        """A replayed request's answer (`error`: the exception name of an error answer, else None; `spans_ns`: its
+        route entries' spans, `route_spans()` of the answer)."""
         answer = recorded.answer
         if answer is None:
             self.no_recorded_answer += 1
@@ -132,7 +134,7 @@ class ReplayDiff:
                     example["new_ids"] = [i for i in doc_ids or () if i not in rec_set][:MAX_IDS_SHOWN]
                 self.doc_examples.append(example)
         if error is None and answer.error is None:
-            self._timings(recorded, routes, round_trip_s)
+            self._timings(recorded, spans_ns, round_trip_s)
 
     def on_failure(self, recorded: RecordedRequest, reason: str) -> None:
         """A replayed request that got no answer (`reason`: `timeout`, `unanswered`, a transport failure)."""
@@ -160,10 +162,11 @@ class ReplayDiff:
                 pair = table[name] = _Pair()
         return pair
 
-    def _timings(self, recorded: RecordedRequest, routes: Iterable[Any] | None, round_trip_s: float) -> None:
+    def _timings(self, recorded: RecordedRequest, spans_ns: Iterable[tuple[str, int]] | None,
+                 round_trip_s: float) -> None:
         answer = recorded.answer
         assert answer is not None
-        now_spans = hop_spans(routes, round_trip_s)
+        now_spans = hop_spans(spans_ns, round_trip_s)
         if answer.latency_ns is not None:
             now_s = round_trip_s
             if self.latency_basis == LATENCY_GATEWAY and GATEWAY in now_spans:
@@ -175,7 +178,7 @@ class ReplayDiff:
             pair.recorded.record(answer.latency_ns / 1e9)
             pair.now.record(now_s)
         # The recording has no client round trip, hence no `outside_gateway` to compare.
-        recorded_spans = hop_spans(answer.routes, math.nan)
+        recorded_spans = hop_spans(route_spans(answer.routes), math.nan)
         if len(self.hops_added) < MAX_ENDPOINTS:
             self.hops_added.update(n for n in now_spans if n not in recorded_spans and n != OUTSIDE_GATEWAY)
         if len(self.hops_removed) < MAX_ENDPOINTS:
@@ -273,11 +276,11 @@ class ReplayComparison:
         self._in_flight[rid] = k
 
     def answered(self, rid: str, answer: Any, docs: int, error: str | None, round_trip_s: float) -> None:
-        """`answer` offers `routes` and, when its documents were read (WebSocket sessions), `doc_ids`."""
+        """`answer` offers `route_spans()` and, when its documents were read (WebSocket sessions), `doc_ids`."""
         k = self._in_flight.pop(rid, None)
         if k is not None:
             self.diff.on_answer(self.recorded[k], self.ids_comparable[k], error, docs,
-                                getattr(answer, "doc_ids", None), answer.routes, round_trip_s)
+                                getattr(answer, "doc_ids", None), answer.route_spans(), round_trip_s)
 
     def failed(self, rid: str, reason: str) -> None:
         k = self._in_flight.pop(rid, None)

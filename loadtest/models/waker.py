@@ -14,10 +14,12 @@ sends the request (the deadline then finds nothing due, and is moved on), and re
 each other leave on one wake-up. Scheduler lag (actual send minus due time) is then at most the slack plus the
 loop's own delay, and latency still runs from the due time: a request sent late is charged for it.
 
-`wake_at(due)` keeps one deadline, the last one asked for: the dispatcher asks after every pass, for the next
-request it has not sent, so a deadline whose request went out with a read is moved on (a system call) rather than
-left to wake the process for nothing (a wake-up). Asked again for the same due time, it does nothing: most reads
-find nothing due. Targets are absolute `perf_counter()` seconds. Imports: the standard library and
+`wake_at(due)` keeps one deadline: the dispatcher asks after every pass, for the next request it has not sent. A
+deadline already set within the new one's window (`[due, due + SLACK_S]`) serves it as well and stays: at high
+rates the next request falls due before the deadline set for the one a read has just sent, and moving the kernel
+timer on after every read cost a system call per read (5.7 per wake-up at 20,000/s on 8 connections). A deadline
+that would find nothing due (set before `due`) is moved on instead (a system call) rather than left to wake the
+process for nothing (a wake-up). Targets are absolute `perf_counter()` seconds. Imports: the standard library and
 relay.common.timers.
 """
 
@@ -46,8 +48,8 @@ class LoopWaker:
     def wake_at(self, due: float) -> None:
         """Call back by `due` + the slack at the latest, never before `due` (perf_counter seconds)."""
         at = due + self._slack_s
-        if at == self._at or self._closed:
-            return
+        if due <= self._at <= at or self._closed:
+            return  # the deadline set already falls within this one's window: it serves both
         previous = self._handle
         self._at = at
         self._handle = self._timers.call_at(at, self._fire)

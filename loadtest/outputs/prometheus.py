@@ -3,7 +3,7 @@
 Names, types and labels are the contract in `dashboards/METRICS.md` (`flowrelay_load_*`, every series
 with a `worker` label). Histograms use the relay's buckets (`relay.metrics.LATENCY_BUCKETS_S`, 100 µs to
 60 s, worst-case `histogram_quantile` error 28 %), so load and relay panels line up; the per-hop spans
-come from `loadtest.measure.hops.hop_spans`, as in the summary.
+come from `loadtest.measure.hops.hop_spans` (computed once per answer by the meter), as in the summary.
 
 One port whatever `--procs` is: the parent process serves, and it alone. With `--procs 1` the worker runs
 in the parent and its `LoadSink` is read live at each scrape. With `--procs N` each forked worker counts
@@ -32,7 +32,7 @@ loadtest.measure (hop spans). The engine does not import this module: the CLI ha
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -40,7 +40,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from loadtest.measure.hops import hop_spans
 from loadtest.outputs.http_server import BackgroundHTTPServer
 from relay.metrics import CONTENT_TYPE, LATENCY_BUCKETS_S, BucketHistogram, capped, histogram_family
 
@@ -97,7 +96,8 @@ class LoadSink:
         hist.counts[_bisect(_BOUNDS, lag_s)] += 1
         hist.total += lag_s
 
-    def on_answer(self, latency_s: float, service_s: float, routes: Any, docs: int, error: str | None) -> None:
+    def on_answer(self, latency_s: float, service_s: float, hops: Mapping[str, float] | None, docs: int,
+                  error: str | None) -> None:
         self.docs_received += docs
         if error is not None:
             self.on_failure("executor: " + error)
@@ -109,15 +109,15 @@ class LoadSink:
         hist = self.service_time
         hist.counts[_bisect(_BOUNDS, service_s)] += 1
         hist.total += service_s
-        if routes:
-            hops = self.hops
-            for name, span_s in hop_spans(routes, service_s).items():
-                hist = hops.get(name)
+        if hops:
+            by_hop = self.hops
+            for name, span_s in hops.items():
+                hist = by_hop.get(name)
                 if hist is None:
-                    label = capped(hops, name)
-                    hist = hops.get(label)
+                    label = capped(by_hop, name)
+                    hist = by_hop.get(label)
                     if hist is None:
-                        hist = hops[label] = BucketHistogram()
+                        hist = by_hop[label] = BucketHistogram()
                 hist.counts[_bisect(_BOUNDS, span_s)] += 1
                 hist.total += span_s
 

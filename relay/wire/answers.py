@@ -9,9 +9,10 @@ message (or JSON object) and converts a part the first time it is read; route ti
 seconds and nanos, without the well-known-type helpers.
 
 An `Answer` offers what the load engine and ingestion read of a `DataRequest` answer (`request_id`,
-`parameters`, `status`, `routes`) plus `docs` (the count) and `error` (the exception name of an error
-answer, else None), so it can stand in for one; `doc_ids` (read only when asked: a replay's comparison
-with a recording) lists its documents' ids.
+`parameters`, `status`, `routes`, `route_spans()`) plus `docs` (the count) and `error` (the exception name of an error
+answer, else None), so it can stand in for one. `route_spans()` reads the hops' spans without building the
+routes (json stamps of one second are subtracted as their fractions); `doc_ids` (read only when asked: a
+replay's comparison with a recording) lists its documents' ids.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from google.protobuf.message import DecodeError
 from relay.wire import json_codec
 from relay.wire.documents import struct_to_dict
 from relay.wire.errors import BadRequest, MalformedPayload
-from relay.wire.messages import STATUS_ERROR, Route, Status
+from relay.wire.messages import STATUS_ERROR, Route, Status, timestamp_span_ns
 from relay.wire.proto import jina_pb2, jina_v2_pb2
 from relay.wire.proto_codec import from_status_proto
 
@@ -56,6 +57,21 @@ class Answer:
         if routes is None:
             routes = self._routes = _proto_routes(self._pb) if self._pb is not None else _json_routes(self._obj)
         return routes
+
+    def route_spans(self) -> list[tuple[str, int]]:
+        """Each route entry's executor and its span in ns (`relay.wire.messages.route_spans`), read straight from
+        the message: per measured answer, without building its routes."""
+        if self._pb is not None:
+            out = []
+            for r in self._pb.routes:
+                start, end = r.start_time, r.end_time
+                # An unset Timestamp reads as 0 s 0 ns: no real stamp is the epoch itself.
+                start_ns = start.seconds * _NS + start.nanos
+                end_ns = end.seconds * _NS + end.nanos
+                if start_ns and end_ns >= start_ns and r.executor:
+                    out.append((r.executor, end_ns - start_ns))
+            return out
+        return _json_route_spans(self._obj)
 
     @property
     def status(self) -> Status | None:
@@ -118,6 +134,25 @@ def _proto_routes(pb: Any) -> list[Route]:
 def _json_routes(obj: dict[str, Any] | None) -> list[Route]:
     routes = (obj or {}).get("routes") or ()
     return [json_codec._read_route(r) for r in routes if isinstance(r, dict)]
+
+
+def _json_route_spans(obj: dict[str, Any] | None) -> list[tuple[str, int]]:
+    out = []
+    for r in (obj or {}).get("routes") or ():
+        if not isinstance(r, dict):
+            continue
+        name = r.get("executor")
+        start = r.get("startTime") or r.get("start_time")
+        end = r.get("endTime") or r.get("end_time")
+        if not (name and isinstance(name, str) and isinstance(start, str) and isinstance(end, str)):
+            continue
+        try:
+            span_ns = timestamp_span_ns(start, end)
+        except (ValueError, IndexError):
+            continue
+        if span_ns >= 0:
+            out.append((name, span_ns))
+    return out
 
 
 def _error_name(status: Any) -> str:
