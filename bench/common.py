@@ -30,6 +30,7 @@ import json
 import math
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -627,12 +628,92 @@ async def echo_main(port: int, max_lifetime_s: float) -> None:
             await asyncio.wait_for(stop.wait(), max_lifetime_s)
 
 
+# ---- the bare forwarder ---------------------------------------------------------------------------
+
+
+class _Forward(asyncio.Protocol):
+    """One side of a forwarded TCP connection: what it reads goes to the other side as it is."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Forward | None = None
+        self.held: list[bytes] = []  # read before the other side was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's subclasses
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.held.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
+
+
+async def forward_main(port: int, upstream: str, max_lifetime_s: float) -> None:
+    """Accept on `port`; forward each connection's bytes both ways to `upstream` (host:port), nothing else."""
+    host, _, up_port = upstream.rpartition(":")
+    loop = asyncio.get_running_loop()
+    connecting: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+    def accepted() -> _Forward:
+        front = _Forward()
+
+        async def connect() -> None:
+            try:
+                _, back = await loop.create_connection(_Forward, host, int(up_port))
+            except OSError:
+                if front.transport is not None:
+                    front.transport.close()
+                return
+            front.peer, back.peer = back, front
+            assert back.transport is not None
+            for data in front.held:
+                back.transport.write(data)
+            front.held.clear()
+
+        task = loop.create_task(connect())
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
+        return front
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await loop.create_server(accepted, LOOPBACK, port)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"READY ws://{LOOPBACK}:{bound}", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max_lifetime_s)
+    server.close()
+
+
+def bare_forwarder(upstream_url: str, max_lifetime_s: float = 900.0) -> contextlib.AbstractContextManager[Server]:
+    """A process that forwards TCP bytes to `upstream_url`'s host and port and does nothing else (this file's
+    `forward` command): what one more process on the path costs, whatever it does."""
+    hostport = upstream_url.split("://", 1)[-1].split("/", 1)[0]
+    cmd = [PYTHON, str(Path(__file__).resolve()), "forward", hostport, "--port", "0",
+           "--max-lifetime", str(max_lifetime_s)]
+    return _spawn("bare forwarder", cmd, "READY ws://", lambda line: line.split()[1])
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="bench helpers: the bare echo server and the pipelined client")
+    p = argparse.ArgumentParser(description="bench helpers: the bare echo server, the bare forwarder and the "
+                                "pipelined client")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("echo")
     e.add_argument("--port", type=int, default=0)
     e.add_argument("--max-lifetime", type=float, default=900.0)
+    f = sub.add_parser("forward")
+    f.add_argument("upstream", help="host:port")
+    f.add_argument("--port", type=int, default=0)
+    f.add_argument("--max-lifetime", type=float, default=900.0)
     c = sub.add_parser("client")
     c.add_argument("url")
     c.add_argument("--mode", choices=["json", "bytes"], default="json")
@@ -648,6 +729,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     if args.cmd == "echo":
         uvloop.run(echo_main(args.port, args.max_lifetime))
+        return 0
+    if args.cmd == "forward":
+        uvloop.run(forward_main(args.port, args.upstream, args.max_lifetime))
         return 0
     pids = [int(x) for x in args.server_pids.split(",") if x]
     result = uvloop.run(

@@ -4,8 +4,12 @@ What it measures: one real Jina 3.34 Flow (gateway -> one trivial Executor `uppe
 one `flowrelay serve --upstream ws://FLOW` in front of it (2 upstream links, bytes). First the Flow's
 capacity: a short closed-model run straight to it (`flowrelay load --concurrency 32`, its ok answers/s).
 Then, at half that capacity, an open-model run (`flowrelay load --rate R`, bytes subprotocol, 1 connection,
-1 doc per request, even arrivals, a warm-up left out of the figures) straight to the Flow ("direct") and
-the same run through the relay ("relay"), interleaved, 3 repetitions, the order swapped every repetition.
+1 doc per request, even arrivals, a warm-up left out of the figures) straight to the Flow ("direct"), the
+same run through the relay ("relay"), and through a bare forwarder in the relay's place ("bare": a uvloop
+process that copies TCP bytes both ways and does nothing else, bench/common.py `forward`), interleaved,
+3 repetitions, the order rotated every repetition. The bare forwarder is the floor: what one more process
+on the path costs on this machine (two more loopback writes, two more wake-ups of a sleeping process),
+whatever that process does; the relay's own work is what it adds beyond that.
 Half the closed-model capacity can be more than the machine sustains in an open model (pipelined requests
 share reads, writes and wake-ups; evenly spaced ones do not, and the relay and the load generator take
 their share of the 2 cores), so a short calibration checks it first, direct and through the relay, and
@@ -15,6 +19,8 @@ used and its fraction of the capacity are printed and kept.
   added latency (end to end)  through-relay minus direct, `latency_ms` of summary.json (from the intended
                               send time), p50 and p99, paired within each repetition; the median of the
                               repetitions is reported, their min-max beside it;
+  bare hop                    through-bare minus direct, and through-relay minus through-bare, paired the same
+                              way: the floor any proxy pays here, and what the relay adds above it;
   added latency (hops)        the relay's own span from the answer's routes, within the through-relay run:
                               the relay's `gateway` span minus the Flow gateway's span (`upstream`), p50 and
                               p99 (a difference of two percentiles, not a percentile of differences). It
@@ -193,18 +199,32 @@ def hop_diff(run: dict[str, Any], q: str) -> float:
 
 
 def pair_up(runs: list[dict[str, Any]], reps: int) -> list[dict[str, Any]]:
-    """Per repetition: what the relay run adds over the direct run of the same repetition."""
+    """Per repetition: what the relay run adds over the direct run of the same repetition (and, where there
+    is a bare-forwarder run, what that adds over direct, and the relay over it)."""
     pairs = []
     for rep in range(reps):
         by = {r["target"]: r for r in runs if r["rep"] == rep}
         d, rl = by["direct"], by["relay"]
-        pairs.append({
+
+        def added(a: dict[str, Any], b: dict[str, Any], q: str) -> float:
+            return (a["latency_ms"][q] - b["latency_ms"][q]) * 1e3
+
+        pair = {
             "rep": rep,
-            "added_p50_us": (rl["latency_ms"]["p50"] - d["latency_ms"]["p50"]) * 1e3,
-            "added_p99_us": (rl["latency_ms"]["p99"] - d["latency_ms"]["p99"]) * 1e3,
+            "added_p50_us": added(rl, d, "p50"),
+            "added_p99_us": added(rl, d, "p99"),
             "hop_p50_us": hop_diff(rl, "p50"),
             "hop_p99_us": hop_diff(rl, "p99"),
-        })
+        }
+        bare = by.get("bare")
+        if bare is not None:
+            pair.update({
+                "bare_added_p50_us": added(bare, d, "p50"),
+                "bare_added_p99_us": added(bare, d, "p99"),
+                "relay_over_bare_p50_us": added(rl, bare, "p50"),
+                "relay_over_bare_p99_us": added(rl, bare, "p99"),
+            })
+        pairs.append(pair)
     return pairs
 
 
@@ -232,9 +252,10 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         flow = stack.enter_context(c.jina_flow())
         relay = stack.enter_context(c.relay_server(extra=["--upstream", flow.url]))
-        targets = {"direct": flow, "relay": relay}
+        bare = stack.enter_context(c.bare_forwarder(flow.url))
+        targets = {"direct": flow, "relay": relay, "bare": bare}
         print(f"servers: jina {flow.url} (pids {','.join(map(str, flow.pids()))}), relay {relay.url} "
-              f"(pid {relay.pids()[0]})", flush=True)
+              f"(pid {relay.pids()[0]}), bare forwarder {bare.url}", flush=True)
         if args.rate:
             rate = args.rate
             capacity = {"given_rate": rate}
@@ -259,7 +280,8 @@ def main() -> int:
             capacity["rate_used"] = rate
             capacity["rate_used_over_capacity"] = rate / cap["rate"]["ok_rps"]
         for rep in range(args.reps):
-            order = ("direct", "relay") if rep % 2 == 0 else ("relay", "direct")
+            names = ("direct", "relay", "bare")
+            order = names[rep % 3:] + names[:rep % 3]
             for name in order:
                 r = load_run(targets[name], relay, flow, ["--rate", str(rate)], run_s, run_warm)
                 r.update(rep=rep, target=name, problems=clean(r))
@@ -299,8 +321,11 @@ def main() -> int:
         "rate_rps": rate,
         "direct": {k: c.median([r["latency_ms"][k] for r in pick("direct")]) for k in ("p50", "p99")},
         "relay": {k: c.median([r["latency_ms"][k] for r in pick("relay")]) for k in ("p50", "p99")},
+        "bare": {k: c.median([r["latency_ms"][k] for r in pick("bare")]) for k in ("p50", "p99")},
         "added_p50_us": c.median(add50),
         "added_p99_us": c.median(add99),
+        **{k: c.median([x[k] for x in pairs]) for k in ("bare_added_p50_us", "bare_added_p99_us",
+                                                          "relay_over_bare_p50_us", "relay_over_bare_p99_us")},
         "hop_p50_us": c.median(hop50),
         "hop_p99_us": c.median(hop99),
         "relay_cpu_us_per_req": c.median(relay_cpu),
@@ -310,7 +335,7 @@ def main() -> int:
     }
 
     rows = []
-    for name in ("direct", "relay"):
+    for name in ("direct", "relay", "bare"):
         rs = pick(name)
         rows.append([name, c.median([r["rate"]["ok_rps"] for r in rs]),
                      c.median([r["latency_ms"]["p50"] for r in rs]), c.spread([r["latency_ms"]["p50"] for r in rs]),
@@ -326,6 +351,10 @@ def main() -> int:
          medians["added_p99_us"], c.spread(add99)],
         ["hops (relay gateway span - upstream span)", medians["hop_p50_us"], c.spread(hop50),
          medians["hop_p99_us"], c.spread(hop99)],
+        *[[label, medians[f"{key}_p50_us"], c.spread([x[f"{key}_p50_us"] for x in pairs]),
+           medians[f"{key}_p99_us"], c.spread([x[f"{key}_p99_us"] for x in pairs])]
+          for label, key in (("a bare forwarder adds (bare - direct): the floor", "bare_added"),
+                             ("the relay beyond a bare forwarder (relay - bare)", "relay_over_bare"))],
     ]))
     sbs50 = [x["added_p50_us"] for x in sbs_pairs]
     sbs99 = [x["added_p99_us"] for x in sbs_pairs]
@@ -374,6 +403,9 @@ def main() -> int:
           f"added p99 {m99:.0f} us = {m99 / GOAL_P99_US:.2f} of goal (< {GOAL_P99_US:.0f} us {met['p99']}); hops p50 "
           f"{medians['hop_p50_us']:.0f} us, p99 {medians['hop_p99_us']:.0f} us; relay CPU "
           f"{medians['relay_cpu_us_per_req']:.0f} us/req")
+    print(f"floor: a bare forwarder in the relay's place adds p50 {medians['bare_added_p50_us']:.0f} us, p99 "
+          f"{medians['bare_added_p99_us']:.0f} us; the relay adds p50 {medians['relay_over_bare_p50_us']:.0f} us, "
+          f"p99 {medians['relay_over_bare_p99_us']:.0f} us beyond it")
     print(f"side by side: added p50 {sbs['added_p50_us']:.0f} us ({met['side_by_side_p50']}), added p99 "
           f"{sbs['added_p99_us']:.0f} us ({met['side_by_side_p99']}); hops p50 {sbs['hop_p50_us']:.0f} us; relay CPU "
           f"{sbs['relay_cpu_us_per_req']:.0f} us/req at {rate / 2:,.0f}/s")
