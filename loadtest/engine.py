@@ -102,6 +102,7 @@ class Worker:
                                              cfg.target_executor, seed=cfg.seed + index)
             self.model = model_for(cfg, index, n_workers)
         self.sessions: list[LoadSession] = []
+        self._turn = 0  # the session `pick` tries first when it starts a pass's requests afresh
         self.requests: RequestLog | None = None
         self.zero = time.perf_counter()
         self.started_wall = time.time()
@@ -253,12 +254,20 @@ class Worker:
 
     # ---- what the load model drives ----------------------------------------------------------------
 
-    def pick(self, start: int) -> LoadSession | None:
+    def pick(self, seq: int, previous: LoadSession | None = None) -> LoadSession | None:
+        # Requests due together stay together: one write carries a pass's requests, where one per connection
+        # cost a write (a system call, a wake-up of the server) per request. The passes take the sessions in
+        # turn, so each carries an even share of the rate.
+        if previous is not None and previous.has_room:
+            return previous
         sessions = self.sessions
         n = len(sessions)
+        turn = self._turn
         for k in range(n):
-            s = sessions[(start + k) % n]
+            i = (turn + k) % n
+            s = sessions[i]
             if s.has_room:
+                self._turn = i + 1
                 return s
         return None
 
@@ -269,7 +278,7 @@ class Worker:
         self._sent(due_s, now_s, tpl.docs)
         session.post(rid, tpl.frame(rid), due_s, tpl.docs, due_s < self.warmup_s, now_s)
 
-    def _pick_replayed(self, seq: int) -> LoadSession | None:
+    def _pick_replayed(self, seq: int, previous: LoadSession | None = None) -> LoadSession | None:
         """A replay's request `seq` goes on its recorded connection's session, or is dropped."""
         plan = self.replay
         assert plan is not None

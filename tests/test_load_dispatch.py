@@ -1,5 +1,6 @@
 """How the load engine dispatches: the open model sends every request at or after its due time (never
-before: latency runs from the due time), in batches when many fall due at once; the closed model sends
+before: latency runs from the due time), in batches when many fall due at once, a batch on one connection and the
+connections in turn; the closed model sends
 a user's next request when the last one settled, including across a lost connection; the waker that
 times the open model (a timerfd on Linux, else the loop's timer) fires no earlier than asked, once per target.
 
@@ -10,6 +11,8 @@ and send times as the engine recorded them.
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from load_helpers import RowList, assert_adds_up, fake_gateway, load_in_process,
 
 from loadtest.models.waker import LoopWaker
 from relay.common.timers import PreciseTimers
+from relay.wire import proto_codec
 
 
 def test_open_model_sends_each_request_at_or_after_its_due_time(tmp_path: Path) -> None:
@@ -133,3 +137,25 @@ def test_waker_keeps_a_deadline_that_falls_within_the_next_due_times_window() ->
     assert arms_within == 1
     assert len(fired) == 2, fired
     assert fired[0] >= last_within and fired[1] >= moved_on
+
+
+def test_open_model_keeps_requests_due_together_on_one_connection_and_shares_the_rate(tmp_path: Path) -> None:
+    # 4000/s on 4 connections: a pass of the dispatcher often finds more than one request due. Those go on one
+    # connection (one write), and the passes take the connections in turn: each carries a quarter of the rate.
+    log = tmp_path / "requests.msgpack"
+    with fake_gateway(delay_s=0.001) as gw:
+        summary, _ = load_in_process(gw.url, rate=4000.0, duration_s=1.0, connections=4, log_requests=log,
+                                     subprotocol="bytes")
+        arrivals = list(gw.arrivals)
+    assert_adds_up(summary)
+    assert summary["requests"]["ok"] == 4000
+    connection_of = {}
+    for arrival in arrivals:
+        connection_of[proto_codec.decode_request(arrival.frame).request_id] = arrival.connection
+    by_due = [connection_of[rec[0]] for rec in sorted(read_request_log(log), key=lambda rec: rec[1])]
+    shares = collections.Counter(by_due)
+    assert sorted(shares) == [0, 1, 2, 3]
+    assert max(shares.values()) < 1.3 * min(shares.values()), shares
+    # Sending each request on the next connection in turn would put no two consecutive ones on the same one.
+    together = sum(a == b for a, b in itertools.pairwise(by_due))
+    assert together > 0.1 * len(by_due), together

@@ -36,8 +36,11 @@ class Traffic(Protocol):
         """Seconds on the run's clock (0 when every session was open)."""
         ...
 
-    def pick(self, start: int) -> LoadSession | None:
-        """A session with room for one more request, trying them in turn from `start`; None when all are full."""
+    def pick(self, seq: int, previous: LoadSession | None = None) -> LoadSession | None:
+        """A session with room for request number `seq`, or None when all are full. `previous`: the session the
+        request before it in the same pass of the model went on (None for a pass's first): a traffic that does
+        not tie requests to connections keeps using it while it has room, so that requests due together leave in
+        one write; otherwise the sessions are tried in turn."""
         ...
 
     def post(self, session: LoadSession, due_s: float, seq: int, now_s: float, rid: str | None = None) -> None:

@@ -8,7 +8,9 @@ late in silence. With several workers each takes every n-th due time of the one 
 One pass (`_pump`) sends everything due by now, at most `BATCH_MAX` at once when behind (then the readers get a
 turn of the event loop first). A pass runs after every read of a connection (`after_read`: what fell due leaves
 without a wake-up of its own, in the same write as the read's own sends), and when loadtest.models.waker wakes
-the loop, within its slack (0.4 ms) after the next due time if no read came first.
+the loop, within its slack (0.4 ms) after the next due time if no read came first. A pass's requests go on one
+connection while it has room (`Traffic.pick`), so they leave in one write; the passes take the connections in
+turn.
 
 Imports loadtest.models.
 """
@@ -78,8 +80,9 @@ class OpenModel(LoadModel):
             pick, post, drop = traffic.pick, traffic.post, traffic.drop
             due_iter = self._due_iter
             seq = self._seq
+            session = None
             for _ in range(BATCH_MAX):
-                session = pick(seq)
+                session = pick(seq, session)
                 if session is None:
                     drop(due)
                 else:
