@@ -18,9 +18,9 @@ loop's own delay, and latency still runs from the due time: a request sent late 
 deadline already set within the new one's window (`[due, due + SLACK_S]`) serves it as well and stays: at high
 rates the next request falls due before the deadline set for the one a read has just sent, and moving the kernel
 timer on after every read cost a system call per read (5.7 per wake-up at 20,000/s on 8 connections). A deadline
-that would find nothing due (set before `due`) is moved on instead (a system call) rather than left to wake the
-process for nothing (a wake-up). Targets are absolute `perf_counter()` seconds. Imports: the standard library and
-relay.common.timers.
+outside the window is moved (a system call): one set before `due` would wake the process for nothing (a wake-up),
+one set after `due + SLACK_S` would send late. Targets are absolute `perf_counter()` seconds. Imports: the
+standard library and relay.common.timers.
 """
 
 from __future__ import annotations
