@@ -672,11 +672,17 @@ async def forward_main(port: int, upstream: str, max_lifetime_s: float) -> None:
                 if front.transport is not None:
                     front.transport.close()
                 return
+            if front.transport is None or front.transport.is_closing():  # the client left meanwhile
+                if back.transport is not None:
+                    back.transport.close()
+                return
             front.peer, back.peer = back, front
-            assert back.transport is not None
-            for data in front.held:
-                back.transport.write(data)
-            front.held.clear()
+            for side in (front, back):  # what either side sent before both were connected
+                other = side.peer
+                assert other is not None and other.transport is not None
+                for data in side.held:
+                    other.transport.write(data)
+                side.held.clear()
 
         task = loop.create_task(connect())
         connecting.add(task)

@@ -80,7 +80,7 @@ def test_latency_per_endpoint_and_hop_on_the_recordings_footing() -> None:
     assert diff.summary()["hops_added"] == ["embed"] and diff.summary()["hops_removed"] == ["upper"]
     assert "hops now, not recorded: embed" in format_diff(diff.summary())
     har = ReplayDiff(LATENCY_ROUND_TRIP)
-    har.on_answer(_recorded(0, latency_us=5000), True, None, 1, ["d0"], _routes(2000, 100), 0.007)
+    har.on_answer(_recorded(0, latency_us=5000), True, None, 1, ["d0"], _spans(2000, 100), 0.007)
     assert har.summary()["endpoints"]["/index"]["now_ms"]["p50"] == 7.0  # a browser timed its round trip
 
 
@@ -90,11 +90,12 @@ def test_workers_diffs_merge_exactly() -> None:
     for i in range(20):
         error = "ValueError" if i % 7 == 0 else None
         for diff in (parts[i % 2], whole):
-            diff.on_answer(_recorded(i, latency_us=100 + i), True, error, 1, [f"d{i}"], _routes(200 + i, 50), 0.001)
+            diff.on_answer(_recorded(i, latency_us=100 + i), True, error, 1, [f"d{i}"], _spans(200 + i, 50), 0.001)
     merged = ReplayDiff.from_plain(parts[0].to_plain())
     merged.merge(ReplayDiff.from_plain(parts[1].to_plain()))
     a, b = merged.summary(), whole.summary()
     assert a["status"] == b["status"] and a["endpoints"] == b["endpoints"] and a["hops"] == b["hops"]
+    assert sorted(a["hops"]) == ["gateway", "upper"] and a["hops"]["upper"]["now_ms"]["p50"] == 0.05  # now's too
     assert sorted(e["request"] for e in a["status_examples"]) == sorted(e["request"] for e in b["status_examples"])
 
 

@@ -174,3 +174,15 @@ def test_route_spans_of_a_json_answer_skip_entries_without_both_stamps() -> None
         "not an entry",
     ]}))
     assert answer.route_spans() == [("gateway", 2_500_000)]
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("garbage-garbage-gar.1Z", "garbage-garbage-gar.9Z"),
+    ("2026-13-26T00:00:00.100Z", "2026-13-26T00:00:00.200Z"),  # no 13th month
+])
+def test_a_span_of_texts_that_are_not_stamps_is_refused_as_parse_timestamp_refuses_them(start: str, end: str
+                                                                                       ) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(end)
+    with pytest.raises(ValueError):
+        timestamp_span_ns(start, end)

@@ -25,8 +25,8 @@ Counts include warm-up requests (a live view shows the warm-up for what it is); 
 them out of its figures. A request ends in exactly one of `ok` or `failed{reason}` (`executor: Name`,
 `close 1006`, `timeout`, `unanswered`, ...), so at the end `sent == ok + sum(failed)`.
 
-Imports: the standard library, prometheus_client, relay.metrics (buckets and histogram), and
-loadtest.measure (hop spans). The engine does not import this module: the CLI hands it to `run_load`.
+Imports: the standard library, prometheus_client and relay.metrics (buckets and histogram); the hop spans come
+computed (loadtest.measure.meter). The engine does not import this module: the CLI hands it to `run_load`.
 """
 
 from __future__ import annotations

@@ -279,10 +279,11 @@ def route_spans(routes: Iterable[Route] | None) -> list[tuple[str, int]]:
 
 def timestamp_span_ns(start: str, end: str) -> int:
     """`end` minus `start` in ns, two RFC 3339 stamps as `parse_timestamp` reads them. Two stamps of one second
-    in one layout (`...ss.ffffffZ`, `...ss.ffffff+00:00`: a route entry's start and end, mostly) are
-    subtracted as their fractions, without reading the dates. Raises ValueError on a text that is not a stamp."""
+    (read before: its date and time are known good) in one layout (`...ss.ffffffZ`, `...ss.ffffff+00:00`: a
+    route entry's start and end, mostly) are subtracted as their fractions, without reading the date again.
+    Raises ValueError on a text that is not a stamp."""
     size = len(start)
-    if size == len(end) and start[:20] == end[:20] and start[19:20] == ".":
+    if size == len(end) and start[:20] == end[:20] and start[19:20] == "." and start[:19] in _seconds_cache:
         cut = size - 1 if start[-1:] == "Z" else size - 6 if start[-6:] == "+00:00" else 0
         if cut > 20 and end[cut:] == start[cut:] and cut - 20 <= 9:
             first, last = start[20:cut], end[20:cut]
