@@ -22,8 +22,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from relay.common.frames import data_frame
 from relay.common.writes import FLUSH_EVERY_MESSAGES
-from relay.common.ws_client import MaskKeys, WsClient, data_frame, open_ws
+from relay.common.ws_client import MaskKeys, WsClient, open_ws
 
 TIMEOUT_S = 20.0
 MESSAGES = 40

@@ -26,7 +26,8 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
-from relay.common.ws_client import CLOSE_TIMEOUT_S, ConnectFailed, MaskKeys, WsClient, data_frame, open_ws
+from relay.common.frames import data_frame
+from relay.common.ws_client import CLOSE_TIMEOUT_S, ConnectFailed, MaskKeys, WsClient, open_ws
 
 # A bound for each scenario well past CLOSE_TIMEOUT_S: only a close that never returns trips it.
 SCENARIO_BOUND_S = CLOSE_TIMEOUT_S + 10.0
@@ -154,12 +155,13 @@ def test_a_refused_handshake_carries_its_status() -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
 @pytest.mark.parametrize("text", [False, True])
-def test_data_frames_framed_here_read_back_as_websockets_reads_them(size: int, text: bool) -> None:
+@pytest.mark.parametrize("masked", [True, False], ids=["client", "server"])
+def test_data_frames_framed_here_read_back_as_websockets_reads_them(size: int, text: bool, masked: bool) -> None:
     payload = bytes(i % 251 for i in range(size)) if not text else b"x" * size
-    frame = data_frame(payload, text, MaskKeys().next())
+    frame = data_frame(payload, text, MaskKeys().next() if masked else None)
     reader = StreamReader()
     reader.feed_data(frame)
-    parser = Frame.parse(reader.read_exact, mask=True)
+    parser = Frame.parse(reader.read_exact, mask=masked)
     with pytest.raises(StopIteration) as done:
         next(parser)
     parsed = done.value.value

@@ -8,13 +8,15 @@ extension, no reserved bit. `read_data_frames` reads those itself and stops at t
 else (a control frame, a fragment, a reserved bit, a wrong mask bit, a payload over the size limit): from there
 the shell hands the bytes to websockets, which does the RFC 6455 work (pings answered, the closing handshake,
 errors closed with their code), and takes over again once websockets stands between frames with nothing
-buffered (`websockets_idle`). Nothing is ever parsed by both.
+buffered (`websockets_idle`). Nothing is ever parsed by both. The other way, `data_frame` writes such a frame,
+masked as a client sends it or not as a server does.
 
 Imports: the standard library and websockets (its C `apply_mask`).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from websockets.frames import apply_mask
@@ -26,6 +28,25 @@ PARTIAL_MAX_BYTES = 64 * 1024
 
 # (payload, is_text) for each whole data message, in order.
 MessageSink = Callable[[bytes, bool], None]
+
+_pack = struct.pack
+
+
+def data_frame(payload: bytes, text: bool, mask: bytes | None = None) -> bytes:
+    """One whole (FIN) text or binary frame, no extension (RFC 6455 5.2): masked with `mask` as a client sends it,
+    or unmasked (`mask` None) as a server does."""
+    first = 0x81 if text else 0x82
+    masked = 0x80 if mask is not None else 0
+    n = len(payload)
+    if n < 126:
+        header = _pack("!BB", first, masked | n)
+    elif n < 0x10000:
+        header = _pack("!BBH", first, masked | 126, n)
+    else:
+        header = _pack("!BBQ", first, masked | 127, n)
+    if mask is None:
+        return header + payload
+    return header + mask + apply_mask(payload, mask)
 
 
 def read_data_frames(buf: bytes, masked: bool, max_size: int | None, deliver: MessageSink) -> tuple[int, bool]:

@@ -43,16 +43,15 @@ import contextlib
 import os
 import socket
 import ssl
-import struct
 from collections.abc import Callable
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, InvalidURI
-from websockets.frames import Frame, Opcode, apply_mask
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from relay.common.frames import read_plain, websockets_idle
+from relay.common.frames import data_frame, read_plain, websockets_idle
 from relay.common.writes import CoalescedWrites
 
 MASK_KEYS_DRAWN = 4096  # bytes of os.urandom per draw: 1,024 frames' masking keys
@@ -96,20 +95,6 @@ class MaskKeys:
 
 
 _mask_keys = MaskKeys()
-_pack = struct.pack
-
-
-def data_frame(payload: bytes, text: bool, mask: bytes) -> bytes:
-    """One whole (FIN) text or binary frame as a client sends it: masked with `mask` (RFC 6455 5.2)."""
-    first = 0x81 if text else 0x82
-    n = len(payload)
-    if n < 126:
-        header = _pack("!BB", first, 0x80 | n)
-    elif n < 0x10000:
-        header = _pack("!BBH", first, 0xFE, n)
-    else:
-        header = _pack("!BBQ", first, 0xFF, n)
-    return header + mask + apply_mask(payload, mask)
 
 
 def end_reason(protocol: ClientProtocol) -> str:

@@ -23,7 +23,6 @@ import contextlib
 import email.utils
 import itertools
 import logging
-import struct
 from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Protocol as TypingProtocol
@@ -36,7 +35,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from relay.common.frames import read_plain, websockets_idle
+from relay.common.frames import data_frame, read_plain, websockets_idle
 from relay.common.writes import CoalescedWrites
 from relay.net.http_types import HttpRequest, HttpResponse
 
@@ -48,7 +47,6 @@ _STATUSES = {s.value for s in HTTPStatus}
 # for Python's garbage collector to scan in each full collection (see RelayProtocol._release_handshake).
 _SUBPROTOCOLS = ("bytes", "json")
 _NO_EXTENSIONS: tuple[()] = ()
-_pack = struct.pack
 # Numbers for the connections that carry plain HTTP requests (HttpRequest.connection), given at the first one.
 _http_connection_numbers = itertools.count(1)
 
@@ -81,18 +79,6 @@ class ListenerHost(TypingProtocol):
     compression: bool
 
 
-def server_data_frame(payload: bytes, text: bool) -> bytes:
-    """One whole (FIN) text or binary frame as a server sends it: unmasked, no extension (RFC 6455 5.2)."""
-    n = len(payload)
-    if n < 126:
-        header = _pack("!BB", 0x81 if text else 0x82, n)
-    elif n < 0x10000:
-        header = _pack("!BBH", 0x81 if text else 0x82, 126, n)
-    else:
-        header = _pack("!BBQ", 0x81 if text else 0x82, 127, n)
-    return header + payload
-
-
 class WebSocketSession:
     """The gateway logic's handle on one open WebSocket connection."""
 
@@ -104,9 +90,9 @@ class WebSocketSession:
         self.path = path
         self.subprotocol = subprotocol
         self.close_code_sent: int | None = None
-        # Data frames framed here (`server_data_frame`) when no extension was negotiated: websockets' own framing
-        # (a Frame, its checks, the extensions' hooks) costs a few microseconds an answer; permessage-deflate
-        # frames go through websockets.
+        # Data frames framed here (relay.common.frames.data_frame) when no extension was negotiated: websockets'
+        # own framing (a Frame, its checks, the extensions' hooks) costs a few microseconds an answer;
+        # permessage-deflate frames go through websockets.
         self._frame_here = not ws.extensions
 
     @property
@@ -129,7 +115,7 @@ class WebSocketSession:
             frames = conn.frames
             if frames is None:
                 frames = conn.frames = []
-            frames.append(server_data_frame(payload, text))
+            frames.append(data_frame(payload, text))
         elif text:
             ws.send_text(payload)
         else:

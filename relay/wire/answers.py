@@ -17,7 +17,7 @@ replay's comparison with a recording) lists its documents' ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -62,15 +62,8 @@ class Answer:
         """Each route entry's executor and its span in ns (`relay.wire.messages.route_spans`), read straight from
         the message: per measured answer, without building its routes."""
         if self._pb is not None:
-            out = []
-            for r in self._pb.routes:
-                start, end = r.start_time, r.end_time
-                # An unset Timestamp reads as 0 s 0 ns: no real stamp is the epoch itself.
-                start_ns = start.seconds * _NS + start.nanos
-                end_ns = end.seconds * _NS + end.nanos
-                if start_ns and end_ns >= start_ns and r.executor:
-                    out.append((r.executor, end_ns - start_ns))
-            return out
+            return [(name, end_ns - start_ns) for name, start_ns, end_ns in _proto_stamps(self._pb)
+                    if start_ns and end_ns >= start_ns and name]
         return _json_route_spans(self._obj)
 
     @property
@@ -120,15 +113,16 @@ class Answer:
         return [(d.get("id") or "") if isinstance(d, dict) else "" for d in data]
 
 
-def _proto_routes(pb: Any) -> list[Route]:
-    out = []
+def _proto_stamps(pb: Any) -> Iterator[tuple[str, int, int]]:
+    """Each route entry's executor, start and end (ns; 0 when unset: an unset Timestamp reads as 0 s 0 ns, and no
+    real stamp is the epoch itself). Seconds and nanos are read directly, not through Timestamp's methods."""
     for r in pb.routes:
-        # An unset Timestamp reads as 0 s 0 ns: no real stamp is the epoch itself.
         start, end = r.start_time, r.end_time
-        start_ns = start.seconds * _NS + start.nanos
-        end_ns = end.seconds * _NS + end.nanos
-        out.append(Route(r.executor, start_ns or None, end_ns or None))
-    return out
+        yield r.executor, start.seconds * _NS + start.nanos, end.seconds * _NS + end.nanos
+
+
+def _proto_routes(pb: Any) -> list[Route]:
+    return [Route(name, start_ns or None, end_ns or None) for name, start_ns, end_ns in _proto_stamps(pb)]
 
 
 def _json_routes(obj: dict[str, Any] | None) -> list[Route]:
